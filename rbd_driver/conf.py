@@ -1,0 +1,219 @@
+"""Configuration options of rbd_driver, all in group ``[rbd]``.
+
+Nothing is registered at import time. A caller registers the options on its
+own ``ConfigOpts`` with :func:`register_opts`; ``oslo-config-generator
+--namespace rbd_driver`` finds them through :func:`list_opts`.
+"""
+
+from __future__ import annotations
+
+from oslo_config import cfg
+
+__all__ = ["GROUP", "register_opts", "list_opts"]
+
+GROUP = "rbd"
+
+
+
+def _group() -> cfg.OptGroup:
+    # A new OptGroup for every ConfigOpts: oslo.config copies a registered
+    # group only shallowly, so one shared OptGroup object would make two
+    # ConfigOpts share their overrides.
+    return cfg.OptGroup(
+        GROUP,
+        title="Ceph RBD options",
+        help="Where and how rbd_driver keeps instance disks in Ceph RBD.",
+    )
+
+connection_opts = [
+    cfg.StrOpt(
+        "pool",
+        default="vms",
+        help="""
+RADOS pool that holds instance disks.
+
+The pool must exist and have the ``rbd`` application enabled; the configured
+``user`` needs ``profile rbd`` caps on it.
+
+Possible values:
+
+* The name of an existing pool.
+
+Related options:
+
+* ``user``: must be allowed to write to this pool.
+""",
+    ),
+    cfg.StrOpt(
+        "ceph_conf",
+        default="/etc/ceph/ceph.conf",
+        help="""
+Path to the ceph.conf of the cluster that holds the disks.
+
+It must list the monitors (``mon host``). It is read by librados in this
+process and passed by path (never by content) to QEMU.
+
+Possible values:
+
+* An absolute path to a readable file.
+
+Related options:
+
+* ``keyring``: where the cephx key is, if ceph.conf does not say.
+""",
+    ),
+    cfg.StrOpt(
+        "user",
+        default=None,
+        help="""
+Cephx user (without the ``client.`` prefix) that rbd_driver connects as.
+
+Use a dedicated least-privilege user (``profile rbd`` on the instance pool,
+``profile rbd-read-only`` on image pools) rather than ``admin``.
+
+Possible values:
+
+* A cephx user name such as ``compute``.
+* Unset: librados' default, ``client.admin``.
+
+Related options:
+
+* ``keyring``, ``secret_uuid``.
+""",
+    ),
+    cfg.StrOpt(
+        "keyring",
+        default=None,
+        help="""
+Path to the keyring file of ``user``.
+
+The key is read by librados from this file; it is never put on a command
+line, in an environment variable or in a log. The file should be mode 0600.
+
+Possible values:
+
+* An absolute path to a keyring file.
+* Unset: the ``keyring`` setting of ceph.conf (by default
+  ``/etc/ceph/$cluster.$name.keyring``).
+
+Related options:
+
+* ``user``, ``ceph_conf``.
+""",
+    ),
+    cfg.StrOpt(
+        "secret_uuid",
+        default=None,
+        help="""
+UUID of the libvirt secret that holds the cephx key of ``user``.
+
+It goes into the ``<auth>`` element of the disk XML, so that QEMU started by
+libvirt can authenticate without the key appearing anywhere.
+
+Possible values:
+
+* A UUID of a libvirt secret with usage type ``ceph``.
+* Unset: no ``<auth>`` element (only for clusters without cephx).
+
+Related options:
+
+* ``user``: the secret must hold this user's key.
+""",
+    ),
+    cfg.IntOpt(
+        "connect_timeout",
+        default=5,
+        min=1,
+        help="""
+Seconds to wait when connecting to the cluster before giving up.
+
+Applied as librados' ``client_mount_timeout``. An unreachable or frozen
+monitor then fails with ``ClusterConnectionError`` instead of hanging.
+
+Possible values:
+
+* A positive number of seconds.
+
+Related options:
+
+* ``op_timeout``: the limit for each operation once connected.
+""",
+    ),
+    cfg.IntOpt(
+        "op_timeout",
+        default=30,
+        min=0,
+        help="""
+Seconds each monitor or OSD operation may take before it fails.
+
+Applied as librados' ``rados_mon_op_timeout`` and ``rados_osd_op_timeout``,
+so a frozen monitor or a stuck placement group raises ``OperationTimeout``
+instead of blocking a thread forever.
+
+Possible values:
+
+* A positive number of seconds.
+* 0: wait forever (not recommended: a stuck cluster hangs the caller).
+
+Related options:
+
+* ``connect_timeout``.
+""",
+    ),
+]
+
+cleanup_opts = [
+    cfg.IntOpt(
+        "destroy_retries",
+        default=12,
+        min=0,
+        help="""
+How many times to retry removing a busy disk before giving up on it.
+
+A disk stays busy while a watcher (for example a QEMU that is still
+exiting) holds it open. After the last retry the disk is moved to the RBD
+trash and reported, never silently left behind.
+
+Possible values:
+
+* 0 or more retries.
+
+Related options:
+
+* ``destroy_retry_interval``: the wait between retries.
+""",
+    ),
+    cfg.FloatOpt(
+        "destroy_retry_interval",
+        default=5.0,
+        min=0,
+        help="""
+Seconds to wait between retries when removing a busy disk.
+
+Possible values:
+
+* 0 or more seconds.
+
+Related options:
+
+* ``destroy_retries``: retries times interval bounds the total wait.
+""",
+    ),
+]
+
+ALL_OPTS = connection_opts + cleanup_opts
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register every rbd_driver option on ``conf``, in group ``[rbd]``.
+
+    Registering twice on the same ``conf`` is harmless.
+    """
+    group = _group()
+    conf.register_group(group)
+    conf.register_opts(ALL_OPTS, group=group)
+
+
+def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
+    """Return the options for ``oslo-config-generator`` and the docs."""
+    return [(_group(), list(ALL_OPTS))]

@@ -1,0 +1,163 @@
+"""Exceptions raised by rbd_driver.
+
+Every error that reaches a caller derives from :class:`RbdDriverError`. When
+it was caused by librados/librbd, it is raised ``from`` that error, so the
+original stays available as ``__cause__``. The translation from rados/rbd
+errors happens in one place, :mod:`rbd_driver.storage.rados_client`.
+
+Each class carries a ``message`` template filled from keyword arguments, and
+every template names the pool, image, snapshot or path at fault::
+
+    RbdDriverError
+     ├── ConfigError                  bad or missing configuration
+     │    └── CephConfNotFound        ceph.conf path does not exist
+     ├── ClusterError                 talking to the cluster failed
+     │    ├── ClusterConnectionError  could not connect (or timed out)
+     │    ├── OperationTimeout        an operation passed its timeout
+     │    ├── PermissionDenied        the cephx user lacks the caps
+     │    ├── NoSpace                 the cluster or a quota is full
+     │    └── StorageError            any other librados/librbd error
+     ├── PoolNotFound
+     ├── ImageNotFound
+     ├── SnapshotNotFound
+     ├── ImageExists
+     ├── ImageBusy                    open elsewhere (watchers, children)
+     ├── ImageHasSnapshots
+     ├── ReadOnlyImage
+     ├── InvalidArgument
+     ├── NotSupported                 the cluster or image lacks a feature
+     └── ImageUnacceptable            direct_fetch refused every location
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "RbdDriverError",
+    "ConfigError",
+    "CephConfNotFound",
+    "ClusterError",
+    "ClusterConnectionError",
+    "OperationTimeout",
+    "PermissionDenied",
+    "NoSpace",
+    "StorageError",
+    "PoolNotFound",
+    "ImageNotFound",
+    "SnapshotNotFound",
+    "ImageExists",
+    "ImageBusy",
+    "ImageHasSnapshots",
+    "ReadOnlyImage",
+    "InvalidArgument",
+    "NotSupported",
+    "ImageUnacceptable",
+]
+
+
+class RbdDriverError(Exception):
+    """Base class of every rbd_driver error.
+
+    Subclasses set ``message`` to a ``%``-template; the keyword arguments
+    given to the constructor fill it and stay available as ``self.kwargs``.
+    A missing keyword never hides the real error: the template is then shown
+    with the keywords that were given.
+    """
+
+    message = "An unknown rbd_driver error occurred: %(detail)s"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        if message is None:
+            try:
+                message = self.message % kwargs
+            except (KeyError, TypeError, ValueError):
+                message = f"{self.message} ({kwargs!r})"
+        super().__init__(message)
+
+    @property
+    def msg(self) -> str:
+        """The formatted message."""
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(RbdDriverError):
+    message = "Invalid configuration: %(detail)s"
+
+
+class CephConfNotFound(ConfigError):
+    message = (
+        "Ceph configuration file %(path)s does not exist or is not readable; "
+        "set [rbd] ceph_conf to the cluster's ceph.conf"
+    )
+
+
+class ClusterError(RbdDriverError):
+    message = "Ceph cluster error: %(detail)s"
+
+
+class ClusterConnectionError(ClusterError):
+    message = (
+        "Could not connect to the Ceph cluster of %(conf)s as client.%(user)s "
+        "within %(timeout)ss: %(detail)s"
+    )
+
+
+class OperationTimeout(ClusterError):
+    message = "Ceph operation %(op)s on %(target)s timed out: %(detail)s"
+
+
+class PermissionDenied(ClusterError):
+    message = (
+        "Permission denied for %(op)s on %(target)s: check the cephx caps of "
+        "the configured user (%(detail)s)"
+    )
+
+
+class NoSpace(ClusterError):
+    message = "No space left for %(op)s on %(target)s: %(detail)s"
+
+
+class StorageError(ClusterError):
+    message = "Ceph operation %(op)s on %(target)s failed: %(detail)s"
+
+
+class PoolNotFound(RbdDriverError):
+    message = "Pool %(pool)s does not exist (or the user cannot see it)"
+
+
+class ImageNotFound(RbdDriverError):
+    message = "RBD image %(pool)s/%(image)s does not exist"
+
+
+class SnapshotNotFound(RbdDriverError):
+    message = "Snapshot %(pool)s/%(image)s@%(snapshot)s does not exist"
+
+
+class ImageExists(RbdDriverError):
+    message = "RBD image %(pool)s/%(image)s already exists"
+
+
+class ImageBusy(RbdDriverError):
+    message = "RBD image %(pool)s/%(image)s is busy: %(detail)s"
+
+
+class ImageHasSnapshots(RbdDriverError):
+    message = "RBD image %(pool)s/%(image)s still has snapshots: %(detail)s"
+
+
+class ReadOnlyImage(RbdDriverError):
+    message = "RBD image %(pool)s/%(image)s is read-only: %(detail)s"
+
+
+class InvalidArgument(RbdDriverError):
+    message = "Invalid argument for %(op)s on %(target)s: %(detail)s"
+
+
+class NotSupported(RbdDriverError):
+    message = "Operation %(op)s on %(target)s is not supported: %(detail)s"
+
+
+class ImageUnacceptable(RbdDriverError):
+    message = "Image %(image_id)s is unacceptable: %(reason)s"
