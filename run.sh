@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian 12 machine, run as root:
+#   ./run.sh demo   set everything up, then run the demo on a throwaway local cluster
+#   ./run.sh test   set everything up, then run every test (unit and functional)
+#   ./run.sh setup  only set up (apt packages, .venv, editable install)
+# Extra arguments go to the demo or to pytest.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Ceph daemons for the throwaway cluster, the official rados/rbd bindings
+# (not on PyPI), and the real clients we test against (QEMU, libvirt).
+APT_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
+              python3-venv qemu-utils qemu-block-extra libvirt-clients python3-libvirt)
+
+setup() {
+    local missing=() pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if ((${#missing[@]})); then
+        if [ "$(id -u)" != 0 ]; then
+            echo "run.sh: as root, install: ${missing[*]}" >&2
+            exit 1
+        fi
+        echo "run.sh: installing ${missing[*]}" >&2
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    fi
+    # --system-site-packages: the rados/rbd bindings live in Debian's dist-packages.
+    if [ ! -x .venv/bin/python ]; then
+        /usr/bin/python3 -m venv --system-site-packages .venv
+    fi
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+}
+
+cmd="${1:-}"
+shift || true
+case "$cmd" in
+    setup) setup ;;
+    demo) setup; exec .venv/bin/rbd-driver demo "$@" ;;
+    test) setup; exec .venv/bin/pytest "$@" ;;
+    *) echo "usage: ./run.sh demo|test|setup [args...]" >&2; exit 2 ;;
+esac
