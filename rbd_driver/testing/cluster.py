@@ -297,7 +297,7 @@ class LocalCluster:
         store = {
             "memstore": f"memstore device bytes = {self.osd_size_gib << 30}\n",
             "bluestore": (
-                "bluestore block path = $osd_data/block\n"
+                f"bluestore block path = {d}/osd/$cluster-$id.block\n"
                 "bluestore block create = true\n"
                 f"bluestore block size = {self.osd_size_gib << 30}\n"
                 "bluestore fsck on mount = false\n"
