@@ -201,7 +201,31 @@ Related options:
     ),
 ]
 
-ALL_OPTS = connection_opts + cleanup_opts
+backend_opts = [
+    cfg.StrOpt(
+        "images_type",
+        default="rbd",
+        help="""
+Image backend that holds instance disks when the caller names none.
+
+Backends are plugins in the entry-point namespace
+``rbd_driver.image_backends``.
+
+Possible values:
+
+* ``rbd``: disks are RBD images in ``pool`` (copy-on-write clones when
+  possible).
+* ``flat``: raw files on local disk, under ``[flat] instances_path``.
+* The name of any other installed plugin.
+
+Related options:
+
+* ``pool``, ``[flat] instances_path``.
+""",
+    ),
+]
+
+ALL_OPTS = connection_opts + cleanup_opts + backend_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -214,6 +238,18 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(ALL_OPTS, group=group)
 
 
-def list_opts() -> list[tuple[cfg.OptGroup, list[cfg.Opt]]]:
-    """Return the options for ``oslo-config-generator`` and the docs."""
-    return [(_group(), list(ALL_OPTS))]
+def list_opts() -> list[tuple[cfg.OptGroup | str, list[cfg.Opt]]]:
+    """Return the options for ``oslo-config-generator`` and the docs.
+
+    Besides ``[rbd]``, it walks the image-backend plugins so that each
+    plugin's own options appear in the sample config too.
+    """
+    from importlib.metadata import entry_points
+
+    result: list[tuple[cfg.OptGroup | str, list[cfg.Opt]]] = [(_group(), list(ALL_OPTS))]
+    for ep in sorted(entry_points(group="rbd_driver.image_backends"), key=lambda e: e.name):
+        plugin = ep.load()
+        opts, group = getattr(plugin, "opts", None), getattr(plugin, "opt_group", None)
+        if opts and group:
+            result.append((group, list(opts)))
+    return result

@@ -22,10 +22,14 @@ every template names the pool, image, snapshot or path at fault::
      ├── SnapshotNotFound
      ├── ImageExists
      ├── ImageBusy                    open elsewhere (watchers, children)
+     │    └── SnapshotHasClones       a snapshot still has clones
      ├── ImageHasSnapshots
      ├── ReadOnlyImage
      ├── InvalidArgument
      ├── NotSupported                 the cluster or image lacks a feature
+     ├── DiskSizeTooSmall             a disk can only grow
+     ├── BackendNotFound              unknown image_type
+     ├── CleanupFailed                a disk could be neither removed nor trashed
      └── ImageUnacceptable            direct_fetch refused every location
 """
 
@@ -48,10 +52,14 @@ __all__ = [
     "SnapshotNotFound",
     "ImageExists",
     "ImageBusy",
+    "SnapshotHasClones",
     "ImageHasSnapshots",
     "ReadOnlyImage",
     "InvalidArgument",
     "NotSupported",
+    "DiskSizeTooSmall",
+    "BackendNotFound",
+    "CleanupFailed",
     "ImageUnacceptable",
 ]
 
@@ -143,6 +151,13 @@ class ImageBusy(RbdDriverError):
     message = "RBD image %(pool)s/%(image)s is busy: %(detail)s"
 
 
+class SnapshotHasClones(ImageBusy):
+    message = (
+        "Snapshot %(pool)s/%(image)s@%(snapshot)s has clones: %(children)s; "
+        "flatten or remove them first"
+    )
+
+
 class ImageHasSnapshots(RbdDriverError):
     message = "RBD image %(pool)s/%(image)s still has snapshots: %(detail)s"
 
@@ -161,3 +176,18 @@ class NotSupported(RbdDriverError):
 
 class ImageUnacceptable(RbdDriverError):
     message = "Image %(image_id)s is unacceptable: %(reason)s"
+
+
+class DiskSizeTooSmall(RbdDriverError):
+    message = (
+        "Requested size %(size)s bytes for %(pool)s/%(image)s is smaller than "
+        "its current %(current)s bytes; disks can only grow"
+    )
+
+
+class BackendNotFound(RbdDriverError):
+    message = "Unknown image backend '%(image_type)s'; available: %(available)s"
+
+
+class CleanupFailed(RbdDriverError):
+    message = "Could not remove or trash %(pool)s/%(image)s: %(detail)s"

@@ -33,7 +33,7 @@ def test_every_template_names_what_is_at_fault(cls: type[exception.RbdDriverErro
     if cls in (exception.RbdDriverError, exception.ConfigError, exception.ClusterError):
         assert keys == {"detail"}  # generic bases carry their subject in detail
     else:
-        assert keys & {"pool", "image", "path", "target", "conf", "image_id"}, cls
+        assert keys & {"pool", "image", "path", "target", "conf", "image_id", "image_type"}, cls
 
 
 def test_missing_keyword_still_shows_something_useful() -> None:
