@@ -1,0 +1,287 @@
+"""Rbd: instance disks as RBD images. Clone when possible, copy when not.
+
+This module is policy. It decides whether an image location may be cloned
+(:meth:`Rbd.check_location`), when to fall back to a copy, and how disks are
+named and cleaned up. The Ceph calls themselves are in
+:class:`rbd_driver.storage.rbd_utils.RBDDriver`.
+
+Disk names are ``<instance_uuid>_<disk_name>`` in ``[rbd] pool``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable
+
+from oslo_concurrency import lockutils
+from oslo_config import cfg
+
+from rbd_driver import exception, imagebackend, libvirt_config
+from rbd_driver.storage import formats
+from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
+from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
+
+__all__ = ["Rbd", "disk_name_for"]
+
+LOG = logging.getLogger(__name__)
+
+
+def disk_name_for(instance_uuid: str, disk_name: str) -> str:
+    """Return the RBD image name of an instance's disk."""
+    return f"{instance_uuid}_{disk_name}"
+
+
+def _qemu_escape(value: str) -> str:
+    # QEMU's rbd: filename splits options on ':'; a backslash escapes.
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+class Rbd(imagebackend.Image):
+    """An instance disk kept as an RBD image in ``[rbd] pool``."""
+
+    driver: RBDDriver
+
+    def __init__(self, instance_uuid: str, disk_name: str, conf: cfg.ConfigOpts,
+                 driver: RBDDriver | None = None) -> None:
+        super().__init__(instance_uuid, disk_name, conf, driver)
+        self.pool = self.driver.pool
+        self.rbd_name = disk_name_for(instance_uuid, disk_name)
+
+    @classmethod
+    def make_driver(cls, conf: cfg.ConfigOpts) -> RBDDriver:
+        return RBDDriver.from_conf(conf)
+
+    # -- identity -------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """``rbd:pool/name:id=user:conf=path``; never holds a key."""
+        spec = f"rbd:{_qemu_escape(self.pool)}/{_qemu_escape(self.rbd_name)}"
+        user = self.conf.rbd.user
+        if user:
+            spec += f":id={_qemu_escape(user)}"
+        return spec + f":conf={_qemu_escape(self.conf.rbd.ceph_conf)}"
+
+    def exists(self) -> bool:
+        return self.driver.exists(self.rbd_name)
+
+    def get_disk_size(self, name: str | None = None) -> int:
+        """Return the size in bytes that librbd reports.
+
+        ``name`` may be this disk's :attr:`path`, an ``rbd:pool/image[:...]``
+        spec, ``pool/image``, or an image name in ``[rbd] pool``; default this disk.
+
+        :raises ImageNotFound: no such image.
+        """
+        pool, image = self._split_name(name)
+        return self.driver.size(image, pool)
+
+    def _split_name(self, name: str | None) -> tuple[str, str]:
+        if not name:
+            return self.pool, self.rbd_name
+        if name.startswith("rbd:"):
+            name = name[4:]
+            # Cut the options at the first unescaped ':'.
+            out, escaped = [], False
+            for ch in name:
+                if escaped:
+                    out.append(ch)
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == ":":
+                    break
+                else:
+                    out.append(ch)
+            name = "".join(out)
+        if "/" in name:
+            pool, image = name.split("/", 1)
+            return pool, image
+        return self.pool, name
+
+    # -- direct_fetch: clone when every check passes --------------------------
+
+    def check_location(self, url: Any, image_meta: dict[str, Any], max_size: int = 0) -> RbdLocation:
+        """Return the parsed location if it can be cloned; otherwise raise with the reason.
+
+        The checks, in order: the URL is a valid ``rbd://fsid/pool/image/snap``;
+        the fsid is this cluster's; ``disk_format`` is raw; the snapshot
+        opens read-only with our cephx user; its first bytes are raw, not
+        another format; its size is within ``max_size`` (when non-zero).
+
+        :raises ValueError: with a sentence a person can act on.
+        """
+        if not isinstance(url, str):
+            raise ValueError(f"location URL {url!r} is not a string")
+        try:
+            location = parse_location(url)
+        except InvalidLocation as err:
+            raise ValueError(f"malformed location: {err}") from None
+        if location.fsid != self.driver.fsid:
+            raise ValueError(
+                f"it is in cluster {location.fsid}, not in this cluster {self.driver.fsid}")
+        disk_format = (image_meta or {}).get("disk_format")
+        if disk_format != "raw":
+            raise ValueError(f"disk_format is {disk_format!r}, and only 'raw' can be cloned")
+        try:
+            head, tail, size = self.driver.read_edges(location, formats.HEADER_BYTES,
+                                                      formats.TAIL_BYTES)
+        except exception.RbdDriverError as err:
+            raise ValueError(
+                f"snapshot {location.pool}/{location.image}@{location.snapshot} cannot be "
+                f"opened read-only as client.{self.conf.rbd.user or 'admin'}: {err}") from None
+        found = formats.detect_format(head, tail)
+        # An ISO is plain bytes to QEMU, so it is as safe as raw.
+        if found not in ("raw", "iso"):
+            backing = formats.qcow2_backing_file(head) if found.startswith("qcow") else None
+            detail = f" with backing file {backing[:200]!r}" if backing else ""
+            raise ValueError(
+                f"disk_format says raw but the data is {found}{detail}; cloning it would "
+                "let QEMU interpret it as raw")
+        if max_size and size > max_size:
+            raise ValueError(f"the image is {size} bytes, more than max_size {max_size}")
+        return location
+
+    def direct_fetch(self, image_id: str, image_meta: dict[str, Any],
+                     image_locations: list[dict[str, Any]], max_size: int = 0) -> None:
+        """Clone the first cloneable location into this disk; see :meth:`check_location`.
+
+        Does nothing if the disk already exists.
+
+        :raises ImageUnacceptable: no location qualified; the message gives each
+            location's reason, and nothing was created.
+        """
+        with self._disk_lock():
+            if self.exists():
+                LOG.debug("%s exists; direct_fetch of %s skipped", self.rbd_name, image_id)
+                return
+            reasons = []
+            for index, loc in enumerate(image_locations or []):
+                url = loc.get("url") if isinstance(loc, dict) else None
+                try:
+                    location = self.check_location(url, image_meta, max_size)
+                except ValueError as err:
+                    reasons.append(f"location {index + 1} ({_shorten(url)}): {err}")
+                    continue
+                try:
+                    self.driver.clone(location, self.rbd_name)
+                except exception.ImageExists:
+                    return  # created meanwhile by another process: same outcome
+                except exception.RbdDriverError as err:
+                    reasons.append(f"location {index + 1} ({_shorten(url)}): clone failed: {err}")
+                    continue
+                LOG.info("cloned %s from %s for image %s", self.rbd_name, location.url, image_id)
+                return
+            if not reasons:
+                reasons.append("no locations were given")
+            raise exception.ImageUnacceptable(image_id=image_id, reason="; ".join(reasons))
+
+    # -- create_image: the fallback copy ---------------------------------------
+
+    def _disk_lock(self) -> Any:
+        return lockutils.lock(f"rbd-driver-disk-{self.pool}-{self.rbd_name}")
+
+    def create_image(self, prepare_template: Callable[..., Any], base: str,
+                     size: int | None, *args: Any, **kwargs: Any) -> None:
+        """See :meth:`Image.create_image`. The copy goes through librbd, sparse.
+
+        :raises DiskSizeTooSmall: ``size`` is below the image's size (checked
+            before copying, so nothing is created).
+        """
+        progress = kwargs.pop("progress", None)
+        with self._disk_lock():
+            if not self.exists():
+                prepare_template(*args, target=base, **kwargs)
+            if not self.exists():
+                base_size = os.path.getsize(base)
+                if size and size < base_size:
+                    raise exception.DiskSizeTooSmall(size=size, pool=self.pool,
+                                                     image=self.rbd_name, current=base_size)
+                self.driver.import_file(base, self.rbd_name, progress=progress)
+            if size:
+                self.resize_image(size)
+
+    def resize_image(self, size: int) -> None:
+        current = self.get_disk_size()
+        if size < current:
+            raise exception.DiskSizeTooSmall(size=size, pool=self.pool, image=self.rbd_name,
+                                             current=current)
+        if size > current:
+            self.driver.resize(self.rbd_name, size)
+
+    # -- snapshots and lifecycle ------------------------------------------------
+
+    def create_snap(self, name: str, protect: bool = False) -> None:
+        self.driver.create_snap(self.rbd_name, name, protect=protect)
+
+    def remove_snap(self, name: str, force: bool = False) -> None:
+        self.driver.remove_snap(self.rbd_name, name, force=force)
+
+    def rollback_to_snap(self, name: str) -> None:
+        self.driver.rollback_to_snap(self.rbd_name, name)
+
+    def flatten(self) -> None:
+        self.driver.flatten(self.rbd_name)
+
+    def parent_info(self) -> tuple[str, str, str] | None:
+        """Return (pool, image, snapshot) of the golden image, or None when flat."""
+        return self.driver.parent_info(self.rbd_name)
+
+    def remove(self) -> None:
+        report = self.driver.remove_image(self.rbd_name)
+        if report.failed:
+            raise exception.CleanupFailed(pool=self.pool, image=self.rbd_name,
+                                          detail=report.failed[self.rbd_name])
+
+    @classmethod
+    def cleanup_instance(cls, conf: cfg.ConfigOpts, instance_uuid: str,
+                         driver: RBDDriver | None = None) -> CleanupReport:
+        """Remove every disk ``<instance_uuid>_*`` in ``[rbd] pool``, through librbd.
+
+        Returns the report: removed, trashed (with why) and failed (with why).
+        A failure is also logged as an error; it is never only a log line.
+        """
+        owned = driver is None
+        driver = driver or cls.make_driver(conf)
+        prefix = f"{instance_uuid}_"
+        try:
+            report = driver.cleanup_volumes(lambda name: name.startswith(prefix))
+        finally:
+            if owned:
+                driver.close()
+        for name, why in report.failed.items():
+            LOG.error("instance %s: disk %s was left behind: %s", instance_uuid, name, why)
+        return report
+
+    def get_pool_info(self) -> dict[str, int]:
+        """Return ``total``, ``free`` and ``used`` bytes of ``[rbd] pool``."""
+        return self.driver.get_pool_info()
+
+    # -- libvirt -----------------------------------------------------------------
+
+    def libvirt_info(self, disk_info: dict[str, Any] | None = None, cache_mode: str = "none",
+                     extra_specs: dict[str, Any] | None = None, boot_order: str | None = None,
+                     disk_unit: int | None = None, **kwargs: Any) -> str:
+        """Return ``<disk type='network'>`` XML: protocol rbd, every monitor, and
+        ``<auth>`` with the ceph secret when ``[rbd] secret_uuid`` is set."""
+        info = dict(disk_info or {})
+        hosts = [m.preferred for m in self.driver.get_monitors()]
+        return libvirt_config.network_disk_xml(
+            pool=self.pool,
+            image=self.rbd_name,
+            hosts=hosts,
+            user=self.conf.rbd.user,
+            secret_uuid=self.conf.rbd.secret_uuid,
+            target_dev=info.get("dev", kwargs.get("target_dev", "vda")),
+            target_bus=info.get("bus", kwargs.get("target_bus", "virtio")),
+            device=info.get("type", "disk"),
+            cache_mode=cache_mode,
+            boot_order=boot_order,
+            driver_format=self.driver_format,
+        )
+
+
+def _shorten(url: Any) -> str:
+    text = repr(url)
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,439 @@
+"""RBDDriver: every Ceph operation the image backends need, through librbd.
+
+This is mechanics, not policy: it clones, copies, resizes, snapshots and
+removes when told to, and reports facts (sizes, parents, headers, monitors,
+pool usage). Which location is cloneable is decided in
+:mod:`rbd_driver.backends.rbd`.
+
+All calls go through one :class:`~rbd_driver.storage.rados_client.RadosClient`
+(one connection per driver), and every error is translated there. Nothing
+here runs a command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from oslo_config import cfg
+
+from rbd_driver import exception
+from rbd_driver.storage.location import RbdLocation
+from rbd_driver.storage.rados_client import RadosClient
+
+__all__ = ["CleanupReport", "MonitorAddress", "RBDDriver"]
+
+LOG = logging.getLogger(__name__)
+
+# The simple copy reads and writes whole default-sized RBD objects, so an
+# all-zero chunk maps onto an object that is simply never created.
+COPY_CHUNK = 4 << 20
+
+
+@dataclasses.dataclass
+class CleanupReport:
+    """What a removal did: disks removed, moved to the trash, or left (with reasons)."""
+
+    removed: list[str] = dataclasses.field(default_factory=list)
+    trashed: dict[str, str] = dataclasses.field(default_factory=dict)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was left behind (trashed disks are accounted for)."""
+        return not self.failed
+
+    def merge(self, other: CleanupReport) -> None:
+        self.removed.extend(other.removed)
+        self.trashed.update(other.trashed)
+        self.failed.update(other.failed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorAddress:
+    """One monitor and its messenger v1/v2 addresses as (host, port)."""
+
+    name: str
+    v1: tuple[str, int] | None
+    v2: tuple[str, int] | None
+
+    @property
+    def preferred(self) -> tuple[str, int]:
+        """The address a plain ``host:port`` list should carry.
+
+        librados reads a bare ``host:port`` as messenger v1 unless the port is
+        3300, so v1 is the safe choice; v2 only when there is no v1.
+        """
+        addr = self.v1 or self.v2
+        assert addr is not None
+        return addr
+
+
+def _split_addr(addr: str) -> tuple[str, int]:
+    """``'[::1]:6789/0'`` or ``'10.0.0.1:3300'`` -> (host, port)."""
+    addr = addr.split("/", 1)[0]
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class RBDDriver:
+    """Ceph operations on one default pool, over one shared connection.
+
+    :param client: the connection (owned: :meth:`close` closes it).
+    :param pool: default pool for disks.
+    :param destroy_retries: removal retries while a disk is busy.
+    :param destroy_retry_interval: seconds between them.
+    :param sleep: injectable ``time.sleep`` (tests).
+    """
+
+    def __init__(
+        self,
+        client: RadosClient,
+        pool: str,
+        destroy_retries: int = 12,
+        destroy_retry_interval: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.pool = pool
+        self.destroy_retries = destroy_retries
+        self.destroy_retry_interval = destroy_retry_interval
+        self._sleep = sleep
+        self._fsid: str | None = None
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts, **modules: Any) -> RBDDriver:
+        """Build a driver from the ``[rbd]`` options; ``modules`` inject rados/rbd."""
+        return cls(
+            RadosClient.from_conf(conf, **modules),
+            pool=conf.rbd.pool,
+            destroy_retries=conf.rbd.destroy_retries,
+            destroy_retry_interval=conf.rbd.destroy_retry_interval,
+        )
+
+    def close(self) -> None:
+        """Close the connection (reopened on next use)."""
+        self.client.close()
+
+    def __enter__(self) -> RBDDriver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def rbd(self) -> Any:
+        return self.client.rbd
+
+    def _rbd_api(self) -> Any:
+        return self.client.rbd.RBD()
+
+    # -- facts ----------------------------------------------------------------
+
+    @property
+    def fsid(self) -> str:
+        """This cluster's fsid, lowercase (asked once)."""
+        if self._fsid is None:
+            self._fsid = self.client.get_fsid()
+        return self._fsid
+
+    def exists(self, name: str, pool: str | None = None) -> bool:
+        """Return True if image ``pool/name`` exists.
+
+        :raises PoolNotFound: the pool does not exist.
+        """
+        pool = pool or self.pool
+        try:
+            with self.client.open_image(pool, name, read_only=True, op="check image"):
+                return True
+        except exception.ImageNotFound:
+            return False
+
+    def size(self, name: str, pool: str | None = None, snapshot: str | None = None) -> int:
+        """Return the size in bytes of an image (or of its snapshot).
+
+        :raises ImageNotFound: / :raises SnapshotNotFound: as appropriate.
+        """
+        with self.client.open_image(pool or self.pool, name, snapshot=snapshot,
+                                    read_only=True, op="get size") as image:
+            return int(image.size())
+
+    def list_images(self, pool: str | None = None) -> list[str]:
+        """Return the names of the images in ``pool``."""
+        pool = pool or self.pool
+        with self.client.ioctx(pool, op="list images") as ioctx:
+            return list(self._rbd_api().list(ioctx))
+
+    def parent_info(self, name: str, pool: str | None = None) -> tuple[str, str, str] | None:
+        """Return (pool, image, snapshot) of a clone's parent, or None if it has none."""
+        with self.client.open_image(pool or self.pool, name, read_only=True,
+                                    op="get parent") as image:
+            try:
+                parent = image.parent_info()
+            except self.rbd.ImageNotFound:
+                return None
+        return (parent[0], parent[1], parent[2])
+
+    def read_edges(self, location: RbdLocation, head: int, tail: int) -> tuple[bytes, bytes, int]:
+        """Open a snapshot read-only; return its first ``head`` bytes, last ``tail`` bytes and size.
+
+        :raises ImageNotFound: / :raises SnapshotNotFound: / :raises PermissionDenied:
+        """
+        with self.client.open_image(location.pool, location.image, snapshot=location.snapshot,
+                                    read_only=True, op="read snapshot") as image:
+            size = int(image.size())
+            first = image.read(0, min(head, size)) if size else b""
+            last = image.read(size - min(tail, size), min(tail, size)) if size else b""
+            return first, last, size
+
+    def list_snaps(self, name: str, pool: str | None = None) -> list[dict[str, Any]]:
+        """Return the snapshots of an image: dicts with name, size, protected, timestamp."""
+        with self.client.open_image(pool or self.pool, name, read_only=True,
+                                    op="list snapshots") as image:
+            return [
+                {
+                    "name": snap["name"],
+                    "size": snap["size"],
+                    "protected": bool(image.is_protected_snap(snap["name"])),
+                    "timestamp": snap.get("timestamp"),
+                }
+                for snap in image.list_snaps()
+            ]
+
+    def get_pool_info(self, pool: str | None = None) -> dict[str, int]:
+        """Return the pool's ``total``, ``free`` (max_avail) and ``used`` bytes.
+
+        From ``mon_command('df')``: ``used`` is the logical data stored, ``free``
+        what can still be written after replication, ``total`` their sum.
+
+        :raises PoolNotFound: the pool is not in the cluster's df.
+        """
+        pool = pool or self.pool
+        df = self.client.mon_command("df")
+        for entry in df.get("pools", []):
+            if entry["name"] == pool:
+                stats = entry["stats"]
+                used = int(stats.get("stored", stats.get("bytes_used", 0)))
+                free = int(stats["max_avail"])
+                return {"total": used + free, "free": free, "used": used}
+        raise exception.PoolNotFound(pool=pool)
+
+    def get_monitors(self) -> list[MonitorAddress]:
+        """Return every monitor in the monmap (``mon dump``), in rank order."""
+        dump = self.client.mon_command("mon dump")
+        monitors = []
+        for mon in dump.get("mons", []):
+            v1 = v2 = None
+            for entry in mon.get("public_addrs", {}).get("addrvec", []):
+                if entry.get("type") == "v1":
+                    v1 = _split_addr(entry["addr"])
+                elif entry.get("type") == "v2":
+                    v2 = _split_addr(entry["addr"])
+            if v1 is None and v2 is None and mon.get("addr"):
+                v1 = _split_addr(mon["addr"])
+            monitors.append(MonitorAddress(mon.get("name", ""), v1, v2))
+        return monitors
+
+    # -- creating -------------------------------------------------------------
+
+    def clone(self, location: RbdLocation, name: str, pool: str | None = None) -> None:
+        """Clone snapshot ``location`` copy-on-write into ``pool/name``.
+
+        :raises ImageExists: the target exists.
+        :raises InvalidArgument: e.g. the parent snapshot is not protected
+            (clone v1) or layering is off.
+        """
+        pool = pool or self.pool
+        parent_ioctx = self.client.get_ioctx(location.pool)
+        child_ioctx = self.client.get_ioctx(pool)
+        with self.client.translate("clone", pool=pool, image=name):
+            self._rbd_api().clone(parent_ioctx, location.image, location.snapshot,
+                                  child_ioctx, name)
+
+    def create(self, name: str, size: int, pool: str | None = None) -> None:
+        """Create an empty image of ``size`` bytes with the cluster's default features."""
+        pool = pool or self.pool
+        with self.client.ioctx(pool, op="create image") as ioctx, \
+                self.client.translate("create image", pool=pool, image=name):
+            self._rbd_api().create(ioctx, name, size)
+
+    def import_file(self, path: str, name: str, pool: str | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> None:
+        """Copy the local raw file ``path`` into a new image ``pool/name``, sparse and atomic.
+
+        All-zero chunks are not written, so they take no space. The data goes
+        to a temporary image that is renamed to ``name`` only when complete;
+        on any failure (including KeyboardInterrupt) it is removed.
+
+        :raises FileNotFoundError: ``path`` does not exist.
+        :raises ImageExists: ``pool/name`` exists.
+        """
+        pool = pool or self.pool
+        total = os.path.getsize(path)
+        if self.exists(name, pool):
+            raise exception.ImageExists(pool=pool, image=name, detail="refusing to overwrite")
+        temp = f"{name}.importing-{uuid.uuid4().hex[:8]}"
+        self.create(temp, total, pool)
+        try:
+            with open(path, "rb") as src, self.client.open_image(pool, temp, op="import") as image:
+                done = 0
+                while chunk := src.read(COPY_CHUNK):
+                    if chunk.count(0) != len(chunk):
+                        image.write(chunk, done)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+                image.flush()
+            with self.client.ioctx(pool, op="rename") as ioctx, \
+                    self.client.translate("rename", pool=pool, image=temp):
+                self._rbd_api().rename(ioctx, temp, name)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._remove_once(pool, temp)
+            raise
+
+    def resize(self, name: str, size: int, pool: str | None = None) -> None:
+        """Set the image size to ``size`` bytes (callers refuse shrinking)."""
+        with self.client.open_image(pool or self.pool, name, op="resize") as image:
+            image.resize(size)
+
+    def flatten(self, name: str, pool: str | None = None) -> None:
+        """Copy the parent's data into the clone, detaching it from its parent."""
+        with self.client.open_image(pool or self.pool, name, op="flatten") as image:
+            image.flatten()
+
+    # -- snapshots ------------------------------------------------------------
+
+    def create_snap(self, name: str, snap: str, protect: bool = False,
+                    pool: str | None = None) -> None:
+        """Create snapshot ``name@snap``, protected if asked."""
+        with self.client.open_image(pool or self.pool, name, op="create snapshot") as image:
+            image.create_snap(snap)
+            if protect:
+                image.protect_snap(snap)
+
+    def remove_snap(self, name: str, snap: str, force: bool = False,
+                    pool: str | None = None) -> None:
+        """Remove snapshot ``name@snap``; a protected one only with ``force``.
+
+        :raises SnapshotNotFound: no such snapshot.
+        :raises ImageBusy: it is protected and ``force`` is false, or it has clones.
+        """
+        pool = pool or self.pool
+        with self.client.open_image(pool, name, op="remove snapshot") as image, \
+                self.client.translate("remove snapshot", pool=pool, image=name, snapshot=snap):
+            if image.is_protected_snap(snap):
+                if not force:
+                    raise exception.ImageBusy(
+                        pool=pool, image=name,
+                        detail=f"snapshot {snap} is protected; pass force=True to unprotect it")
+                self._unprotect(image, pool, name, snap)
+            image.remove_snap(snap)
+
+    def rollback_to_snap(self, name: str, snap: str, pool: str | None = None) -> None:
+        """Roll image ``name`` back to snapshot ``snap``."""
+        pool = pool or self.pool
+        with self.client.open_image(pool, name, op="rollback") as image, \
+                self.client.translate("rollback", pool=pool, image=name, snapshot=snap):
+            image.rollback_to_snap(snap)
+
+    # -- removal --------------------------------------------------------------
+
+    def _children(self, image: Any, snap: str) -> list[str]:
+        """Return ``pool/image`` of every clone of ``snap`` of an open image."""
+        image.set_snap(snap)
+        try:
+            return [f"{c_pool}/{c_image}" for c_pool, c_image in image.list_children()]
+        finally:
+            image.set_snap(None)
+
+    def _unprotect(self, image: Any, pool: str, name: str, snap: str) -> None:
+        """Unprotect ``snap``; raise SnapshotHasClones (naming them) if clones hold it."""
+        try:
+            image.unprotect_snap(snap)
+        except self.rbd.ImageBusy as err:
+            children = self._children(image, snap)
+            if not children:
+                raise
+            raise exception.SnapshotHasClones(pool=pool, image=name, snapshot=snap,
+                                              children=", ".join(sorted(children))) from err
+
+    def _purge_snapshots(self, pool: str, name: str) -> None:
+        with self.client.open_image(pool, name, op="purge snapshots") as image:
+            for snap in list(image.list_snaps()):
+                with self.client.translate("purge snapshot", pool=pool, image=name,
+                                           snapshot=snap["name"]):
+                    if image.is_protected_snap(snap["name"]):
+                        self._unprotect(image, pool, name, snap["name"])
+                    image.remove_snap(snap["name"])
+
+    def _remove_once(self, pool: str, name: str) -> None:
+        self._purge_snapshots(pool, name)
+        with self.client.ioctx(pool, op="remove image") as ioctx, \
+                self.client.translate("remove image", pool=pool, image=name):
+            self._rbd_api().remove(ioctx, name)
+
+    def remove_image(self, name: str, pool: str | None = None) -> CleanupReport:
+        """Remove an image with its snapshots, retrying while busy, trash as last resort.
+
+        A missing image counts as removed. Returns a report; a disk that
+        could be neither removed nor trashed is in ``report.failed``.
+        """
+        pool = pool or self.pool
+        report = CleanupReport()
+        last: Exception | None = None
+        for attempt in range(self.destroy_retries + 1):
+            try:
+                self._remove_once(pool, name)
+                report.removed.append(name)
+                return report
+            except (exception.ImageNotFound, exception.SnapshotNotFound) as err:
+                if isinstance(err, exception.SnapshotNotFound):
+                    last = err  # a snapshot vanished under us: try again
+                    continue
+                report.removed.append(name)
+                return report
+            except exception.SnapshotHasClones as err:
+                last = err  # waiting will not make clones go away
+                break
+            except (exception.ImageBusy, exception.ImageHasSnapshots) as err:
+                last = err
+                LOG.info("%s/%s busy (attempt %d of %d): %s", pool, name, attempt + 1,
+                         self.destroy_retries + 1, err)
+                if attempt < self.destroy_retries:
+                    self._sleep(self.destroy_retry_interval)
+            except exception.RbdDriverError as err:
+                last = err
+                break
+        reason = str(last) if last else "unknown"
+        try:
+            with self.client.ioctx(pool, op="move to trash") as ioctx, \
+                    self.client.translate("move to trash", pool=pool, image=name):
+                self._rbd_api().trash_move(ioctx, name, 0)
+        except exception.RbdDriverError as err:
+            report.failed[name] = f"{reason}; moving it to the trash failed too: {err}"
+            LOG.error("could not remove %s/%s: %s", pool, name, report.failed[name])
+        else:
+            report.trashed[name] = reason
+            LOG.warning("moved %s/%s to the RBD trash after failing to remove it: %s",
+                        pool, name, reason)
+        return report
+
+    def cleanup_volumes(self, filter_fn: Callable[[str], bool],
+                        pool: str | None = None) -> CleanupReport:
+        """Remove every image of ``pool`` for which ``filter_fn(name)`` is true."""
+        pool = pool or self.pool
+        report = CleanupReport()
+        for name in self.list_images(pool):
+            if filter_fn(name):
+                report.merge(self.remove_image(name, pool))
+        return report
