@@ -10,7 +10,8 @@ cd "$(dirname "$0")"
 # Ceph daemons for the throwaway cluster, the official rados/rbd bindings
 # (not on PyPI), and the real clients we test against (QEMU, libvirt).
 APT_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
-              python3-venv qemu-utils qemu-block-extra libvirt-clients python3-libvirt)
+              python3-venv qemu-utils qemu-block-extra libvirt-clients libxml2-utils
+              python3-libvirt)
 
 setup() {
     local missing=() pkg

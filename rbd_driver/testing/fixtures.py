@@ -57,6 +57,9 @@ def rbd_conf(ceph_cluster: ClusterState) -> cfg.ConfigOpts:
     conf.set_override("user", ceph_cluster.user, group="rbd")
     conf.set_override("keyring", ceph_cluster.user_keyring, group="rbd")
     conf.set_override("pool", "vms", group="rbd")
+    # Busy-disk retries are quick in tests; production keeps the defaults.
+    conf.set_override("destroy_retry_interval", 0.5, group="rbd")
+    conf.set_override("destroy_retries", 4, group="rbd")
     return conf
 
 
