@@ -1,0 +1,82 @@
+"""In-memory fakes of the Ceph ``rados`` and ``rbd`` Python bindings, for unit tests.
+
+:func:`make_modules` returns a ``(rados, rbd)`` pair of module objects that
+share one in-memory :class:`FakeCluster`. Their attribute names, signatures,
+return values and exception classes follow the real pacific (16.2) bindings
+for the calls this project makes, so code that receives the modules by
+injection runs unchanged::
+
+    rados, rbd = make_modules()
+    cluster = rados._cluster            # the same object as rbd._cluster
+    cluster.add_pool("vms")
+    client = RadosClient(conf, rados=rados, rbd=rbd)
+
+Tests can pre-populate and inspect the cluster (:meth:`FakeCluster.add_image`,
+:meth:`FakeCluster.image`), make the next call of any API method fail
+(:meth:`FakeCluster.fail_next`) and check that no connection, ioctx or image
+handle leaked (:meth:`FakeCluster.assert_no_open_handles`).
+
+The package is split by idea: :mod:`.errors` (the exception classes),
+:mod:`.storage` (sparse copy-on-write image data), :mod:`.model` (pools,
+objects, images, snapshots), :mod:`.cluster` (the cluster, failure
+injection, handle tracking), :mod:`.mon` (monitor commands), :mod:`.rados`
+(``Rados``, ``Ioctx``), :mod:`.features`, :mod:`.rbd` (``RBD``),
+:mod:`.image` (``Image``) and :mod:`.aio` (``Completion``).
+"""
+
+from __future__ import annotations
+
+import types
+
+from rbd_driver.testing.fakes.aio import Completion
+from rbd_driver.testing.fakes.cluster import FakeCluster
+from rbd_driver.testing.fakes.errors import RADOS_EXCEPTIONS, RBD_EXCEPTIONS, RadosErrors, RbdErrors
+from rbd_driver.testing.fakes.features import CONSTANTS
+from rbd_driver.testing.fakes.image import Image
+from rbd_driver.testing.fakes.model import FakeImage, FakePool, FakeSnapshot
+from rbd_driver.testing.fakes.rados import Ioctx, Rados
+from rbd_driver.testing.fakes.rbd import RBD
+
+__all__ = [
+    "make_modules",
+    "FakeCluster",
+    "FakePool",
+    "FakeImage",
+    "FakeSnapshot",
+    "RadosErrors",
+    "RbdErrors",
+    "Rados",
+    "Ioctx",
+    "RBD",
+    "Image",
+    "Completion",
+]
+
+
+def make_modules(fsid: str | None = None) -> tuple[types.ModuleType, types.ModuleType]:
+    """Return fake ``(rados, rbd)`` modules sharing a new :class:`FakeCluster`.
+
+    The cluster is ``rados._cluster`` (also ``rbd._cluster``); ``fsid`` is
+    its fsid (random if None). Every call returns an independent cluster, but
+    the exception classes are shared, so ``except rbd.ImageNotFound`` works
+    whichever call's module raised it.
+    """
+    cluster = FakeCluster(fsid)
+    # Rados() takes no cluster argument, so each cluster gets its own subclass.
+    bound_rados = type("Rados", (Rados,), {"_cluster": cluster, "__module__": __name__, "__doc__": Rados.__doc__})
+    bound_rados.__qualname__ = "Rados"
+
+    rados_mod = types.ModuleType("rados", "Fake rados module (rbd_driver.testing.fakes).")
+    rados_mod.__dict__.update(RADOS_EXCEPTIONS)
+    rados_mod.Rados = bound_rados  # type: ignore[attr-defined]
+    rados_mod.Ioctx = Ioctx  # type: ignore[attr-defined]
+    rados_mod._cluster = cluster  # type: ignore[attr-defined]
+
+    rbd_mod = types.ModuleType("rbd", "Fake rbd module (rbd_driver.testing.fakes).")
+    rbd_mod.__dict__.update(RBD_EXCEPTIONS)
+    rbd_mod.__dict__.update(CONSTANTS)
+    rbd_mod.RBD = RBD  # type: ignore[attr-defined]
+    rbd_mod.Image = Image  # type: ignore[attr-defined]
+    rbd_mod.Completion = Completion  # type: ignore[attr-defined]
+    rbd_mod._cluster = cluster  # type: ignore[attr-defined]
+    return rados_mod, rbd_mod

@@ -1,0 +1,217 @@
+"""The stored state of a fake cluster: pools, their RADOS objects and locks, images, snapshots.
+
+These records are what outlives every handle: a :class:`FakeImage` exists
+whether or not an ``rbd.Image`` is open on it. Tests reach them through
+:class:`~rbd_driver.testing.fakes.cluster.FakeCluster` to pre-populate data
+and to assert on what the code under test left behind. The rules of the real
+API (which call may do what) live in the fake ``rados``/``rbd`` classes, not
+here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from rbd_driver.testing.fakes.storage import ParentLink, View, read_view, write_view
+
+if TYPE_CHECKING:
+    from rbd_driver.testing.fakes.image import Image
+
+__all__ = ["FakeImage", "FakePool", "FakeSnapshot", "Locker", "RadosObject", "Trash"]
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, as the real bindings return timestamps."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class FakeSnapshot:
+    """A snapshot of a :class:`FakeImage`; ``view`` shares its chunks with the head."""
+
+    id: int
+    name: str
+    view: View
+    protected: bool = False
+    timestamp: datetime = field(default_factory=utcnow)
+
+    @property
+    def size(self) -> int:
+        return self.view.size
+
+
+@dataclass
+class Trash:
+    """Why and until when an image sits in the trash."""
+
+    deleted_at: float
+    deferment_end: float  # trash_remove without force fails before this
+
+
+class FakeImage:
+    """The stored state of one RBD image (independent of any open handle).
+
+    ``snaps`` maps snapshot id to :class:`FakeSnapshot` (oldest first),
+    ``trash`` is set while the image is in the trash, ``removed`` once it is
+    deleted (handles still open on it then fail with ImageNotFound).
+    """
+
+    def __init__(
+        self, pool: FakePool, image_id: str, name: str, size: int, order: int, features: int, old_format: bool
+    ) -> None:
+        self.pool = pool
+        self.id = image_id
+        self.name = name
+        self.order = order
+        self.features = features
+        self.old_format = old_format
+        self.head = View({}, size, 1 << order)
+        self.snaps: dict[int, FakeSnapshot] = {}
+        self.trash: Trash | None = None
+        self.removed = False
+        self.handles: dict[int, Image] = {}  # open Image objects, by watch cookie
+
+    def __repr__(self) -> str:
+        return f"<FakeImage {self.pool.name}/{self.name} id={self.id} size={self.size}>"
+
+    @property
+    def size(self) -> int:
+        """Size of the head in bytes."""
+        return self.head.size
+
+    @property
+    def obj_size(self) -> int:
+        return 1 << self.order
+
+    @property
+    def block_name_prefix(self) -> str:
+        """Prefix of the names of the image's data objects (format 1 and 2 differ)."""
+        if self.old_format:
+            return f"rb.0.{self.pool.id:x}.{int(self.id, 16) & 0xFFFFFFFF:08x}"
+        return f"rbd_data.{self.id}"
+
+    @property
+    def parent(self) -> tuple[str, str, str] | None:
+        """``(pool, image, snapshot)`` the head is cloned from, or None."""
+        link = self.head.parent
+        if link is None:
+            return None
+        return (link.image.pool.name, link.image.name, link.image.snaps[link.snap_id].name)
+
+    @property
+    def object_count(self) -> int:
+        """Number of RADOS objects the head holds (copied-up ones included)."""
+        return len(self.head.chunks)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of memory holding the head's data."""
+        return sum(len(chunk.data) for chunk in self.head.chunks.values())
+
+    def snap_by_name(self, name: str) -> FakeSnapshot | None:
+        return next((s for s in self.snaps.values() if s.name == name), None)
+
+    def watchers(self) -> list[Image]:
+        """Open handles that hold a watch (librbd takes none for read-only opens)."""
+        return [h for h in self.handles.values() if not h._read_only]
+
+    def read(self, offset: int = 0, length: int | None = None, snapshot: str | None = None) -> bytes:
+        """Return head (or ``snapshot``) bytes, clipped to the size; for test assertions."""
+        if snapshot is None:
+            view = self.head
+        else:
+            snap = self.snap_by_name(snapshot)
+            if snap is None:
+                raise KeyError(f"no snapshot {snapshot} of {self.pool.name}/{self.name}")
+            view = snap.view
+        if length is None:
+            length = view.size - offset
+        length = max(0, min(length, view.size - offset))
+        return bytes(read_view(view, offset, length))
+
+    def write(self, data: bytes, offset: int = 0) -> None:
+        """Write into the head, bypassing handles; for pre-populating tests."""
+        if offset + len(data) > self.size:
+            raise ValueError(f"write of {len(data)} bytes at {offset} exceeds size {self.size}")
+        write_view(self.head, offset, data)
+
+    def create_snap(self, name: str, protect: bool = False) -> FakeSnapshot:
+        """Snapshot the head (optionally protected); returns the snapshot."""
+        if self.snap_by_name(name) is not None:
+            raise ValueError(f"snapshot {name} exists")
+        self.head.freeze()
+        snap = FakeSnapshot(self.pool.next_snap_id(), name, self.head.copy(), protected=protect)
+        self.snaps[snap.id] = snap
+        return snap
+
+    def clone_of(self, parent: FakeImage, snap: FakeSnapshot) -> None:
+        """Make this (new, empty) image read through to ``parent@snap``."""
+        self.head.parent = ParentLink(parent, snap.id, snap.size)
+
+
+@dataclass
+class RadosObject:
+    """A raw RADOS object of a pool."""
+
+    data: bytearray = field(default_factory=bytearray)
+    mtime: float = field(default_factory=time.time)
+
+
+@dataclass
+class Locker:
+    """The holder of an exclusive ``cls_lock`` lock on a RADOS object."""
+
+    entity: str  # "client.<instance id>"
+    cookie: str
+    description: str
+    expiration: float | None  # time.time() after which the lock is gone; None: never
+
+    def expired(self) -> bool:
+        return self.expiration is not None and self.expiration <= time.time()
+
+
+class FakePool:
+    """One pool: raw RADOS objects and their locks, and RBD images (by id)."""
+
+    def __init__(self, pool_id: int, name: str) -> None:
+        self.id = pool_id
+        self.name = name
+        self.images: dict[str, FakeImage] = {}
+        self.objects: dict[str, RadosObject] = {}
+        self.locks: dict[tuple[str, str], Locker] = {}  # (object key, lock name) -> holder
+        self.applications: set[str] = set()
+        self.deleted = False
+        self._snap_seq = itertools.count(4)  # librbd snapshot ids are per pool
+
+    def __repr__(self) -> str:
+        return f"<FakePool {self.name} id={self.id}>"
+
+    def next_snap_id(self) -> int:
+        return next(self._snap_seq)
+
+    def image_by_name(self, name: str) -> FakeImage | None:
+        """Return the image listed under ``name`` (trashed images are not listed)."""
+        return next((i for i in self.images.values() if i.name == name and i.trash is None), None)
+
+    def image_names(self) -> list[str]:
+        return sorted(i.name for i in self.images.values() if i.trash is None)
+
+    def lock_holder(self, key: str, name: str) -> Locker | None:
+        """Return who holds lock ``name`` on ``key``, forgetting it if it expired."""
+        locker = self.locks.get((key, name))
+        if locker is not None and locker.expired():
+            del self.locks[(key, name)]
+            locker = None
+        return locker
+
+    def usage(self) -> tuple[int, int]:
+        """Return ``(bytes stored, object count)``, counting image heads only, as ``df`` does."""
+        objects = len(self.objects) + sum(i.object_count for i in self.images.values())
+        used = sum(len(o.data) for o in self.objects.values()) + sum(
+            i.stored_bytes for i in self.images.values()
+        )
+        return used, objects
