@@ -10,8 +10,11 @@ Disk names are ``<instance_uuid>_<disk_name>`` in ``[rbd] pool``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from oslo_concurrency import lockutils
@@ -25,6 +28,9 @@ from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
 __all__ = ["Rbd", "disk_name_for"]
 
 LOG = logging.getLogger(__name__)
+
+# Names of the disk locks the current thread holds.
+_held_locks = threading.local()
 
 
 def disk_name_for(instance_uuid: str, disk_name: str) -> str:
@@ -179,8 +185,24 @@ class Rbd(imagebackend.Image):
 
     # -- create_image: the fallback copy ---------------------------------------
 
-    def _disk_lock(self) -> Any:
-        return lockutils.lock(f"rbd-driver-disk-{self.pool}-{self.rbd_name}")
+    @contextlib.contextmanager
+    def _disk_lock(self) -> Iterator[None]:
+        """Serialise creation of this disk across threads; re-entrant per thread.
+
+        Re-entrant because ``create_image`` holds it while the caller's
+        ``prepare_template`` may call ``direct_fetch`` on the same disk.
+        """
+        name = f"rbd-driver-disk-{self.pool}-{self.rbd_name}"
+        held: set[str] = _held_locks.__dict__.setdefault("names", set())
+        if name in held:
+            yield
+            return
+        with lockutils.lock(name):
+            held.add(name)
+            try:
+                yield
+            finally:
+                held.discard(name)
 
     def create_image(self, prepare_template: Callable[..., Any], base: str,
                      size: int | None, *args: Any, **kwargs: Any) -> None:
