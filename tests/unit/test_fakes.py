@@ -11,6 +11,7 @@ import inspect
 import json
 import pickle
 import threading
+import time
 import tracemalloc
 import types
 from collections.abc import Iterator
@@ -808,3 +809,202 @@ def test_big_image_is_stored_sparsely(env: Env) -> None:
     stored = env.cluster.image("vms", "big")
     assert stored.object_count == 4
     assert stored.stored_bytes < 9 * MiB
+
+
+# -- librbd metadata objects (rbd_id, rbd_header omap) ---------------------------------
+
+
+def _decode_string(raw: bytes, pos: int) -> tuple[str, int]:
+    length = int.from_bytes(raw[pos : pos + 4], "little")
+    return raw[pos + 4 : pos + 4 + length].decode(), pos + 4 + length
+
+
+def _decode_cls_rbd_snap(value: bytes) -> dict[str, Any]:
+    """Decode a whole cls_rbd_snap record (struct_v 8), checking the length covers it exactly."""
+    version, compat = value[0], value[1]
+    end = 6 + int.from_bytes(value[2:6], "little")
+    assert end == len(value)
+    u64 = lambda p: (int.from_bytes(value[p : p + 8], "little"), p + 8)  # noqa: E731
+    snap_id, pos = u64(6)
+    name, pos = _decode_string(value, pos)
+    size, pos = u64(pos)
+    record: dict[str, Any] = {"v": version, "compat": compat, "id": snap_id, "name": name, "size": size}
+    if compat < 8:
+        record["features"], pos = u64(pos)
+        assert value[pos : pos + 2] == b"\x01\x01"  # cls_rbd_parent v1
+        pos += 6 + int.from_bytes(value[pos + 2 : pos + 6], "little")
+    record["protection"] = value[pos]
+    record["flags"], pos = u64(pos + 1)
+    assert value[pos : pos + 10] == b"\x01\x01\x04\x00\x00\x00" + bytes(4)  # user snapshot namespace
+    record["timestamp"] = int.from_bytes(value[pos + 10 : pos + 14], "little")
+    pos += 18
+    record["child_count"] = int.from_bytes(value[pos : pos + 4], "little")
+    pos += 4
+    if value[pos]:
+        record["parent_overlap"], pos = u64(pos + 1)
+    else:
+        pos += 1
+    assert pos == end
+    return record
+
+
+def _header_omap(env: Env, image_id: str, prefix: str = "snapshot_", **kwargs: Any) -> list[tuple[str, bytes]]:
+    with env.rados.ReadOpCtx() as op:
+        it, ret = env.ioctx.get_omap_vals(op, kwargs.get("start_after", ""), prefix, kwargs.get("max_return", 1000))
+        assert ret == 0
+        env.ioctx.operate_read_op(op, "rbd_header." + image_id)
+        return list(it)
+
+
+def test_rbd_id_object_holds_the_image_id(env: Env) -> None:
+    rbd, ioctx = env.rbd, env.ioctx
+    rbd.RBD().create(ioctx, "disk", MiB)
+    env.cluster.add_image("vms", "other", MiB)
+    for name in ("disk", "other"):
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            image_id = image.id()
+        raw = ioctx.read(f"rbd_id.{name}", length=8192, offset=0)
+        assert raw == len(image_id).to_bytes(4, "little") + image_id.encode()
+        assert _decode_string(raw, 0) == (image_id, len(raw))
+        size, mtime = ioctx.stat(f"rbd_id.{name}")
+        assert size == 4 + len(image_id) == 16
+        assert isinstance(mtime, time.struct_time)
+        with rbd.Image(ioctx, image_id=image_id) as image:
+            assert image.get_name() == name
+    assert ioctx.read("rbd_id.disk", 4, 4) == raw[4:8]
+
+    rbd.RBD().rename(ioctx, "disk", "renamed")
+    with pytest.raises(env.rados.ObjectNotFound):
+        ioctx.stat("rbd_id.disk")
+    assert ioctx.read("rbd_id.renamed")[4:].decode() == env.cluster.image("vms", "renamed").id
+
+
+def test_rbd_id_of_missing_trashed_or_format1_image_is_not_found(env: Env) -> None:
+    rados, rbd, ioctx = env.rados, env.rbd, env.ioctx
+    for call in (lambda: ioctx.stat("rbd_id.nope"), lambda: ioctx.read("rbd_id.nope", 8192, 0)):
+        with pytest.raises(rados.ObjectNotFound) as info:
+            call()
+        assert info.value.errno == errno.ENOENT
+    image_id = env.cluster.add_image("vms", "disk", MiB).id
+    rbd.RBD().trash_move(ioctx, "disk")
+    for call in (lambda: ioctx.stat("rbd_id.disk"), lambda: ioctx.read("rbd_id.disk")):
+        with pytest.raises(rados.ObjectNotFound) as info:
+            call()
+        assert info.value.errno == errno.ENOENT
+    assert [k for k, _ in _header_omap(env, image_id, prefix="")]  # the header stays in the trash
+    rbd.RBD().trash_restore(ioctx, image_id, "back")
+    assert ioctx.read("rbd_id.back")[4:].decode() == image_id
+    rbd.RBD().remove(ioctx, "back")
+    with pytest.raises(rados.ObjectNotFound):
+        ioctx.stat("rbd_id.back")
+    with pytest.raises(rados.ObjectNotFound):
+        _header_omap(env, image_id)
+
+    # Format 1 images have no id object; their header is <name>.rbd.
+    env.cluster.add_image("vms", "old", 3 * MiB, old_format=True)
+    with pytest.raises(rados.ObjectNotFound):
+        ioctx.stat("rbd_id.old")
+    header = ioctx.read("old.rbd")
+    assert header.startswith(b"<<< Rados Block Device Image >>>\n")
+    assert header[64:68] == b"RBD\0" and header[68:75] == b"001.005"
+    assert int.from_bytes(header[80:88], "little") == 3 * MiB
+    assert ioctx.stat("old.rbd")[0] == len(header) == 112
+
+
+def test_header_omap_has_the_snapshot_records(env: Env) -> None:
+    rbd, ioctx = env.rbd, env.ioctx
+    rbd.RBD().create(ioctx, "disk", 8 * MiB)
+    with rbd.Image(ioctx, "disk") as image:
+        image_id = image.id()
+        assert _header_omap(env, image_id) == []
+        image.create_snap("first")
+        image.resize(12 * MiB)
+        image.create_snap("sécond")
+        image.protect_snap("sécond")
+        snaps = list(image.list_snaps())
+    assert [s["name"] for s in snaps] == ["first", "sécond"]
+
+    pairs = _header_omap(env, image_id)
+    assert [key for key, _ in pairs] == [f"snapshot_{s['id']:016x}" for s in snaps]
+    records = [_decode_cls_rbd_snap(value) for _, value in pairs]
+    assert [(r["id"], r["name"], r["size"]) for r in records] == [(s["id"], s["name"], s["size"]) for s in snaps]
+    assert [(r["v"], r["compat"]) for r in records] == [(8, 8), (8, 8)]  # what pacific's cls_rbd writes
+    assert [r["protection"] for r in records] == [0, 2]
+    assert all(abs(r["timestamp"] - time.time()) < 60 for r in records)
+
+    everything = dict(_header_omap(env, image_id, prefix=""))
+    assert everything["size"] == (12 * MiB).to_bytes(8, "little")
+    assert everything["order"] == bytes([22])
+    assert everything["snap_seq"] == snaps[-1]["id"].to_bytes(8, "little")
+    assert _decode_string(everything["object_prefix"], 0)[0] == f"rbd_data.{image_id}"
+    assert [k for k, _ in _header_omap(env, image_id, start_after=pairs[0][0])] == [pairs[1][0]]
+    assert [k for k, _ in _header_omap(env, image_id, max_return=1)] == [pairs[0][0]]
+    assert ioctx.stat(f"rbd_header.{image_id}")[0] == 0
+
+    with rbd.Image(ioctx, "disk") as image:
+        image.remove_snap("first")
+    assert [_decode_cls_rbd_snap(v)["name"] for _, v in _header_omap(env, image_id)] == ["sécond"]
+
+    # Before require_osd_release nautilus, cls_rbd writes compat 1 with the legacy fields.
+    env.cluster.require_osd_release = "mimic"
+    [(_, legacy)] = _header_omap(env, image_id)
+    record = _decode_cls_rbd_snap(legacy)
+    assert (record["v"], record["compat"], record["features"]) == (8, 1, 0)
+    assert (record["id"], record["name"], record["size"]) == (snaps[1]["id"], "sécond", 12 * MiB)
+
+
+def test_read_op_follows_the_real_binding(env: Env) -> None:
+    rados, ioctx = env.rados, env.ioctx
+    real = pytest.importorskip("rados")
+    for method in ("get_omap_vals", "operate_read_op", "stat", "read"):
+        fake_params = list(inspect.signature(getattr(rados.Ioctx, method)).parameters)
+        assert fake_params == list(inspect.signature(getattr(real.Ioctx, method)).parameters)
+    assert [c.__name__ for c in rados.ReadOpCtx.__mro__] == [c.__name__ for c in real.ReadOpCtx.__mro__]
+
+    image_id = env.cluster.add_image("vms", "disk", MiB).id
+    env.cluster.image("vms", "disk").create_snap("s")
+    with rados.ReadOpCtx() as op:
+        it, _ = ioctx.get_omap_vals(op, "", "snapshot_", 10)
+        with pytest.raises(RuntimeError):  # not filled before the op ran
+            next(it)
+        with pytest.raises(TypeError):
+            ioctx.get_omap_vals(op, b"", "", 10)
+        with pytest.raises(TypeError):
+            ioctx.get_omap_vals("op", "", "", 10)
+        with pytest.raises(TypeError):
+            ioctx.operate_read_op(op, b"rbd_header." + image_id.encode())
+        ioctx.operate_read_op(op, "rbd_header." + image_id)
+        assert [key for key, _ in it] == ["snapshot_0000000000000004"]
+
+    with rados.ReadOpCtx() as op:
+        it, _ = ioctx.get_omap_vals(op, "", "", 10)
+        with pytest.raises(rados.ObjectNotFound) as info:
+            ioctx.operate_read_op(op, "rbd_header.0123456789ab")
+        assert info.value.errno == errno.ENOENT
+        assert list(it) == []
+    with pytest.raises(RuntimeError):  # released
+        ioctx.get_omap_vals(op, "", "", 10)
+
+
+def test_failure_injection_on_metadata_reads(env: Env) -> None:
+    rados, ioctx, cluster = env.rados, env.ioctx, env.cluster
+    image_id = cluster.add_image("vms", "disk", MiB).id
+    cluster.image("vms", "disk").create_snap("s")
+    cluster.fail_next("Ioctx.stat", rados.PermissionError)
+    with pytest.raises(rados.PermissionError) as info:
+        ioctx.stat("rbd_id.disk")
+    assert info.value.errno == errno.EPERM
+    assert ioctx.stat("rbd_id.disk")[0] == 16
+
+    cluster.fail_next("Ioctx.read", rados.PermissionDeniedError)
+    with pytest.raises(rados.PermissionDeniedError):
+        ioctx.read("rbd_id.disk")
+    assert ioctx.read("rbd_id.disk")[4:].decode() == image_id
+
+    cluster.fail_next("Ioctx.operate_read_op", rados.PermissionError)
+    with rados.ReadOpCtx() as op:
+        ioctx.get_omap_vals(op, "", "snapshot_", 1000)
+        with pytest.raises(rados.PermissionError):
+            ioctx.operate_read_op(op, "rbd_header." + image_id)
+    assert len(_header_omap(env, image_id)) == 1
+    assert cluster.calls.count("Ioctx.operate_read_op") == 2

@@ -14,14 +14,19 @@ injection runs unchanged::
 Tests can pre-populate and inspect the cluster (:meth:`FakeCluster.add_image`,
 :meth:`FakeCluster.image`), make the next call of any API method fail
 (:meth:`FakeCluster.fail_next`) and check that no connection, ioctx or image
-handle leaked (:meth:`FakeCluster.assert_no_open_handles`).
+handle leaked (:meth:`FakeCluster.assert_no_open_handles`). Images are also
+visible as librbd's metadata objects (``rbd_id.<name>``, the omap of
+``rbd_header.<id>``, ``<name>.rbd``) to ``Ioctx.read``/``stat`` and to
+``ReadOpCtx`` + ``Ioctx.get_omap_vals`` + ``Ioctx.operate_read_op``.
 
 The package is split by idea: :mod:`.errors` (the exception classes),
 :mod:`.storage` (sparse copy-on-write image data), :mod:`.model` (pools,
 objects, images, snapshots), :mod:`.cluster` (the cluster, failure
 injection, handle tracking), :mod:`.mon` (monitor commands), :mod:`.rados`
-(``Rados``, ``Ioctx``), :mod:`.features`, :mod:`.rbd` (``RBD``),
-:mod:`.image` (``Image``) and :mod:`.aio` (``Completion``).
+(``Rados``), :mod:`.ioctx` (``Ioctx``), :mod:`.readop` (``ReadOp``,
+``ReadOpCtx``, ``OmapIterator``), :mod:`.metadata` (librbd's metadata
+objects), :mod:`.features`, :mod:`.rbd` (``RBD``), :mod:`.image`
+(``Image``) and :mod:`.aio` (``Completion``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from rbd_driver.testing.fakes.features import CONSTANTS
 from rbd_driver.testing.fakes.image import Image
 from rbd_driver.testing.fakes.model import FakeImage, FakePool, FakeSnapshot
 from rbd_driver.testing.fakes.rados import Ioctx, Rados
+from rbd_driver.testing.fakes.readop import OmapIterator, ReadOp, ReadOpCtx
 from rbd_driver.testing.fakes.rbd import RBD
 
 __all__ = [
@@ -47,6 +53,9 @@ __all__ = [
     "RbdErrors",
     "Rados",
     "Ioctx",
+    "ReadOp",
+    "ReadOpCtx",
+    "OmapIterator",
     "RBD",
     "Image",
     "Completion",
@@ -70,6 +79,10 @@ def make_modules(fsid: str | None = None) -> tuple[types.ModuleType, types.Modul
     rados_mod.__dict__.update(RADOS_EXCEPTIONS)
     rados_mod.Rados = bound_rados  # type: ignore[attr-defined]
     rados_mod.Ioctx = Ioctx  # type: ignore[attr-defined]
+    rados_mod.ReadOp = ReadOp  # type: ignore[attr-defined]
+    rados_mod.ReadOpCtx = ReadOpCtx  # type: ignore[attr-defined]
+    rados_mod.OmapIterator = OmapIterator  # type: ignore[attr-defined]
+    rados_mod.LIBRADOS_OPERATION_NOFLAG = 0  # type: ignore[attr-defined]
     rados_mod._cluster = cluster  # type: ignore[attr-defined]
 
     rbd_mod = types.ModuleType("rbd", "Fake rbd module (rbd_driver.testing.fakes).")

@@ -52,7 +52,10 @@ class FakeCluster:
     default), ``clone_format`` (1: clone needs a protected snapshot; 2: it
     does not), ``aio_mode`` (``"sync"``: aio completes before ``aio_*``
     returns; ``"thread"``: on a separate thread), ``mon_commands`` (prefix ->
-    handler, pre-filled with status, health, fsid, df and mon dump).
+    handler, pre-filled with status, health, fsid, df and mon dump),
+    ``require_osd_release`` (``"pacific"``; ``"luminous"`` or ``"mimic"``
+    make the header's snapshot records use the pre-nautilus encoding, as
+    cls_rbd writes them while ``require_osd_release`` is below nautilus).
     ``calls`` lists the qualified name of every API call made
     (``"Image.write"``); ``connect_count`` counts successful connects.
     """
@@ -64,6 +67,7 @@ class FakeCluster:
         self.allow_pool_delete = True
         self.clone_format = 1
         self.aio_mode = "sync"
+        self.require_osd_release = "pacific"
         self.pools: dict[str, FakePool] = {}
         self.calls: list[str] = []
         self.connect_count = 0

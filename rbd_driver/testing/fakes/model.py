@@ -58,25 +58,44 @@ class FakeImage:
     ``snaps`` maps snapshot id to :class:`FakeSnapshot` (oldest first),
     ``trash`` is set while the image is in the trash, ``removed`` once it is
     deleted (handles still open on it then fail with ImageNotFound).
+    ``created`` (``time.time()``), ``snap_seq`` (the newest snapshot id ever
+    taken) and ``id_mtime`` (last write of the ``rbd_id`` object: creation,
+    rename, trash restore) feed the librbd metadata objects of
+    :mod:`~rbd_driver.testing.fakes.metadata`.
     """
+
+    _name: str
+    id_mtime: float
 
     def __init__(
         self, pool: FakePool, image_id: str, name: str, size: int, order: int, features: int, old_format: bool
     ) -> None:
         self.pool = pool
         self.id = image_id
-        self.name = name
+        self.created = time.time()
+        self.name = name  # sets id_mtime
         self.order = order
         self.features = features
         self.old_format = old_format
         self.head = View({}, size, 1 << order)
         self.snaps: dict[int, FakeSnapshot] = {}
+        self.snap_seq = 0
         self.trash: Trash | None = None
         self.removed = False
         self.handles: dict[int, Image] = {}  # open Image objects, by watch cookie
 
     def __repr__(self) -> str:
         return f"<FakeImage {self.pool.name}/{self.name} id={self.id} size={self.size}>"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        # librbd rewrites rbd_id.<name> whenever the name changes (rename, trash restore).
+        self._name = value
+        self.id_mtime = time.time()
 
     @property
     def size(self) -> int:
@@ -146,6 +165,7 @@ class FakeImage:
         self.head.freeze()
         snap = FakeSnapshot(self.pool.next_snap_id(), name, self.head.copy(), protected=protect)
         self.snaps[snap.id] = snap
+        self.snap_seq = snap.id
         return snap
 
     def clone_of(self, parent: FakeImage, snap: FakeSnapshot) -> None:
@@ -155,10 +175,11 @@ class FakeImage:
 
 @dataclass
 class RadosObject:
-    """A raw RADOS object of a pool."""
+    """A RADOS object of a pool: its data, mtime and omap (key -> value)."""
 
     data: bytearray = field(default_factory=bytearray)
     mtime: float = field(default_factory=time.time)
+    omap: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,11 +1,9 @@
-"""The fake ``rados`` module's classes: :class:`Rados` (a cluster handle) and :class:`Ioctx`.
+"""The fake ``rados`` module's cluster handle, :class:`Rados` (:class:`Ioctx` is in :mod:`.ioctx`).
 
 :class:`Rados` follows the real handle's life cycle (``configuring`` ->
 ``connected`` -> ``shutdown``, anything else raising ``RadosStateError``),
 keeps its configuration like librados does (defaults, ``conf``, a ceph.conf
 file) and answers pool and monitor calls from its :class:`FakeCluster`.
-:class:`Ioctx` does I/O on a pool's raw RADOS objects and takes exclusive
-``cls_lock`` locks on them. RBD images are not visible as RADOS objects here.
 """
 
 from __future__ import annotations
@@ -13,14 +11,13 @@ from __future__ import annotations
 import errno
 import json
 import os
-import time
 from typing import Any, ClassVar, Literal
 
 from rbd_driver.testing.fakes.cluster import FakeCluster, api
 from rbd_driver.testing.fakes.errors import RadosErrors, check_bytes, check_str, rados_error
-from rbd_driver.testing.fakes.model import FakePool, Locker, RadosObject
+from rbd_driver.testing.fakes.ioctx import LOCK_FLAG_MAY_RENEW, LOCK_FLAG_MUST_RENEW, Ioctx
 
-__all__ = ["Ioctx", "Rados"]
+__all__ = ["Ioctx", "LOCK_FLAG_MAY_RENEW", "LOCK_FLAG_MUST_RENEW", "Rados"]
 
 # What Rados.conf_get returns before anything is set (the real defaults);
 # other options can be set and read back, unknown unset ones read as None.
@@ -36,10 +33,6 @@ _CONF_DEFAULTS: dict[str, str] = {
     ),
     "fsid": "00000000-0000-0000-0000-000000000000",
 }
-
-# cls_lock flags of lock_exclusive.
-LOCK_FLAG_MAY_RENEW = 0x1
-LOCK_FLAG_MUST_RENEW = 0x2
 
 
 def _option(option: str) -> str:
@@ -277,154 +270,3 @@ class Rados:
         if handler is None:
             return -errno.EINVAL, b"", f"no valid command found for prefix {parsed['prefix']!r}"
         return handler(parsed, inbuf)
-
-
-class Ioctx:
-    """Fake ``rados.Ioctx``: I/O on the raw objects of one pool.
-
-    ``state`` is ``"open"`` or ``"closed"``; calls after close raise
-    IoctxStateError.
-    """
-
-    def __init__(self, rados: Rados, name: str) -> None:
-        pool = rados._fake_cluster.pools.get(name)
-        if pool is None:
-            raise rados_error(errno.ENOENT, f"error opening pool '{name}'")
-        self._cluster = rados._fake_cluster
-        self._rados = rados
-        self._pool = pool
-        self.name = name
-        self.state = "open"
-        self._cluster._ioctxs[id(self)] = self
-
-    def __repr__(self) -> str:
-        return f"<fake rados.Ioctx pool={self.name} state={self.state}>"
-
-    def require_ioctx_open(self) -> None:
-        """Raise IoctxStateError if closed."""
-        if self.state != "open":
-            raise RadosErrors.IoctxStateError(f"The pool is {self.state}")
-
-    def _live_pool(self) -> FakePool:
-        """Return the pool, checking the ioctx, its connection and the pool still exist."""
-        self.require_ioctx_open()
-        if self._rados.state != "connected":
-            raise rados_error(errno.ESHUTDOWN, f"Ioctx({self.name}): connection is {self._rados.state}")
-        if self._pool.deleted:
-            raise rados_error(errno.ENOENT, f"pool '{self.name}' was deleted")
-        return self._pool
-
-    @api
-    def close(self) -> None:
-        """Close the ioctx; idempotent."""
-        if self.state == "open":
-            self.state = "closed"
-            self._cluster._ioctxs.pop(id(self), None)
-
-    def __enter__(self) -> Ioctx:
-        return self
-
-    def __exit__(self, type_: Any, value: Any, traceback: Any) -> Literal[False]:
-        self.close()
-        return False
-
-    @api
-    def get_pool_name(self) -> str:
-        """Return the pool name."""
-        self.require_ioctx_open()
-        return self.name
-
-    def _object(self, key: str, create: bool = False) -> RadosObject:
-        check_str(key, "key")
-        pool = self._live_pool()
-        obj = pool.objects.get(key)
-        if obj is None:
-            if not create:
-                raise rados_error(errno.ENOENT, f"Ioctx.read({self.name}): failed to read {key}")
-            obj = pool.objects[key] = RadosObject()
-        return obj
-
-    @api
-    def read(self, key: str, length: int = 8192, offset: int = 0) -> bytes:
-        """Return up to ``length`` bytes of object ``key``; raises ObjectNotFound."""
-        obj = self._object(key)
-        return bytes(obj.data[offset : offset + length])
-
-    @api
-    def write(self, key: str, data: bytes, offset: int = 0) -> int:
-        """Write ``data`` at ``offset`` of ``key`` (creating it); returns 0."""
-        check_bytes(data, "data")
-        obj = self._object(key, create=True)
-        if len(obj.data) < offset:
-            obj.data.extend(bytes(offset - len(obj.data)))
-        obj.data[offset : offset + len(data)] = data
-        obj.mtime = time.time()
-        return 0
-
-    @api
-    def write_full(self, key: str, data: bytes) -> int:
-        """Replace the content of ``key`` with ``data``; returns 0."""
-        check_bytes(data, "data")
-        obj = self._object(key, create=True)
-        obj.data = bytearray(data)
-        obj.mtime = time.time()
-        return 0
-
-    @api
-    def stat(self, key: str) -> tuple[int, time.struct_time]:
-        """Return ``(size, mtime)`` of ``key``; raises ObjectNotFound."""
-        obj = self._object(key)
-        return len(obj.data), time.localtime(obj.mtime)
-
-    @api
-    def remove_object(self, key: str) -> bool:
-        """Delete ``key`` and its locks; returns True; raises ObjectNotFound."""
-        check_str(key, "key")
-        pool = self._live_pool()
-        if pool.objects.pop(key, None) is None:
-            raise rados_error(errno.ENOENT, f"Failed to remove '{key}'")
-        for lock_key in [k for k in pool.locks if k[0] == key]:
-            del pool.locks[lock_key]
-        return True
-
-    def _entity(self) -> str:
-        return f"client.{self._rados._instance_id}"
-
-    @api
-    def lock_exclusive(
-        self, key: str, name: str, cookie: str, desc: str = "", duration: int | None = None, flags: int = 0
-    ) -> None:
-        """Take an exclusive lock (creating the object, as cls_lock does).
-
-        Raises ObjectBusy if another client or cookie holds it, ObjectExists
-        if we do (unless ``flags`` asks to renew), ObjectNotFound if
-        LOCK_FLAG_MUST_RENEW is set and we do not hold it.
-        """
-        for value, label in ((key, "key"), (name, "name"), (cookie, "cookie"), (desc, "desc")):
-            check_str(value, label)
-        pool = self._live_pool()
-        holder = pool.lock_holder(key, name)
-        expiration = time.time() + duration if duration else None
-        what = f"Ioctx.lock_exclusive({self.name}): failed to lock {key}"
-        if holder is not None:
-            if (holder.entity, holder.cookie) != (self._entity(), cookie):
-                raise rados_error(errno.EBUSY, what)
-            if not flags & (LOCK_FLAG_MAY_RENEW | LOCK_FLAG_MUST_RENEW):
-                raise rados_error(errno.EEXIST, what)
-            holder.expiration = expiration
-            return
-        if flags & LOCK_FLAG_MUST_RENEW:
-            raise rados_error(errno.ENOENT, what)
-        self._object(key, create=True)
-        pool.locks[(key, name)] = Locker(self._entity(), cookie, desc, expiration)
-
-    @api
-    def unlock(self, key: str, name: str, cookie: str) -> None:
-        """Release our lock; raises ObjectNotFound if we do not hold it."""
-        for value, label in ((key, "key"), (name, "name"), (cookie, "cookie")):
-            check_str(value, label)
-        pool = self._live_pool()
-        holder = pool.lock_holder(key, name)
-        if holder is None or (holder.entity, holder.cookie) != (self._entity(), cookie):
-            raise rados_error(errno.ENOENT, f"Ioctx.rados_unlock({self.name}): failed to unlock {key}")
-        del pool.locks[(key, name)]
