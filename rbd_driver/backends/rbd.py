@@ -32,6 +32,11 @@ LOG = logging.getLogger(__name__)
 # Names of the disk locks the current thread holds.
 _held_locks = threading.local()
 
+# Format verdicts of golden snapshots, keyed by (fsid, SnapshotIdentity).
+VERDICT_CACHE_SIZE = 4096
+_verdicts: dict[Any, tuple[str, int]] = {}
+_verdicts_lock = threading.Lock()
+
 
 def disk_name_for(instance_uuid: str, disk_name: str) -> str:
     """Return the RBD image name of an instance's disk."""
@@ -131,23 +136,48 @@ class Rbd(imagebackend.Image):
         if disk_format != "raw":
             raise ValueError(f"disk_format is {disk_format!r}, and only 'raw' can be cloned")
         try:
-            head, tail, size = self.driver.read_edges(location, formats.HEADER_BYTES,
-                                                      formats.TAIL_BYTES)
+            found, size = self._sniff(location)
         except exception.RbdDriverError as err:
             raise ValueError(
                 f"snapshot {location.pool}/{location.image}@{location.snapshot} cannot be "
                 f"opened read-only as client.{self.conf.rbd.user or 'admin'}: {err}") from None
-        found = formats.detect_format(head, tail)
         # An ISO is plain bytes to QEMU, so it is as safe as raw.
         if found not in ("raw", "iso"):
-            backing = formats.qcow2_backing_file(head) if found.startswith("qcow") else None
-            detail = f" with backing file {backing[:200]!r}" if backing else ""
             raise ValueError(
-                f"disk_format says raw but the data is {found}{detail}; cloning it would "
+                f"disk_format says raw but the data is {found}; cloning it would "
                 "let QEMU interpret it as raw")
         if max_size and size > max_size:
             raise ValueError(f"the image is {size} bytes, more than max_size {max_size}")
         return location
+
+    def _sniff(self, location: RbdLocation) -> tuple[str, int]:
+        """Return (format, size) of a snapshot's data, remembered by snapshot identity.
+
+        The identity (image id, snapshot id) comes from two small reads that
+        need the same caps as opening the snapshot, so a cache hit still
+        proves the snapshot is readable. A snapshot's bytes never change and
+        a recreated image or snapshot gets new ids, so a verdict is never stale.
+        """
+        identity = self.driver.snapshot_identity(location)
+        key = (self.driver.fsid, identity) if identity else None
+        if key is not None:
+            with _verdicts_lock:
+                cached = _verdicts.get(key)
+            if cached is not None:
+                return cached
+        head, tail, size = self.driver.read_edges(location, formats.HEADER_BYTES,
+                                                  formats.TAIL_BYTES)
+        found = formats.detect_format(head, tail)
+        if found.startswith("qcow"):
+            backing = formats.qcow2_backing_file(head)
+            if backing:
+                found += f" with backing file {backing[:200]!r}"
+        if key is not None:
+            with _verdicts_lock:
+                if len(_verdicts) >= VERDICT_CACHE_SIZE:
+                    _verdicts.pop(next(iter(_verdicts)))
+                _verdicts[key] = (found, size)
+        return found, size
 
     def direct_fetch(self, image_id: str, image_meta: dict[str, Any],
                      image_locations: list[dict[str, Any]], max_size: int = 0) -> None:

@@ -27,7 +27,7 @@ from rbd_driver import exception
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rados_client import RadosClient
 
-__all__ = ["CleanupReport", "MonitorAddress", "RBDDriver"]
+__all__ = ["CleanupReport", "MonitorAddress", "RBDDriver", "SnapshotIdentity"]
 
 LOG = logging.getLogger(__name__)
 
@@ -76,6 +76,59 @@ class MonitorAddress:
         addr = self.v1 or self.v2
         assert addr is not None
         return addr
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotIdentity:
+    """What identifies a snapshot for good: ids are never reused by a new
+    image or snapshot of the same name, and a snapshot's data never changes."""
+
+    pool: str
+    image_id: str
+    snap_id: int
+    size: int
+
+
+def _decode_string(raw: bytes) -> str | None:
+    """Decode a Ceph-encoded string (u32 little-endian length, then UTF-8)."""
+    if len(raw) < 4:
+        return None
+    length = int.from_bytes(raw[:4], "little")
+    if length == 0 or 4 + length > len(raw):
+        return None
+    try:
+        return raw[4:4 + length].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+# Newest cls_rbd_snap encoding whose leading fields this module decodes.
+_SNAP_RECORD_VERSION = 8
+
+
+def _decode_snapshot_record(value: bytes) -> tuple[int, str, int] | None:
+    """Decode (id, name, size) from a cls_rbd_snap header record, or None.
+
+    Layout: struct_v u8, compat u8, u32 length, id u64, name (u32 length +
+    bytes), image_size u64, then fields not needed here. Ceph only appends
+    fields, and ``compat`` is the oldest version that can decode a record;
+    pacific writes 8. A record needing a newer decoder is not understood.
+    """
+    if len(value) < 6 or not 1 <= value[1] <= _SNAP_RECORD_VERSION:
+        return None
+    body_end = 6 + int.from_bytes(value[2:6], "little")
+    if body_end > len(value) or body_end < 6 + 8 + 4:
+        return None
+    snap_id = int.from_bytes(value[6:14], "little")
+    name_len = int.from_bytes(value[14:18], "little")
+    if 18 + name_len + 8 > body_end:
+        return None
+    try:
+        name = value[18:18 + name_len].decode()
+    except UnicodeDecodeError:
+        return None
+    size = int.from_bytes(value[18 + name_len:26 + name_len], "little")
+    return snap_id, name, size
 
 
 def _split_addr(addr: str) -> tuple[str, int]:
@@ -149,15 +202,58 @@ class RBDDriver:
     def exists(self, name: str, pool: str | None = None) -> bool:
         """Return True if image ``pool/name`` exists.
 
+        Stats the image's id object (format 2) or header (format 1) instead
+        of opening the image: one small read rather than a full librbd open.
+
         :raises PoolNotFound: the pool does not exist.
         """
         pool = pool or self.pool
-        try:
-            with self.client.open_image(pool, name, read_only=True, op="check image"):
-                return True
-        except exception.ImageNotFound:
-            return False
+        ioctx = self.client.get_ioctx(pool)
+        with self.client.translate("check image", pool=pool, image=name):
+            for oid in (f"rbd_id.{name}", f"{name}.rbd"):
+                try:
+                    ioctx.stat(oid)
+                    return True
+                except self.client.rados.ObjectNotFound:
+                    continue
+        return False
 
+    def snapshot_identity(self, location: RbdLocation) -> SnapshotIdentity | None:
+        """Return the immutable ids and size of a snapshot, from two small reads.
+
+        Reads the image's id object and the snapshot records in its header,
+        which needs the same read caps as opening the snapshot. Returns None
+        when the metadata is not in the layout known here (format 1 images,
+        a future encoding); callers then fall back to opening the snapshot.
+
+        :raises ImageNotFound: / :raises SnapshotNotFound: / :raises PermissionDenied:
+        """
+        rados = self.client.rados
+        pool, name, snap = location.pool, location.image, location.snapshot
+        ioctx = self.client.get_ioctx(pool)
+        with self.client.translate("read image id", pool=pool, image=name):
+            try:
+                raw_id = ioctx.read(f"rbd_id.{name}", 4096)
+            except rados.ObjectNotFound:
+                if self.exists(name, pool):
+                    return None  # format 1: no id object
+                raise self.rbd.ImageNotFound(f"no image {name}") from None
+        image_id = _decode_string(raw_id)
+        if image_id is None:
+            return None
+        with self.client.translate("read snapshots", pool=pool, image=name, snapshot=snap):
+            with rados.ReadOpCtx() as op:
+                records, _ = ioctx.get_omap_vals(op, "", "snapshot_", 100000)
+                ioctx.operate_read_op(op, f"rbd_header.{image_id}")
+                pairs = list(records)
+        for _key, value in pairs:
+            record = _decode_snapshot_record(value)
+            if record is None:
+                return None
+            snap_id, snap_name, size = record
+            if snap_name == snap:
+                return SnapshotIdentity(pool, image_id, snap_id, size)
+        raise exception.SnapshotNotFound(pool=pool, image=name, snapshot=snap)
     def size(self, name: str, pool: str | None = None, snapshot: str | None = None) -> int:
         """Return the size in bytes of an image (or of its snapshot).
 
@@ -331,12 +427,14 @@ class RBDDriver:
         pool = pool or self.pool
         with self.client.open_image(pool, name, op="remove snapshot") as image, \
                 self.client.translate("remove snapshot", pool=pool, image=name, snapshot=snap):
-            if image.is_protected_snap(snap):
-                if not force:
-                    raise exception.ImageBusy(
-                        pool=pool, image=name,
-                        detail=f"snapshot {snap} is protected; pass force=True to unprotect it")
-                self._unprotect(image, pool, name, snap)
+            protected = image.is_protected_snap(snap)
+            if protected and not force:
+                raise exception.ImageBusy(
+                    pool=pool, image=name,
+                    detail=f"snapshot {snap} is protected; pass force=True to unprotect it")
+            self._refuse_if_cloned(image, pool, name, snap)
+            if protected:
+                image.unprotect_snap(snap)
             image.remove_snap(snap)
 
     def rollback_to_snap(self, name: str, snap: str, pool: str | None = None) -> None:
@@ -356,24 +454,33 @@ class RBDDriver:
         finally:
             image.set_snap(None)
 
-    def _unprotect(self, image: Any, pool: str, name: str, snap: str) -> None:
-        """Unprotect ``snap``; raise SnapshotHasClones (naming them) if clones hold it."""
-        try:
-            image.unprotect_snap(snap)
-        except self.rbd.ImageBusy as err:
-            children = self._children(image, snap)
-            if not children:
-                raise
+    def _refuse_if_cloned(self, image: Any, pool: str, name: str, snap: str) -> None:
+        """Raise SnapshotHasClones naming the clones of ``snap``, if it has any.
+
+        Checked before every snapshot removal: with clone format 2, librbd
+        would otherwise "remove" such a snapshot by moving it to the trash
+        namespace, and the image could then never be removed.
+        """
+        children = self._children(image, snap)
+        if children:
             raise exception.SnapshotHasClones(pool=pool, image=name, snapshot=snap,
-                                              children=", ".join(sorted(children))) from err
+                                              children=", ".join(sorted(children)))
 
     def _purge_snapshots(self, pool: str, name: str) -> None:
         with self.client.open_image(pool, name, op="purge snapshots") as image:
             for snap in list(image.list_snaps()):
+                if snap.get("namespace", 0) != 0:
+                    # A snapshot already in the trash namespace (clone v2):
+                    # clones still hold it, and it goes when they do.
+                    held = [f"{d['pool']}/{d['image']}" for d in image.list_descendants()]
+                    raise exception.SnapshotHasClones(
+                        pool=pool, image=name, snapshot=snap["name"],
+                        children=", ".join(sorted(held)) or "unknown clones")
                 with self.client.translate("purge snapshot", pool=pool, image=name,
                                            snapshot=snap["name"]):
+                    self._refuse_if_cloned(image, pool, name, snap["name"])
                     if image.is_protected_snap(snap["name"]):
-                        self._unprotect(image, pool, name, snap["name"])
+                        image.unprotect_snap(snap["name"])
                     image.remove_snap(snap["name"])
 
     def _remove_once(self, pool: str, name: str) -> None:

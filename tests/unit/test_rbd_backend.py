@@ -189,11 +189,35 @@ def test_missing_snapshot_image_and_pool_are_refused(env) -> None:
 
 def test_unreadable_snapshot_is_refused(env) -> None:
     url = env.golden()
-    # The first open is the existence check of the new disk; then the snapshot.
-    env.cluster.fail_next("Image.__init__", env.rbd.PermissionError, times=None, after=1)
+    # No read caps on the pool: every way of reading the snapshot is refused.
+    env.cluster.fail_next("Ioctx.read", env.rados.PermissionError, times=None)
+    env.cluster.fail_next("Ioctx.operate_read_op", env.rados.PermissionError, times=None)
+    env.cluster.fail_next("Image.__init__", env.rbd.PermissionError, times=None)
     message = _refusal(env, [{"url": url}])
     assert "cannot be opened read-only as client.compute" in message
     assert "Permission denied" in message
+
+
+def test_format_verdict_is_remembered_by_snapshot_identity(env) -> None:
+    url = env.golden(data=b"raw " * 1000)
+    env.disk().direct_fetch("img", RAW, [{"url": url}])
+    opens = sum(1 for c in env.cluster.calls if "Image.__init__" in str(c))
+    assert opens >= 1  # the first launch did open the snapshot
+    env.disk().direct_fetch("img", RAW, [{"url": url}])
+    env.disk().direct_fetch("img", RAW, [{"url": url}])
+    # Later launches from the same snapshot do not open it again.
+    assert sum(1 for c in env.cluster.calls if "Image.__init__" in str(c)) == opens
+
+
+def test_recreated_golden_is_checked_again(env) -> None:
+    url = env.golden(data=b"raw " * 1000)
+    env.disk().direct_fetch("img", RAW, [{"url": url}])
+    # Same names, new image: now qcow2 bytes. The old verdict must not apply.
+    for child in env.vms():
+        env.driver.remove_image(child)
+    assert env.driver.remove_image("golden", pool="images").removed == ["golden"]
+    env.golden(data=_qcow2_header(b"/etc/shadow"))
+    assert "the data is qcow2" in _refusal(env, [{"url": url}])
 
 
 def test_max_size(env) -> None:
