@@ -193,6 +193,12 @@ class Backend:
         )
         self._drivers: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # Every plugin's options exist from the start, so the caller can set
+        # or override them before asking for a disk.
+        for ext in self._manager:
+            plugin = ext.plugin
+            if getattr(plugin, "opts", None) and getattr(plugin, "opt_group", None):
+                conf.register_opts(plugin.opts, group=plugin.opt_group)
 
     @property
     def available(self) -> list[str]:
@@ -209,8 +215,6 @@ class Backend:
             raise exception.BackendNotFound(image_type=name,
                                             available=", ".join(self.available) or "none")
         cls: type[Image] = self._manager[name].plugin
-        if cls.opts and cls.opt_group:
-            self.conf.register_opts(cls.opts, group=cls.opt_group)
         return cls
 
     def driver(self, image_type: str | None = None) -> Any:
