@@ -17,11 +17,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from oslo_config import cfg
 
-from rbd_driver import conf as rbd_conf_module
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing.cluster import ClusterState
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -31,18 +28,6 @@ DISK_POOL = "vms"
 # What is written at the start of every golden image: 4 MiB of a plain-text
 # pattern (one full RBD object), which format sniffing calls raw.
 GOLDEN_DATA = (b"golden raw data\n" * 65536)[: 4 * MIB]
-
-
-def make_conf(state: ClusterState) -> cfg.ConfigOpts:
-    """A ConfigOpts for the cluster's non-admin user, like the ``rbd_conf`` fixture."""
-    conf = cfg.ConfigOpts()
-    rbd_conf_module.register_opts(conf)
-    conf([], project="rbd_driver", default_config_files=[])
-    conf.set_override("ceph_conf", state.conf_path, group="rbd")
-    conf.set_override("user", state.user, group="rbd")
-    conf.set_override("keyring", state.user_keyring, group="rbd")
-    conf.set_override("pool", DISK_POOL, group="rbd")
-    return conf
 
 
 def make_golden(driver: RBDDriver, name: str, size: int) -> str:

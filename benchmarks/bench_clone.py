@@ -49,11 +49,11 @@ import time
 import uuid
 from typing import Any
 
-from _benchlib import (DISK_POOL, GIB, GOLDEN_POOL, RAW, environment, make_conf,
+from _benchlib import (DISK_POOL, GIB, GOLDEN_POOL, RAW, environment,
                        make_golden, summarize)
 
 from rbd_driver import imagebackend
-from rbd_driver.testing.cluster import ClusterState, LocalCluster
+from rbd_driver.testing.cluster import ClusterState, LocalCluster, make_conf
 
 #: Targets from the issue, and the tolerance we chose for "flat in size".
 TARGET_MEDIAN_MS = 15.0

@@ -22,27 +22,14 @@ from collections.abc import Callable
 from typing import Any
 
 from oslo_concurrency import processutils
-from oslo_config import cfg
 
-from rbd_driver import conf as conf_module
 from rbd_driver import exception, imagebackend
 from rbd_driver.storage.location import format_location
-from rbd_driver.testing.cluster import LocalCluster
+from rbd_driver.testing.cluster import LocalCluster, make_conf
 
 __all__ = ["run_demo"]
 
 GOLDEN_SIZE = 1 << 30
-
-
-def _conf_for(local: LocalCluster) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    conf_module.register_opts(conf)
-    conf([], project="rbd_driver", default_config_files=[])
-    conf.set_override("ceph_conf", local.conf_path, group="rbd")
-    conf.set_override("user", local.user, group="rbd")
-    conf.set_override("keyring", local.user_keyring, group="rbd")
-    conf.set_override("pool", "vms", group="rbd")
-    return conf
 
 
 def _store_image(driver: Any, name: str, data: bytes, size: int) -> str:
@@ -69,7 +56,7 @@ def run_demo(instances: int = 20, say: Callable[[str], None] = print) -> dict[st
     with LocalCluster() as local, tempfile.TemporaryDirectory() as workdir:
         report["cluster_boot_s"] = round(time.monotonic() - started, 1)
         say(f"cluster up in {report['cluster_boot_s']} s: {local.conf_path}")
-        conf = _conf_for(local)
+        conf = make_conf(local.state)
         with imagebackend.Backend(conf) as backend:
             driver = backend.driver("rbd")
             report["user"] = f"client.{local.user}"

@@ -30,6 +30,8 @@ every template names the pool, image, snapshot or path at fault::
      ├── DiskSizeTooSmall             a disk can only grow
      ├── BackendNotFound              unknown image_type
      ├── CleanupFailed                a disk could be neither removed nor trashed
+     ├── OperationCancelled           a long copy was cancelled or interrupted
+     ├── ImageConversionFailed        qemu-img could not convert an image
      └── ImageUnacceptable            direct_fetch refused every location
 """
 
@@ -60,6 +62,8 @@ __all__ = [
     "DiskSizeTooSmall",
     "BackendNotFound",
     "CleanupFailed",
+    "OperationCancelled",
+    "ImageConversionFailed",
     "ImageUnacceptable",
 ]
 
@@ -191,3 +195,11 @@ class BackendNotFound(RbdDriverError):
 
 class CleanupFailed(RbdDriverError):
     message = "Could not remove or trash %(pool)s/%(image)s: %(detail)s"
+
+
+class OperationCancelled(RbdDriverError):
+    message = "%(op)s of %(target)s was cancelled after %(done)s of %(total)s bytes"
+
+
+class ImageConversionFailed(RbdDriverError):
+    message = "Converting %(path)s from %(source_format)s failed: %(detail)s"

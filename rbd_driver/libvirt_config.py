@@ -12,7 +12,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
-__all__ = ["block_disk_xml", "network_disk_xml"]
+__all__ = ["block_disk_xml", "file_disk_xml", "network_disk_xml"]
 
 
 def _disk(kind: str, device: str, driver_format: str, cache_mode: str) -> ET.Element:
@@ -77,4 +77,20 @@ def block_disk_xml(
     """Return kernelspace ``<disk type='block'>`` XML for a mapped ``/dev/rbdN``."""
     disk = _disk("block", device, "raw", cache_mode)
     ET.SubElement(disk, "source", dev=device_path)
+    return _finish(disk, target_dev, target_bus, boot_order, readonly, serial)
+
+
+def file_disk_xml(
+    path: str,
+    target_dev: str = "vda",
+    target_bus: str = "virtio",
+    device: str = "disk",
+    cache_mode: str = "none",
+    boot_order: str | None = None,
+    readonly: bool = False,
+    serial: str | None = None,
+) -> str:
+    """Return ``<disk type='file'>`` XML for a raw file on local disk."""
+    disk = _disk("file", device, "raw", cache_mode)
+    ET.SubElement(disk, "source", file=path)
     return _finish(disk, target_dev, target_bus, boot_order, readonly, serial)

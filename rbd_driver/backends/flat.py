@@ -159,13 +159,7 @@ class Flat(imagebackend.Image):
     def libvirt_info(self, disk_info: dict[str, Any] | None = None, cache_mode: str = "none",
                      extra_specs: dict[str, Any] | None = None, boot_order: str | None = None,
                      disk_unit: int | None = None, **kwargs: Any) -> str:
-        import xml.etree.ElementTree as ET
-
         info = dict(disk_info or {})
-        disk = ET.Element("disk", type="file", device=info.get("type", "disk"))
-        ET.SubElement(disk, "driver", name="qemu", type="raw", cache=cache_mode)
-        ET.SubElement(disk, "source", file=self.path)
-        ET.SubElement(disk, "target", dev=info.get("dev", "vda"), bus=info.get("bus", "virtio"))
-        if boot_order:
-            ET.SubElement(disk, "boot", order=str(boot_order))
-        return ET.tostring(disk, encoding="unicode")
+        return libvirt_config.file_disk_xml(
+            self.path, target_dev=info.get("dev", "vda"), target_bus=info.get("bus", "virtio"),
+            device=info.get("type", "disk"), cache_mode=cache_mode, boot_order=boot_order)

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ClusterStartError", "ClusterState", "LocalCluster", "main"]
+__all__ = ["ClusterStartError", "ClusterState", "LocalCluster", "main", "make_conf"]
 
 DEFAULT_POOLS = ("rbd", "vms", "images")
 DEFAULT_USER = "rbd-driver-test"
@@ -73,6 +73,22 @@ class ClusterState:
     pools: list[str]
     objectstore: str
     pids: dict[str, int] = field(default_factory=dict)
+
+
+def make_conf(state: ClusterState, pool: str = "vms") -> Any:
+    """Return a fresh ``ConfigOpts`` pointing at the cluster as its non-admin user."""
+    from oslo_config import cfg
+
+    from rbd_driver import conf as conf_module
+
+    conf = cfg.ConfigOpts()
+    conf_module.register_opts(conf)
+    conf([], project="rbd_driver", default_config_files=[])
+    conf.set_override("ceph_conf", state.conf_path, group="rbd")
+    conf.set_override("user", state.user, group="rbd")
+    conf.set_override("keyring", state.user_keyring, group="rbd")
+    conf.set_override("pool", pool, group="rbd")
+    return conf
 
 
 def _free_port() -> int:

@@ -22,9 +22,8 @@ from collections.abc import Iterator
 import pytest
 from oslo_config import cfg
 
-from rbd_driver import conf as rbd_conf_module
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing.cluster import ClusterState, LocalCluster, load_state
+from rbd_driver.testing.cluster import ClusterState, LocalCluster, load_state, make_conf
 
 __all__ = ["ceph_cluster", "rbd_conf", "rados_client", "unique_name"]
 
@@ -50,13 +49,7 @@ def ceph_cluster() -> Iterator[ClusterState]:
 @pytest.fixture
 def rbd_conf(ceph_cluster: ClusterState) -> cfg.ConfigOpts:
     """A fresh ConfigOpts pointing at the cluster as its non-admin user."""
-    conf = cfg.ConfigOpts()
-    rbd_conf_module.register_opts(conf)
-    conf([], project="rbd_driver", default_config_files=[])
-    conf.set_override("ceph_conf", ceph_cluster.conf_path, group="rbd")
-    conf.set_override("user", ceph_cluster.user, group="rbd")
-    conf.set_override("keyring", ceph_cluster.user_keyring, group="rbd")
-    conf.set_override("pool", "vms", group="rbd")
+    conf = make_conf(ceph_cluster)
     # Busy-disk retries are quick in tests; production keeps the defaults.
     conf.set_override("destroy_retry_interval", 0.5, group="rbd")
     conf.set_override("destroy_retries", 4, group="rbd")

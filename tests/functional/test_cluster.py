@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from rbd_driver.testing.cluster import _pid_alive
 
