@@ -225,7 +225,127 @@ Related options:
     ),
 ]
 
-ALL_OPTS = connection_opts + cleanup_opts + backend_opts
+datapath_opts = [
+    cfg.IntOpt(
+        "io_window",
+        default=16,
+        min=1,
+        max=256,
+        help="""
+How many 4 MiB reads or writes a copy keeps in flight at once.
+
+More overlaps more network and OSD latency; each in-flight operation holds
+one 4 MiB buffer, so a copy uses about ``io_window`` x 4 MiB of memory
+(64 MiB by default) whatever the image size.
+
+Possible values:
+
+* 1 (strictly sequential) to 256.
+
+Related options:
+
+* ``image_cache_pool``: imports into the cache use the same engine.
+""",
+    ),
+    cfg.StrOpt(
+        "convert_via",
+        default="direct",
+        choices=[
+            ("direct", "qemu-img writes straight into the RBD image"),
+            ("local", "qemu-img writes a local raw file, then rbd_driver imports it"),
+        ],
+        help="""
+How a non-raw image (qcow2, vmdk, ...) is converted to a raw RBD image.
+
+``direct`` measured faster on the reference machine (see the benchmarks
+page) and needs no local scratch space; ``local`` needs free space for the
+whole raw image next to the downloaded file.
+
+Possible values:
+
+* ``direct`` or ``local``.
+
+Related options:
+
+* ``convert_timeout``.
+""",
+    ),
+    cfg.IntOpt(
+        "convert_timeout",
+        default=3600,
+        min=1,
+        help="""
+Seconds a ``qemu-img`` conversion may run before it is killed.
+
+Possible values:
+
+* A positive number of seconds.
+
+Related options:
+
+* ``convert_via``.
+""",
+    ),
+    cfg.StrOpt(
+        "image_cache_pool",
+        default=None,
+        help="""
+Pool where images that cannot be cloned where they live are imported once.
+
+When set, the first launch of such an image imports it into this pool as a
+golden image (``cached-<image_id>`` with a protected snapshot ``snap``) and
+clones the disk from it; every later launch, on any hypervisor, clones
+directly. A cluster-wide lock ensures only one host imports an image.
+
+Possible values:
+
+* The name of a pool with the ``rbd`` application, writable by ``user``.
+* Unset: every such launch copies the whole image into its disk.
+
+Related options:
+
+* ``image_cache_lock_timeout``, ``image_cache_lock_lease``.
+""",
+    ),
+    cfg.IntOpt(
+        "image_cache_lock_timeout",
+        default=1800,
+        min=1,
+        help="""
+Seconds to wait for another host importing the same image into the cache.
+
+Possible values:
+
+* A positive number of seconds; longer than the slowest import.
+
+Related options:
+
+* ``image_cache_pool``, ``image_cache_lock_lease``.
+""",
+    ),
+    cfg.IntOpt(
+        "image_cache_lock_lease",
+        default=30,
+        min=3,
+        help="""
+Seconds the cache-import lock lives without renewal.
+
+The holder renews it every third of this time while it imports. If the
+holder dies, the lock expires after at most this long and the next host
+takes over: stale locks break themselves.
+
+Possible values:
+
+* 3 or more seconds.
+
+Related options:
+
+* ``image_cache_pool``, ``image_cache_lock_timeout``.
+""",
+    ),
+]
+
+ALL_OPTS = connection_opts + cleanup_opts + backend_opts + datapath_opts
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

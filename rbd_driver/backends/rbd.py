@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -21,7 +22,7 @@ from oslo_concurrency import lockutils
 from oslo_config import cfg
 
 from rbd_driver import exception, imagebackend, libvirt_config
-from rbd_driver.storage import formats
+from rbd_driver.storage import convert, formats, rados_lock
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
 from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
 
@@ -41,11 +42,6 @@ _verdicts_lock = threading.Lock()
 def disk_name_for(instance_uuid: str, disk_name: str) -> str:
     """Return the RBD image name of an instance's disk."""
     return f"{instance_uuid}_{disk_name}"
-
-
-def _qemu_escape(value: str) -> str:
-    # QEMU's rbd: filename splits options on ':'; a backslash escapes.
-    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 class Rbd(imagebackend.Image):
@@ -68,11 +64,8 @@ class Rbd(imagebackend.Image):
     @property
     def path(self) -> str:
         """``rbd:pool/name:id=user:conf=path``; never holds a key."""
-        spec = f"rbd:{_qemu_escape(self.pool)}/{_qemu_escape(self.rbd_name)}"
-        user = self.conf.rbd.user
-        if user:
-            spec += f":id={_qemu_escape(user)}"
-        return spec + f":conf={_qemu_escape(self.conf.rbd.ceph_conf)}"
+        return convert.rbd_spec(self.pool, self.rbd_name, self.conf.rbd.user,
+                                self.conf.rbd.ceph_conf)
 
     def exists(self) -> bool:
         return self.driver.exists(self.rbd_name)
@@ -209,6 +202,12 @@ class Rbd(imagebackend.Image):
                     continue
                 LOG.info("cloned %s from %s for image %s", self.rbd_name, location.url, image_id)
                 return
+            if self.conf.rbd.image_cache_pool and image_id:
+                cached = self._cache_location(image_id)
+                if self._is_cached(cached):
+                    self.driver.clone(cached, self.rbd_name)
+                    LOG.info("cloned %s from the cached %s", self.rbd_name, cached.url)
+                    return
             if not reasons:
                 reasons.append("no locations were given")
             raise exception.ImageUnacceptable(image_id=image_id, reason="; ".join(reasons))
@@ -238,11 +237,23 @@ class Rbd(imagebackend.Image):
                      size: int | None, *args: Any, **kwargs: Any) -> None:
         """See :meth:`Image.create_image`. The copy goes through librbd, sparse.
 
+        With ``[rbd] image_cache_pool`` set and ``image_id`` among the
+        keyword arguments, the image is imported once into the cache pool
+        (under a cluster-wide lock) and the disk is cloned from it.
+        A non-raw download (qcow2, vmdk...) is converted with qemu-img.
+        ``progress=callable(done, total)`` follows the copy.
+
         :raises DiskSizeTooSmall: ``size`` is below the image's size (checked
-            before copying, so nothing is created).
+            before copying a local file, so nothing is created).
+        :raises ImageConversionFailed: the download is unsafe or unconvertible.
         """
         progress = kwargs.pop("progress", None)
+        image_id = kwargs.get("image_id")
         with self._disk_lock():
+            if not self.exists() and self.conf.rbd.image_cache_pool and image_id:
+                location = self._cached_golden(image_id, prepare_template, base, args, kwargs,
+                                               progress)
+                self.driver.clone(location, self.rbd_name)
             if not self.exists():
                 prepare_template(*args, target=base, **kwargs)
             if not self.exists():
@@ -250,9 +261,87 @@ class Rbd(imagebackend.Image):
                 if size and size < base_size:
                     raise exception.DiskSizeTooSmall(size=size, pool=self.pool,
                                                      image=self.rbd_name, current=base_size)
-                self.driver.import_file(base, self.rbd_name, progress=progress)
+                self._copy_in(base, self.pool, self.rbd_name, progress)
             if size:
                 self.resize_image(size)
+
+    # -- copy once, then clone ------------------------------------------------------
+
+    def _cache_location(self, image_id: str) -> RbdLocation:
+        return RbdLocation(self.driver.fsid, self.conf.rbd.image_cache_pool,
+                           f"cached-{image_id}", "snap")
+
+    def _is_cached(self, location: RbdLocation) -> bool:
+        try:
+            self.driver.snapshot_identity(location)
+        except (exception.ImageNotFound, exception.SnapshotNotFound):
+            return False
+        return True
+
+    def _cached_golden(self, image_id: str, prepare_template: Callable[..., Any], base: str,
+                       args: tuple[Any, ...], kwargs: dict[str, Any],
+                       progress: Callable[[int, int], None] | None) -> RbdLocation:
+        """Return the cache's golden snapshot of ``image_id``, importing it once.
+
+        Only one host imports: the others wait on the cluster-wide lock and
+        find the golden ready. The golden is built under a temporary name
+        (copy, snapshot, protect) and renamed last, so the final name never
+        holds a half-made golden.
+        """
+        location = self._cache_location(image_id)
+        if self._is_cached(location):
+            return location
+        pool, name = location.pool, location.image
+        with rados_lock.cluster_lock(self.driver.client, pool, f"rbd_driver_lock.{name}",
+                                     timeout=self.conf.rbd.image_cache_lock_timeout,
+                                     lease=self.conf.rbd.image_cache_lock_lease):
+            if self._is_cached(location):
+                return location  # another host imported it while we waited
+            if self.driver.exists(name, pool):
+                # Left by an import that died after its rename; we hold the lock.
+                self.driver.remove_image(name, pool)
+            prepare_template(*args, target=base, **kwargs)
+            temp = f"{name}.caching-{uuid.uuid4().hex[:8]}"
+            self._copy_in(base, pool, temp, progress)
+            try:
+                self.driver.create_snap(temp, "snap", protect=True, pool=pool)
+                self.driver.rename(temp, name, pool)
+            except BaseException:
+                self.driver.remove_image(temp, pool)
+                raise
+            LOG.info("imported image %s once into %s/%s", image_id, pool, name)
+        return location
+
+    def _copy_in(self, base: str, pool: str, name: str,
+                 progress: Callable[[int, int], None] | None) -> None:
+        """Copy the local file ``base`` into new image ``pool/name``, converting non-raw data."""
+        found = convert.sniff_file(base)
+        if found in ("raw", "iso"):
+            self.driver.import_file(base, name, pool, progress=progress)
+            return
+        timeout = self.conf.rbd.convert_timeout
+        if self.conf.rbd.convert_via == "local":
+            raw = f"{base}.raw-{uuid.uuid4().hex[:8]}"
+            try:
+                convert.convert_to_raw_file(base, raw, found, timeout=timeout)
+                self.driver.import_file(raw, name, pool, progress=progress)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(raw)
+            return
+        temp = f"{name}.converting-{uuid.uuid4().hex[:8]}"
+        spec = convert.rbd_spec(pool, temp, self.conf.rbd.user, self.conf.rbd.ceph_conf,
+                                self.conf.rbd.keyring)
+        try:
+            convert.convert_to_rbd(base, found, spec, timeout=timeout)
+            self.driver.rename(temp, name, pool)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.driver.remove_image(temp, pool)
+            raise
+        if progress:
+            total = self.driver.size(name, pool)
+            progress(total, total)
 
     def resize_image(self, size: int) -> None:
         current = self.get_disk_size()

@@ -389,13 +389,18 @@ class RBDDriver:
                     if progress:
                         progress(done, total)
                 image.flush()
-            with self.client.ioctx(pool, op="rename") as ioctx, \
-                    self.client.translate("rename", pool=pool, image=temp):
-                self._rbd_api().rename(ioctx, temp, name)
+            self.rename(temp, name, pool)
         except BaseException:
             with contextlib.suppress(Exception):
                 self._remove_once(pool, temp)
             raise
+
+    def rename(self, name: str, new_name: str, pool: str | None = None) -> None:
+        """Rename image ``pool/name`` to ``new_name`` (snapshots and clones follow)."""
+        pool = pool or self.pool
+        with self.client.ioctx(pool, op="rename") as ioctx, \
+                self.client.translate("rename", pool=pool, image=name):
+            self._rbd_api().rename(ioctx, name, new_name)
 
     def resize(self, name: str, size: int, pool: str | None = None) -> None:
         """Set the image size to ``size`` bytes (callers refuse shrinking)."""

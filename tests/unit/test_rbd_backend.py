@@ -403,9 +403,9 @@ def test_path_has_user_and_conf_but_no_key(env) -> None:
 
 
 def test_path_escapes_colons() -> None:
-    from rbd_driver.backends.rbd import _qemu_escape
+    from rbd_driver.storage.convert import qemu_escape
 
-    assert _qemu_escape("a:b\\c") == "a\\:b\\\\c"
+    assert qemu_escape("a:b\\c") == "a\\:b\\\\c"
 
 
 def test_get_disk_size_accepts_every_spelling(env) -> None:
