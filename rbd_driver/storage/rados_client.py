@@ -24,7 +24,7 @@ import os
 import threading
 from collections.abc import Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 from rbd_driver import exception
 
@@ -102,6 +102,21 @@ _ERRNO_KINDS = {
     errno.EDQUOT: "no_space",
     errno.ETIMEDOUT: "timeout",
     errno.EOPNOTSUPP: "not_supported",
+}
+
+
+# The librbd exception an errno from an aio completion stands for (librbd
+# reports aio failures as a return code, not an exception).
+_RBD_ERRNO_CLASSES = {
+    errno.EPERM: "PermissionError",
+    errno.EACCES: "PermissionError",
+    errno.ENOENT: "ImageNotFound",
+    errno.ENOSPC: "NoSpace",
+    errno.EDQUOT: "DiskQuotaExceeded",
+    errno.EROFS: "ReadOnlyImage",
+    errno.EINVAL: "InvalidArgument",
+    errno.ETIMEDOUT: "Timeout",
+    errno.ESHUTDOWN: "ConnectionShutdown",  # also what a blocklisted client gets
 }
 
 
@@ -391,6 +406,33 @@ class RadosClient:
                 yield image
             finally:
                 image.close()
+
+    def image_exists(self, pool: str, name: str) -> bool:
+        """Return True if image ``pool/name`` exists.
+
+        Stats the image's id object (format 2) or header (format 1) rather
+        than opening the image: one small read instead of a full librbd open.
+
+        :raises PoolNotFound: the pool does not exist.
+        """
+        ioctx = self.get_ioctx(pool)
+        with self.translate("check image", pool=pool, image=name):
+            for oid in (f"rbd_id.{name}", f"{name}.rbd"):
+                try:
+                    ioctx.stat(oid)
+                    return True
+                except self.rados.ObjectNotFound:
+                    continue
+        return False
+
+    def raise_for_errno(self, op: str, err: int, detail: str, pool: str | None = None,
+                        image: str | None = None, snapshot: str | None = None) -> NoReturn:
+        """Raise our exception for a negative-return failure (``err`` positive), chained
+        to the librbd exception class that errno stands for."""
+        cls = getattr(self.rbd, _RBD_ERRNO_CLASSES.get(err, "IOError"), None) or self.rbd.OSError
+        with self.translate(op, pool=pool, image=image, snapshot=snapshot):
+            raise cls(f"{detail}: {os.strerror(err)}", errno=err)
+        raise AssertionError("unreachable: translate raises ours")
 
     # -- monitor commands ------------------------------------------------------
 

@@ -12,28 +12,23 @@ here runs a command.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
+import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
 
 from rbd_driver import exception
+from rbd_driver.storage import datapath
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rados_client import RadosClient
 
 __all__ = ["CleanupReport", "MonitorAddress", "RBDDriver", "SnapshotIdentity"]
 
 LOG = logging.getLogger(__name__)
-
-# The simple copy reads and writes whole default-sized RBD objects, so an
-# all-zero chunk maps onto an object that is simply never created.
-COPY_CHUNK = 4 << 20
 
 
 @dataclasses.dataclass
@@ -146,6 +141,7 @@ class RBDDriver:
     :param destroy_retries: removal retries while a disk is busy.
     :param destroy_retry_interval: seconds between them.
     :param sleep: injectable ``time.sleep`` (tests).
+    :param io_window: reads or writes a copy keeps in flight.
     """
 
     def __init__(
@@ -155,12 +151,14 @@ class RBDDriver:
         destroy_retries: int = 12,
         destroy_retry_interval: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
+        io_window: int = datapath.DEFAULT_WINDOW,
     ) -> None:
         self.client = client
         self.pool = pool
         self.destroy_retries = destroy_retries
         self.destroy_retry_interval = destroy_retry_interval
         self._sleep = sleep
+        self.io_window = io_window
         self._fsid: str | None = None
 
     @classmethod
@@ -171,6 +169,7 @@ class RBDDriver:
             pool=conf.rbd.pool,
             destroy_retries=conf.rbd.destroy_retries,
             destroy_retry_interval=conf.rbd.destroy_retry_interval,
+            io_window=conf.rbd.io_window,
         )
 
     def close(self) -> None:
@@ -200,23 +199,11 @@ class RBDDriver:
         return self._fsid
 
     def exists(self, name: str, pool: str | None = None) -> bool:
-        """Return True if image ``pool/name`` exists.
-
-        Stats the image's id object (format 2) or header (format 1) instead
-        of opening the image: one small read rather than a full librbd open.
+        """Return True if image ``pool/name`` exists (a stat, not an open).
 
         :raises PoolNotFound: the pool does not exist.
         """
-        pool = pool or self.pool
-        ioctx = self.client.get_ioctx(pool)
-        with self.client.translate("check image", pool=pool, image=name):
-            for oid in (f"rbd_id.{name}", f"{name}.rbd"):
-                try:
-                    ioctx.stat(oid)
-                    return True
-                except self.client.rados.ObjectNotFound:
-                    continue
-        return False
+        return self.client.image_exists(pool or self.pool, name)
 
     def snapshot_identity(self, location: RbdLocation) -> SnapshotIdentity | None:
         """Return the immutable ids and size of a snapshot, from two small reads.
@@ -363,37 +350,34 @@ class RBDDriver:
             self._rbd_api().create(ioctx, name, size)
 
     def import_file(self, path: str, name: str, pool: str | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> None:
-        """Copy the local raw file ``path`` into a new image ``pool/name``, sparse and atomic.
+                    progress: Callable[[int, int], None] | None = None,
+                    cancel: threading.Event | None = None) -> datapath.CopyStats:
+        """Copy the local raw file ``path`` into a new image ``pool/name``.
 
-        All-zero chunks are not written, so they take no space. The data goes
-        to a temporary image that is renamed to ``name`` only when complete;
-        on any failure (including KeyboardInterrupt) it is removed.
+        Parallel, sparse (holes and zero chunks are not written) and atomic
+        (a temporary image renamed on success, removed on any failure); see
+        :func:`rbd_driver.storage.datapath.import_to_image`.
 
         :raises FileNotFoundError: ``path`` does not exist.
         :raises ImageExists: ``pool/name`` exists.
+        :raises OperationCancelled: ``cancel`` was set.
         """
-        pool = pool or self.pool
-        total = os.path.getsize(path)
-        if self.exists(name, pool):
-            raise exception.ImageExists(pool=pool, image=name, detail="refusing to overwrite")
-        temp = f"{name}.importing-{uuid.uuid4().hex[:8]}"
-        self.create(temp, total, pool)
-        try:
-            with open(path, "rb") as src, self.client.open_image(pool, temp, op="import") as image:
-                done = 0
-                while chunk := src.read(COPY_CHUNK):
-                    if chunk.count(0) != len(chunk):
-                        image.write(chunk, done)
-                    done += len(chunk)
-                    if progress:
-                        progress(done, total)
-                image.flush()
-            self.rename(temp, name, pool)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self._remove_once(pool, temp)
-            raise
+        return datapath.import_to_image(self.client, path, pool or self.pool, name,
+                                        window=self.io_window, progress=progress,
+                                        cancel=cancel)
+
+    def export_file(self, name: str, dest: str, pool: str | None = None,
+                    snapshot: str | None = None,
+                    progress: Callable[[int, int], None] | None = None,
+                    cancel: threading.Event | None = None) -> datapath.CopyStats:
+        """Copy image ``pool/name`` (or its ``snapshot``) into a sparse local file ``dest``.
+
+        Only allocated extents are read, in parallel; ``dest`` appears only
+        when complete. See :func:`rbd_driver.storage.datapath.export_from_image`.
+        """
+        return datapath.export_from_image(self.client, pool or self.pool, name, dest,
+                                          snapshot=snapshot, window=self.io_window,
+                                          progress=progress, cancel=cancel)
 
     def rename(self, name: str, new_name: str, pool: str | None = None) -> None:
         """Rename image ``pool/name`` to ``new_name`` (snapshots and clones follow)."""

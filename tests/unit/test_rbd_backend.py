@@ -297,7 +297,7 @@ def test_create_image_uses_what_prepare_template_cloned(env, tmp_path) -> None:
 def test_failed_copy_removes_the_temporary_image(env, tmp_path) -> None:
     base = tmp_path / "base.raw"
     base.write_bytes(b"y" * (12 << 20))
-    env.cluster.fail_next("Image.write", env.rbd.IOError, after=1)
+    env.cluster.fail_next("Image.aio_write", env.rbd.IOError, after=1)
     disk = env.disk()
     with pytest.raises(exception.StorageError):
         disk.create_image(lambda target, **kw: None, str(base), None)
