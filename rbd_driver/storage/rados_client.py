@@ -436,8 +436,11 @@ class RadosClient:
 
     # -- monitor commands ------------------------------------------------------
 
-    def mon_command(self, prefix: str, inbuf: bytes = b"", **args: Any) -> Any:
+    def mon_command(self, prefix: str, inbuf: bytes = b"", timeout: int | None = None,
+                    **args: Any) -> Any:
         """Run a monitor command in-process and return its parsed JSON output.
+
+        ``timeout`` (seconds) overrides ``op_timeout`` for this call.
 
         :raises RbdDriverError: a subclass matching the returned errno, with
             the monitor's own message.
@@ -445,7 +448,8 @@ class RadosClient:
         cluster = self.connect()
         cmd = json.dumps({"prefix": prefix, "format": "json", **args})
         with self.translate(prefix, pool=args.get("pool")):
-            ret, out, status = cluster.mon_command(cmd, inbuf, timeout=self.op_timeout)
+            ret, out, status = cluster.mon_command(
+                cmd, inbuf, timeout=self.op_timeout if timeout is None else timeout)
         if ret < 0:
             kind = _ERRNO_KINDS.get(-ret, "storage")
             raise _error_for(kind, prefix, status or os.strerror(-ret), args.get("pool"), None, None)
