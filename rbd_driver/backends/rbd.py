@@ -26,7 +26,7 @@ from rbd_driver.storage import convert, formats, rados_lock
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
 from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
 
-__all__ = ["Rbd", "disk_name_for"]
+__all__ = ["Rbd", "copy_in", "disk_name_for"]
 
 LOG = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ class Rbd(imagebackend.Image):
                 if size and size < base_size:
                     raise exception.DiskSizeTooSmall(size=size, pool=self.pool,
                                                      image=self.rbd_name, current=base_size)
-                self._copy_in(base, self.pool, self.rbd_name, progress)
+                copy_in(self.driver, self.conf, base, self.pool, self.rbd_name, progress)
             if size:
                 self.resize_image(size)
 
@@ -302,7 +302,7 @@ class Rbd(imagebackend.Image):
                 self.driver.remove_image(name, pool)
             prepare_template(*args, target=base, **kwargs)
             temp = f"{name}.caching-{uuid.uuid4().hex[:8]}"
-            self._copy_in(base, pool, temp, progress)
+            copy_in(self.driver, self.conf, base, pool, temp, progress)
             try:
                 self.driver.create_snap(temp, "snap", protect=True, pool=pool)
                 self.driver.rename(temp, name, pool)
@@ -311,37 +311,6 @@ class Rbd(imagebackend.Image):
                 raise
             LOG.info("imported image %s once into %s/%s", image_id, pool, name)
         return location
-
-    def _copy_in(self, base: str, pool: str, name: str,
-                 progress: Callable[[int, int], None] | None) -> None:
-        """Copy the local file ``base`` into new image ``pool/name``, converting non-raw data."""
-        found = convert.sniff_file(base)
-        if found in ("raw", "iso"):
-            self.driver.import_file(base, name, pool, progress=progress)
-            return
-        timeout = self.conf.rbd.convert_timeout
-        if self.conf.rbd.convert_via == "local":
-            raw = f"{base}.raw-{uuid.uuid4().hex[:8]}"
-            try:
-                convert.convert_to_raw_file(base, raw, found, timeout=timeout)
-                self.driver.import_file(raw, name, pool, progress=progress)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(raw)
-            return
-        temp = f"{name}.converting-{uuid.uuid4().hex[:8]}"
-        spec = convert.rbd_spec(pool, temp, self.conf.rbd.user, self.conf.rbd.ceph_conf,
-                                self.conf.rbd.keyring)
-        try:
-            convert.convert_to_rbd(base, found, spec, timeout=timeout)
-            self.driver.rename(temp, name, pool)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.driver.remove_image(temp, pool)
-            raise
-        if progress:
-            total = self.driver.size(name, pool)
-            progress(total, total)
 
     def resize_image(self, size: int) -> None:
         current = self.get_disk_size()
@@ -421,6 +390,45 @@ class Rbd(imagebackend.Image):
             boot_order=boot_order,
             driver_format=self.driver_format,
         )
+
+
+def copy_in(driver: RBDDriver, conf: cfg.ConfigOpts, base: str, pool: str, name: str,
+            progress: Callable[[int, int], None] | None = None) -> None:
+    """Copy the local file ``base`` into new image ``pool/name``, converting non-raw data.
+
+    Raw data goes through the parallel sparse engine; other formats through
+    qemu-img, as ``[rbd] convert_via`` says. Atomic either way.
+
+    :raises ImageConversionFailed: the file is unsafe or not convertible.
+    :raises ImageExists: ``pool/name`` exists.
+    """
+    found = convert.sniff_file(base)
+    if found in ("raw", "iso"):
+        driver.import_file(base, name, pool, progress=progress)
+        return
+    timeout = conf.rbd.convert_timeout
+    if conf.rbd.convert_via == "local":
+        raw = f"{base}.raw-{uuid.uuid4().hex[:8]}"
+        try:
+            convert.convert_to_raw_file(base, raw, found, timeout=timeout)
+            driver.import_file(raw, name, pool, progress=progress)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(raw)
+        return
+    temp = f"{name}.converting-{uuid.uuid4().hex[:8]}"
+    spec = convert.rbd_spec(pool, temp, conf.rbd.user, conf.rbd.ceph_conf,
+                            conf.rbd.keyring)
+    try:
+        convert.convert_to_rbd(base, found, spec, timeout=timeout)
+        driver.rename(temp, name, pool)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            driver.remove_image(temp, pool)
+        raise
+    if progress:
+        total = driver.size(name, pool)
+        progress(total, total)
 
 
 def _shorten(url: Any) -> str:

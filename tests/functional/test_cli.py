@@ -1,0 +1,108 @@
+"""Every rbd-driver subcommand against the real cluster, checked with the Ceph CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def cli(ceph_cluster, tmp_path):
+    conf = tmp_path / "rbd-driver.conf"
+    conf.write_text(f"[rbd]\nceph_conf = {ceph_cluster.conf_path}\nuser = {ceph_cluster.user}\n"
+                    f"keyring = {ceph_cluster.user_keyring}\npool = vms\n")
+
+    def run(*args: str, expect: int = 0, as_json: bool = True) -> Any:
+        cmd = [sys.executable, "-m", "rbd_driver.cli", "--config-file", str(conf)]
+        proc = subprocess.run(cmd + (["--json"] if as_json else []) + list(args),
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == expect, (args, proc.returncode, proc.stderr)
+        if expect != 0:
+            assert "Traceback" not in proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+            return proc.stderr
+        return json.loads(proc.stdout) if as_json else proc.stdout
+
+    return run
+
+
+def test_status_matches_ceph_status_and_df(cli, ceph_admin) -> None:
+    doc = cli("status", "--pool", "vms")
+    status = ceph_admin("ceph", "status")
+    assert doc["cluster"]["fsid"] == status["fsid"]
+    assert doc["cluster"]["health"]["status"] == status["health"]["status"]
+    assert {p["name"] for p in doc["pools"]} == {p["name"] for p in ceph_admin("ceph", "df")["pools"]}
+
+
+def test_pool_info_matches_ceph_df(cli, ceph_admin) -> None:
+    info = cli("pool-info", "vms")
+    df = {p["name"]: p["stats"] for p in ceph_admin("ceph", "df")["pools"]}["vms"]
+    assert info["free"] == pytest.approx(df["max_avail"], rel=0.05)
+
+
+def test_clone_ls_snapshot_cleanup(cli, ceph_admin, backend) -> None:
+    driver = backend.driver("rbd")
+    golden = f"cli-golden-{uuid.uuid4().hex[:6]}"
+    driver.create(golden, 32 << 20, pool="images")
+    driver.create_snap(golden, "snap", protect=True, pool="images")
+    inst = str(uuid.uuid4())
+    try:
+        out = cli("clone", f"rbd://{driver.fsid}/images/{golden}/snap", inst)
+        assert out["parent"] == ["images", golden, "snap"]
+        listed = {d["name"]: d for d in cli("ls")}
+        du = {i["name"]: i for i in ceph_admin("rbd", "du", "-p", "vms")["images"]}
+        assert set(listed) == set(ceph_admin("rbd", "ls", "vms"))
+        disk = f"{inst}_disk"
+        assert listed[disk]["provisioned"] == du[disk]["provisioned_size"]
+        assert listed[disk]["used"] == du[disk]["used_size"]
+        assert listed[disk]["parent"] == f"images/{golden}@snap"
+        made = cli("snapshot", "create", inst, "s1", "--protect")
+        assert [s["name"] for s in made["snapshots"]] == ["s1"]
+        assert [s["name"] for s in ceph_admin("rbd", "snap", "ls", f"vms/{disk}")] == ["s1"]
+        cli("snapshot", "rollback", inst, "s1")
+        assert "protected" in cli("snapshot", "rm", inst, "s1", expect=1)
+        assert cli("snapshot", "rm", inst, "s1", "--force")["snapshots"] == []
+        assert cli("cleanup", inst, "--dry-run")["would_remove"] == [disk]
+        assert disk in ceph_admin("rbd", "ls", "vms")
+        report = cli("cleanup", inst)
+        assert report["removed"] == [disk] and not report["failed"]
+        assert disk not in ceph_admin("rbd", "ls", "vms")
+    finally:
+        backend.backend("rbd").cleanup_instance(backend.conf, inst, driver=driver)
+        driver.remove_image(golden, pool="images")
+
+
+def test_import_export_round_trip(cli, ceph_admin, tmp_path, backend) -> None:
+    src = tmp_path / "src.raw"
+    with open(src, "wb") as f:
+        f.truncate(24 << 20)
+        f.seek(8 << 20)
+        f.write(os.urandom(1 << 20))
+    name = f"cli-import-{uuid.uuid4().hex[:6]}"
+    try:
+        assert cli("import", str(src), name)["size"] == 24 << 20
+        assert ceph_admin("rbd", "info", f"vms/{name}")["size"] == 24 << 20
+        out = tmp_path / "out.raw"
+        assert cli("export", name, str(out))["bytes"] == 24 << 20
+        assert out.read_bytes() == src.read_bytes()
+    finally:
+        backend.driver("rbd").remove_image(name)
+
+
+def test_errors_are_one_line(cli, tmp_path) -> None:
+    assert "nosuchpool" in cli("ls", "--pool", "nosuchpool", expect=1)
+    assert "does not exist" in cli("export", "no-such-image", str(tmp_path / "x"), expect=1)
+    missing = subprocess.run([sys.executable, "-m", "rbd_driver.cli", "--config-file",
+                              "/nonexistent.conf", "pool-info"], capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 1 and "/nonexistent.conf" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    usage = subprocess.run([sys.executable, "-m", "rbd_driver.cli", "snapshot", "explode"],
+                           capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 2
