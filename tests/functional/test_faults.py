@@ -1,0 +1,96 @@
+"""Faults: a frozen monitor must never hang a caller (cf. Nova bug 1834048)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+
+from rbd_driver import collector, exception, imagebackend
+from rbd_driver.testing.cluster import _pid_is_ours
+
+TIMEOUT = 3
+
+
+@pytest.fixture
+def frozen_monitor(ceph_cluster):
+    """SIGSTOP the cluster's monitor (ours: checked by PID and cmdline); SIGCONT after."""
+    pid = ceph_cluster.pids["mon.a"]
+    assert _pid_is_ours(pid, ceph_cluster.directory), "not our monitor: refusing to signal it"
+    frozen = {"on": False}
+
+    def freeze() -> None:
+        os.kill(pid, signal.SIGSTOP)
+        frozen["on"] = True
+        # Delivery is asynchronous: wait until every thread really is stopped,
+        # or a request sent now may still be answered.
+        deadline = time.monotonic() + 10
+        while not all(_thread_state(pid, tid) == "T" for tid in os.listdir(f"/proc/{pid}/task")):
+            assert time.monotonic() < deadline, "monitor did not stop"
+            time.sleep(0.01)
+
+    yield freeze
+    if frozen["on"]:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _thread_state(pid: int, tid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "T"  # a thread that is gone does not answer either
+
+
+def _fails_in_time(call, limit: float) -> exception.RbdDriverError:
+    started = time.monotonic()
+    with pytest.raises(exception.RbdDriverError) as info:
+        call()
+    elapsed = time.monotonic() - started
+    assert elapsed < limit, f"{call} took {elapsed:.1f}s"
+    return info.value
+
+
+def test_frozen_monitor_fails_fast_and_the_driver_recovers(rbd_conf, frozen_monitor,
+                                                           ceph_cluster) -> None:
+    rbd_conf.set_override("op_timeout", TIMEOUT, group="rbd")
+    rbd_conf.set_override("connect_timeout", TIMEOUT, group="rbd")
+    with imagebackend.Backend(rbd_conf) as backend:
+        driver = backend.driver("rbd")
+        disk = backend.by_name(str(uuid.uuid4()), "disk")
+        before = driver.get_pool_info()  # connected, warm
+        threads_before = threading.active_count()
+        frozen_monitor()
+
+        err = _fails_in_time(driver.get_pool_info, TIMEOUT + 2)
+        assert isinstance(err, exception.OperationTimeout) and "df" in str(err)
+        err = _fails_in_time(disk.libvirt_info, TIMEOUT + 2)
+        assert "mon dump" in str(err)
+        # A new connection cannot even start: bounded by connect_timeout.
+        with imagebackend.Backend(rbd_conf) as other:
+            err = _fails_in_time(lambda: other.driver("rbd").get_pool_info(), TIMEOUT + 2)
+            assert isinstance(err, exception.ClusterConnectionError)
+        doc_started = time.monotonic()
+        doc = collector.collect_from_conf(rbd_conf, pools=["vms"], time_bound=TIMEOUT)
+        assert time.monotonic() - doc_started < TIMEOUT + 2
+        assert not doc["complete"] and doc["errors"]
+
+        os.kill(ceph_cluster.pids["mon.a"], signal.SIGCONT)
+        # The same driver object works again, without a restart.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                after = driver.get_pool_info()
+                break
+            except exception.RbdDriverError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert after["free"] == pytest.approx(before["free"], rel=0.1)
+        assert disk.libvirt_info().startswith("<disk")
+        time.sleep(TIMEOUT + 1)  # let abandoned collector threads time out
+        assert threading.active_count() <= threads_before + 1
