@@ -13,6 +13,7 @@ here runs a command.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from rbd_driver.storage import datapath
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rados_client import RadosClient
 
-__all__ = ["CleanupReport", "MonitorAddress", "RBDDriver", "SnapshotIdentity"]
+__all__ = ["CleanupReport", "MonitorAddress", "RBDDriver", "SnapshotIdentity", "SnapshotInfo"]
 
 LOG = logging.getLogger(__name__)
 
@@ -82,6 +83,17 @@ class SnapshotIdentity:
     image_id: str
     snap_id: int
     size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotInfo:
+    """One user snapshot of an image; ``timestamp`` is when it was taken (UTC)."""
+
+    name: str
+    id: int
+    size: int
+    protected: bool
+    timestamp: datetime.datetime
 
 
 def _decode_string(raw: bytes) -> str | None:
@@ -433,6 +445,61 @@ class RBDDriver:
                 self.client.translate("rollback", pool=pool, image=name, snapshot=snap):
             image.rollback_to_snap(snap)
 
+    def list_snapshots(self, name: str, pool: str | None = None) -> list[SnapshotInfo]:
+        """Return the user snapshots of an image, oldest first, with their timestamps.
+
+        Snapshots in librbd's trash, group or mirror namespaces are left out.
+
+        :raises ImageNotFound: no such image.
+        """
+        pool = pool or self.pool
+        found = []
+        with self.client.open_image(pool, name, read_only=True, op="list snapshots") as image:
+            for snap in image.list_snaps():
+                if snap.get("namespace", 0) != 0:
+                    continue
+                with self.client.translate("read snapshot", pool=pool, image=name,
+                                           snapshot=snap["name"]):
+                    stamp = image.get_snap_timestamp(snap["id"])  # naive UTC
+                    protected = bool(image.is_protected_snap(snap["name"]))
+                found.append(SnapshotInfo(snap["name"], int(snap["id"]), int(snap["size"]),
+                                          protected, stamp.replace(tzinfo=datetime.UTC)))
+        return found
+
+    def protect_snap(self, name: str, snap: str, pool: str | None = None) -> None:
+        """Protect snapshot ``name@snap`` (needed to clone it under clone format 1).
+
+        :raises SnapshotNotFound: / :raises ImageBusy: it is already protected.
+        """
+        pool = pool or self.pool
+        with self.client.open_image(pool, name, op="protect snapshot") as image, \
+                self.client.translate("protect snapshot", pool=pool, image=name, snapshot=snap):
+            image.protect_snap(snap)
+
+    def snap_children(self, name: str, snap: str, pool: str | None = None) -> list[dict[str, Any]]:
+        """Return the clones of ``name@snap``: dicts with ``pool``, ``image`` and
+        ``trash`` (True for a clone sitting in the RBD trash), sorted.
+
+        :raises SnapshotNotFound: / :raises ImageNotFound:
+        """
+        pool = pool or self.pool
+        with self.client.open_image(pool, name, read_only=True, op="list children") as image, \
+                self.client.translate("list children", pool=pool, image=name, snapshot=snap):
+            image.set_snap(snap)
+            children = [{"pool": c["pool"], "image": c["image"], "trash": bool(c["trash"])}
+                        for c in image.list_children2()]
+        return sorted(children, key=lambda c: (c["pool"], c["image"]))
+
+    def move_to_trash(self, name: str, pool: str | None = None) -> None:
+        """Move image ``pool/name`` to the RBD trash (possible even while it has clones).
+
+        :raises ImageNotFound: / :raises ImageBusy: it is open elsewhere.
+        """
+        pool = pool or self.pool
+        with self.client.ioctx(pool, op="move to trash") as ioctx, \
+                self.client.translate("move to trash", pool=pool, image=name):
+            self._rbd_api().trash_move(ioctx, name, 0)
+
     # -- removal --------------------------------------------------------------
 
     def _children(self, image: Any, snap: str) -> list[str]:
@@ -522,6 +589,38 @@ class RBDDriver:
             report.trashed[name] = reason
             LOG.warning("moved %s/%s to the RBD trash after failing to remove it: %s",
                         pool, name, reason)
+        return report
+
+    def purge_trash(self, pool: str | None = None, names: Callable[[str], bool] | None = None,
+                    wait: float = 0.0, poll: float = 1.0) -> CleanupReport:
+        """Remove images from the RBD trash of ``pool`` (those ``names`` selects).
+
+        An entry still busy (a stale watcher not yet expired) is retried for
+        up to ``wait`` seconds, then reported in ``failed`` with the reason.
+        """
+        pool = pool or self.pool
+        report = CleanupReport()
+        deadline = time.monotonic() + wait
+        with self.client.ioctx(pool, op="list trash") as ioctx:
+            pending = {e["id"]: e["name"] for e in self._rbd_api().trash_list(ioctx)
+                       if names is None or names(e["name"])}
+        while pending:
+            for image_id, name in list(pending.items()):
+                try:
+                    with self.client.ioctx(pool, op="purge trash") as ioctx, \
+                            self.client.translate("purge from trash", pool=pool, image=name):
+                        self._rbd_api().trash_remove(ioctx, image_id, True)
+                except exception.ImageNotFound:
+                    pass  # purged by someone else meanwhile
+                except exception.RbdDriverError as err:
+                    report.failed[name] = str(err)
+                    continue
+                report.failed.pop(name, None)
+                report.removed.append(name)
+                del pending[image_id]
+            if not pending or time.monotonic() >= deadline:
+                break
+            self._sleep(poll)
         return report
 
     def cleanup_volumes(self, filter_fn: Callable[[str], bool],

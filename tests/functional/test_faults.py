@@ -94,3 +94,46 @@ def test_frozen_monitor_fails_fast_and_the_driver_recovers(rbd_conf, frozen_moni
         assert disk.libvirt_info().startswith("<disk")
         time.sleep(TIMEOUT + 1)  # let abandoned collector threads time out
         assert threading.active_count() <= threads_before + 1
+
+
+HOLDER = """
+import sys, time, rados, rbd
+conf, user, keyring, name = sys.argv[1:5]
+c = rados.Rados(conffile=conf, rados_id=user)
+c.conf_set("keyring", keyring)
+c.connect()
+image = rbd.Image(c.open_ioctx("vms"), name)
+print("holding", flush=True)
+time.sleep(300)
+"""
+
+
+def test_stale_watcher_disk_is_trashed_reported_then_purged(backend, rbd_conf,
+                                                            ceph_cluster, ceph_admin) -> None:
+    import subprocess
+    import sys
+
+    inst = str(uuid.uuid4())
+    name = f"{inst}_disk"
+    driver = backend.driver("rbd")
+    driver.create(name, 8 << 20)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, ceph_cluster.conf_path,
+                               ceph_cluster.user, ceph_cluster.user_keyring, name],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        assert ceph_admin("rbd", "status", f"vms/{name}")["watchers"]
+        report = backend.backend("rbd").cleanup_instance(rbd_conf, inst, driver=driver)
+        # Retried, then trashed, and said so: nothing silently leaked.
+        assert report.removed == [] and report.failed == {}
+        assert "busy" in report.trashed[name]
+        assert name not in ceph_admin("rbd", "ls", "vms")
+        assert name in [e["name"] for e in ceph_admin("rbd", "trash", "ls", "vms")]
+    finally:
+        holder.kill()  # SIGKILL: its watch stays behind until the OSD expires it
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
+    purged = driver.purge_trash(names=lambda n: n == name, wait=90)
+    assert purged.removed == [name] and not purged.failed, purged
+    assert name not in [e["name"] for e in ceph_admin("rbd", "trash", "ls", "vms") or []]

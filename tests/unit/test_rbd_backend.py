@@ -431,3 +431,20 @@ def test_libvirt_xml_lists_every_monitor_and_auth(env) -> None:
 
 def test_libvirt_xml_without_secret_has_no_auth(env) -> None:
     assert "<auth" not in env.disk().libvirt_info()
+
+
+def test_purge_trash_retries_busy_entries_then_reports(env) -> None:
+    inst = str(uuid.uuid4())
+    a, b = _disks(env, inst)
+    with env.driver.client.ioctx("vms") as ioctx:
+        for name in (a, b):
+            env.rbd.RBD().trash_move(ioctx, name, 0)
+    env.cluster.fail_next("RBD.trash_remove", env.rbd.ImageBusy, times=2)
+    report = env.driver.purge_trash(names=lambda n: n == a, wait=30, poll=0.5)
+    assert report.removed == [a] and not report.failed
+    assert env.slept == [0.5, 0.5]
+    env.cluster.fail_next("RBD.trash_remove", env.rbd.ImageBusy, times=None)
+    report = env.driver.purge_trash(wait=0)
+    assert report.removed == [] and "busy" in report.failed[b]
+    with env.driver.client.ioctx("vms") as ioctx:
+        assert [e["name"] for e in env.rbd.RBD().trash_list(ioctx)] == [b]
