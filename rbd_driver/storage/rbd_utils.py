@@ -404,8 +404,16 @@ class RBDDriver:
             image.resize(size)
 
     def flatten(self, name: str, pool: str | None = None) -> None:
-        """Copy the parent's data into the clone, detaching it from its parent."""
+        """Copy the parent's data into the clone, detaching it from its parent.
+
+        An image that has no parent is already flat: nothing to do (librbd
+        would raise a bare EINVAL).
+        """
         with self.client.open_image(pool or self.pool, name, op="flatten") as image:
+            try:
+                image.parent_info()
+            except self.rbd.ImageNotFound:
+                return
             image.flatten()
 
     # -- snapshots ------------------------------------------------------------

@@ -448,3 +448,12 @@ def test_purge_trash_retries_busy_entries_then_reports(env) -> None:
     assert report.removed == [] and "busy" in report.failed[b]
     with env.driver.client.ioctx("vms") as ioctx:
         assert [e["name"] for e in env.rbd.RBD().trash_list(ioctx)] == [b]
+
+
+def test_flatten_is_idempotent(env) -> None:
+    disk = env.disk()
+    disk.direct_fetch("img", RAW, [{"url": env.golden()}])
+    disk.flatten()
+    assert disk.parent_info() is None
+    disk.flatten()  # already flat: nothing to do, no error
+    assert disk.parent_info() is None
