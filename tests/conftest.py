@@ -1,1 +1,1 @@
-pytest_plugins = ["rbd_driver.testing.fixtures"]
+pytest_plugins = ["rbd_driver.testing.fixtures", "tests.functional.secret_scanner"]
