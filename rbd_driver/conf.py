@@ -232,11 +232,11 @@ datapath_opts = [
         min=1,
         max=256,
         help="""
-How many 4 MiB reads or writes a copy keeps in flight at once.
+How many reads or writes a copy keeps in flight at once.
 
 More overlaps more network and OSD latency; each in-flight operation holds
-one 4 MiB buffer, so a copy uses about ``io_window`` x 4 MiB of memory
-(64 MiB by default) whatever the image size.
+one buffer (2 MiB for an import, 4 MiB for an export), so a copy uses about
+``io_window`` x that (32 or 64 MiB by default) whatever the image size.
 
 Possible values:
 
@@ -345,7 +345,280 @@ Related options:
     ),
 ]
 
-ALL_OPTS = connection_opts + cleanup_opts + backend_opts + datapath_opts
+access_opts = [
+    cfg.StrOpt(
+        "access",
+        default="userspace",
+        choices=[
+            ("userspace", "QEMU opens the image itself through librbd"),
+            ("kernelspace", "the image is mapped to /dev/rbdN by the kernel (krbd)"),
+        ],
+        help="""
+How a guest reaches its disk, as Ganeti's ``access`` disk parameter.
+
+``userspace``: a ``<disk type='network'>`` with protocol ``rbd``; QEMU talks
+to Ceph through librbd, authenticating with the libvirt secret of
+``secret_uuid``. ``kernelspace``: the image is mapped through
+``/sys/bus/rbd`` to a ``/dev/rbdN`` block device, given to the guest as a
+``<disk type='block'>``. A kernelspace mapping is refused on a host that
+runs an OSD of the pool (a kernel client next to a local OSD can deadlock,
+Ceph tracker #3076).
+
+Possible values:
+
+* ``userspace`` (recommended).
+* ``kernelspace``: needs the rbd kernel module.
+
+Related options:
+
+* ``secret_uuid``: used by userspace access.
+* ``keyring``: kernelspace passes its key to the kernel keyring.
+""",
+    ),
+    cfg.ListOpt(
+        "image_pools",
+        default=["images"],
+        help="""
+Pools holding golden images that instance disks are cloned from.
+
+Provisioning gives ``user`` ``profile rbd-read-only`` caps on them: it may
+read and clone from them but never write to them.
+
+Possible values:
+
+* A comma-separated list of pool names; empty for none.
+
+Related options:
+
+* ``pool``: where the clones go (``profile rbd``).
+* ``image_cache_pool``: writable, so it gets ``profile rbd``.
+""",
+    ),
+    cfg.StrOpt(
+        "cache_tier_pool",
+        default=None,
+        help="""
+Cache-tier pool in front of ``pool``.
+
+Provisioning adds it as a writeback tier of ``pool`` and gives ``user``
+caps on it too: client I/O to ``pool`` is redirected to the tier, so a user
+without caps there cannot read or write its disks. Any tier already in
+front of a pool the user may use gets the same caps.
+
+Possible values:
+
+* The name of a pool (created when missing).
+* Unset: no cache tier.
+
+Related options:
+
+* ``pool``.
+""",
+    ),
+    cfg.IntOpt(
+        "monitor_cache_ttl",
+        default=300,
+        min=0,
+        help="""
+Seconds the list of monitors (from ``mon dump``) is reused before it is
+asked again.
+
+Disk XML and kernelspace mappings list every monitor. When a refresh fails,
+the last known list is used and the refresh is retried on the next call.
+
+Possible values:
+
+* 0: ask every time.
+* A positive number of seconds.
+
+Related options:
+
+* ``access``.
+""",
+    ),
+    cfg.StrOpt(
+        "libvirt_uri",
+        default="qemu:///system",
+        help="""
+libvirt connection URI where provisioning defines the ceph secret of
+``user``.
+
+Possible values:
+
+* A libvirt URI such as ``qemu:///system``.
+
+Related options:
+
+* ``secret_uuid``: the UUID of the secret defined there.
+""",
+    ),
+]
+
+backup_opts = [
+    cfg.StrOpt(
+        "backup_dir",
+        default="/var/lib/rbd_driver/backups",
+        help="""
+Directory on secondary storage (in production an NFS mount) where backups
+are written.
+
+Each source disk gets ``<backup_dir>/<pool>/<image>/``, holding one data file
+(``.raw``, ``.qcow2`` or ``.diff``) and one JSON manifest per backup. Files
+are written under a temporary name and renamed when complete.
+
+Possible values:
+
+* An absolute path to a writable directory.
+
+Related options:
+
+* ``backup_retention``, ``backup_checksum``.
+""",
+    ),
+    cfg.IntOpt(
+        "backup_retention",
+        default=7,
+        min=1,
+        help="""
+How many backup snapshots to keep on each source disk, and how many restore
+points to keep on secondary storage.
+
+After each backup, backup snapshots older than the newest N are removed
+from the source, and so are the files and manifests of older backups that
+no kept incremental backup still needs as its parent.
+
+Possible values:
+
+* 1 or more.
+
+Related options:
+
+* ``backup_dir``.
+""",
+    ),
+    cfg.StrOpt(
+        "backup_checksum",
+        default="crc32",
+        choices=[
+            ("crc32", "zlib CRC-32: about 2 GB/s; detects corruption and truncation"),
+            ("sha256", "SHA-256: about 0.2 GB/s here; cryptographic strength"),
+        ],
+        help="""
+Checksum recorded in each backup manifest and verified before a restore.
+
+It is computed while the backup streams, so a slow algorithm slows every
+backup down. The manifests sit next to the files they describe, so a
+cryptographic hash only helps when the manifests are kept elsewhere too.
+
+Possible values:
+
+* ``crc32`` or ``sha256``.
+
+Related options:
+
+* ``backup_dir``.
+""",
+    ),
+]
+
+golden_opts = [
+    cfg.StrOpt(
+        "golden_pool",
+        default="images",
+        help="""
+Pool where golden images are registered (imported, snapshotted, protected).
+
+Registering writes to this pool, so it needs a user with ``profile rbd`` on
+it (an operator's, not the compute user's read-only caps).
+
+Possible values:
+
+* The name of a pool with the ``rbd`` application.
+
+Related options:
+
+* ``golden_snapshot``, ``image_pools``.
+""",
+    ),
+    cfg.StrOpt(
+        "golden_snapshot",
+        default="snap",
+        help="""
+Name of the protected snapshot that clones of a golden image are made from.
+
+Possible values:
+
+* A snapshot name (no ``/`` or ``@``).
+
+Related options:
+
+* ``golden_pool``.
+""",
+    ),
+    cfg.IntOpt(
+        "max_clone_depth",
+        default=5,
+        min=1,
+        help="""
+Deepest chain of copy-on-write parents a clone may have.
+
+A golden image has depth 0 and its clones depth 1; a golden image registered
+from an instance snapshot makes deeper chains. Every read of unwritten data
+walks the chain, so a clone that would be deeper than this is flattened
+before it is returned: it then has no parent.
+
+Possible values:
+
+* 1 or more.
+
+Related options:
+
+* ``clone_depth_soft_limit``, ``flatten_concurrency``.
+""",
+    ),
+    cfg.IntOpt(
+        "clone_depth_soft_limit",
+        default=3,
+        min=1,
+        help="""
+Clone depth above which a new clone is flattened in the background.
+
+The clone is returned at once and a flatten is queued; it runs with at most
+``flatten_concurrency`` others.
+
+Possible values:
+
+* 1 or more; at least ``max_clone_depth`` disables background flattening.
+
+Related options:
+
+* ``max_clone_depth``, ``flatten_concurrency``.
+""",
+    ),
+    cfg.IntOpt(
+        "flatten_concurrency",
+        default=2,
+        min=1,
+        max=64,
+        help="""
+How many background flattens run at once.
+
+Each flatten copies a whole image's data through the cluster, so a small
+number keeps the cluster's other clients responsive.
+
+Possible values:
+
+* 1 to 64.
+
+Related options:
+
+* ``clone_depth_soft_limit``.
+""",
+    ),
+]
+
+ALL_OPTS = (connection_opts + cleanup_opts + backend_opts + datapath_opts + access_opts
+            + backup_opts + golden_opts)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

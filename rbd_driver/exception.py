@@ -23,6 +23,7 @@ every template names the pool, image, snapshot or path at fault::
      ├── ImageExists
      ├── ImageBusy                    open elsewhere (watchers, children)
      │    └── SnapshotHasClones       a snapshot still has clones
+     │         └── GoldenImageHasClones  a golden image to delete has clones
      ├── ImageHasSnapshots
      ├── ReadOnlyImage
      ├── InvalidArgument
@@ -32,7 +33,18 @@ every template names the pool, image, snapshot or path at fault::
      ├── CleanupFailed                a disk could be neither removed nor trashed
      ├── OperationCancelled           a long copy was cancelled or interrupted
      ├── ImageConversionFailed        qemu-img could not convert an image
-     └── ImageUnacceptable            direct_fetch refused every location
+     ├── BackupError                  a backup, restore or prune failed
+     │    ├── BackupNotFound          no such backup (manifest) on secondary storage
+     │    ├── BackupCorrupt           a backup file or manifest fails its checks
+     │    └── BackupChainBroken       an incremental lacks its parent or base snapshot
+     ├── ImageUnacceptable            direct_fetch refused every location
+     ├── InvalidName                  a pool or cephx user name that is unsafe
+     ├── ProvisioningError            a pool or user could not be set up
+     ├── KeyringError                 a keyring file is missing, unsafe or bad
+     ├── LibvirtSecretError           the libvirt secret could not be defined
+     └── KernelRbdError               kernelspace (krbd) map or unmap failed
+          ├── KernelRbdUnavailable    no rbd kernel module (no /sys/bus/rbd)
+          └── LocalOsdRefused         an OSD of the pool runs on this host
 """
 
 from __future__ import annotations
@@ -64,7 +76,19 @@ __all__ = [
     "CleanupFailed",
     "OperationCancelled",
     "ImageConversionFailed",
+    "BackupError",
+    "BackupNotFound",
+    "BackupCorrupt",
+    "BackupChainBroken",
+    "GoldenImageHasClones",
     "ImageUnacceptable",
+    "InvalidName",
+    "ProvisioningError",
+    "KeyringError",
+    "LibvirtSecretError",
+    "KernelRbdError",
+    "KernelRbdUnavailable",
+    "LocalOsdRefused",
 ]
 
 
@@ -203,3 +227,68 @@ class OperationCancelled(RbdDriverError):
 
 class ImageConversionFailed(RbdDriverError):
     message = "Converting %(path)s from %(source_format)s failed: %(detail)s"
+
+
+class BackupError(RbdDriverError):
+    message = "Backup operation on %(target)s failed: %(detail)s"
+
+
+class BackupNotFound(BackupError):
+    message = "No backup %(backup_id)s of %(target)s under %(path)s"
+
+
+class BackupCorrupt(BackupError):
+    message = "Backup file %(path)s is corrupt: %(detail)s"
+
+
+class BackupChainBroken(BackupError):
+    message = "Backup chain of %(target)s is broken at %(backup_id)s: %(detail)s"
+
+
+class GoldenImageHasClones(SnapshotHasClones):
+    message = (
+        "Golden image %(pool)s/%(image)s@%(snapshot)s still has clones: %(children)s; "
+        "flatten or remove them first, or pass force=True to move the golden image "
+        "to the RBD trash"
+    )
+
+
+class InvalidName(RbdDriverError):
+    message = (
+        "Invalid %(kind)s name '%(target)s': %(reason)s (use letters, digits, "
+        "'.', '_' and '-', starting with a letter or digit)"
+    )
+
+
+class ProvisioningError(RbdDriverError):
+    message = "Provisioning %(target)s failed: %(detail)s"
+
+
+class KeyringError(RbdDriverError):
+    message = "Keyring %(path)s: %(detail)s"
+
+
+class LibvirtSecretError(RbdDriverError):
+    message = "libvirt secret for %(target)s: %(detail)s"
+
+
+class KernelRbdError(RbdDriverError):
+    message = "Kernel RBD %(op)s of %(target)s failed: %(detail)s"
+
+
+class KernelRbdUnavailable(KernelRbdError):
+    message = (
+        "Kernel RBD %(op)s of %(target)s is impossible: %(path)s does not exist "
+        "(the rbd kernel module is not loaded); load it, or set "
+        "[rbd] access = userspace"
+    )
+
+
+class LocalOsdRefused(KernelRbdError):
+    message = (
+        "Refusing to map %(target)s in kernelspace: %(osds)s serving pool "
+        "%(pool)s run on this host (%(addresses)s). A kernel RBD client on a "
+        "host with a local OSD of its pool can deadlock under memory pressure "
+        "(Ceph tracker #3076). Userspace access avoids it: set "
+        "[rbd] access = userspace."
+    )

@@ -254,6 +254,16 @@ class Image:
         storage.discard_view(view, offset, length)
 
     @api
+    def write_zeroes(self, offset: int, length: int, zero_flags: int = 0) -> None:
+        """Make a range read as zeros, whatever the discard granularity; raises
+        ReadOnlyImage, InvalidArgument."""
+        check_uint(offset, "offset")
+        check_uint(length, "length")
+        view = self._writable_head("writing zeroes to")
+        length = self._clip(view.size, offset, length, f"writing zeroes to {self.name}")
+        storage.discard_view(view, offset, length)
+
+    @api
     def flush(self) -> None:
         """No-op (there is no cache); raises InvalidArgument if closed."""
         self._live()

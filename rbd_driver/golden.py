@@ -1,0 +1,343 @@
+"""Golden images: registered once, cloned copy-on-write by hundreds of disks.
+
+Registering imports a raw file (or converts another format with qemu-img)
+into ``[rbd] golden_pool``, snapshots it and protects the snapshot; the
+result is recorded as an ``rbd://fsid/pool/image/snapshot`` location, the
+form :meth:`rbd_driver.backends.rbd.Rbd.direct_fetch` clones from. A golden
+image can also be registered from a snapshot already in the cluster (say,
+an instance's), which clones it and so deepens the chain of parents.
+
+Clone depth (a golden image is 0, its clones 1, a golden registered from a
+clone's snapshot 2...) is bounded: a clone deeper than ``max_clone_depth``
+is flattened before it is returned, and one deeper than
+``clone_depth_soft_limit`` is flattened in the background by a
+:class:`FlattenQueue` that runs at most ``flatten_concurrency`` at once.
+
+A golden image with clones is never deleted under them: deletion is refused
+with their names, or with ``force`` the image goes to the RBD trash, where
+it stays readable for its clones until they are gone.
+
+Policy only; the librbd calls are in
+:class:`~rbd_driver.storage.rbd_utils.RBDDriver`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from oslo_config import cfg
+
+from rbd_driver import exception
+from rbd_driver.storage import convert
+from rbd_driver.storage.location import RbdLocation
+from rbd_driver.storage.rbd_utils import RBDDriver
+
+__all__ = ["CloneResult", "FlattenQueue", "GoldenImage", "GoldenImages"]
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class GoldenImage:
+    """A registered golden image and the location its clones come from."""
+
+    pool: str
+    name: str
+    snapshot: str
+    size: int
+    location: str  # rbd://fsid/pool/name/snapshot
+
+
+@dataclasses.dataclass(frozen=True)
+class CloneResult:
+    """A clone made under the depth policy.
+
+    ``depth`` is its chain of parents as made; ``flatten`` says what the policy
+    did: ``"none"``, ``"queued"`` (in the background: wait on ``future``),
+    ``"deferred"`` (over the soft limit, but the caller asked to queue it
+    itself) or ``"done"`` (flattened before returning: it has no parent).
+    """
+
+    pool: str
+    name: str
+    depth: int
+    flatten: str
+    future: concurrent.futures.Future[None] | None = None
+
+
+class FlattenQueue:
+    """Flatten images in the background, at most ``concurrency`` at a time.
+
+    Asking twice for the same image while its flatten is pending returns the
+    same future. A failure is logged and kept in the future.
+    """
+
+    def __init__(self, driver: RBDDriver, concurrency: int = 2) -> None:
+        if concurrency < 1:
+            raise exception.InvalidArgument(op="flatten queue", target=driver.pool,
+                                            detail=f"concurrency must be >= 1, not {concurrency}")
+        self.driver = driver
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="rbd-driver-flatten")
+        self._futures: dict[tuple[str, str], concurrent.futures.Future[None]] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, pool: str, image: str) -> concurrent.futures.Future[None]:
+        """Queue a flatten of ``pool/image``; return its future."""
+        key = (pool, image)
+        with self._lock:
+            future = self._futures.get(key)
+            if future is not None and not future.done():
+                return future
+            future = self._pool.submit(self._flatten, pool, image)
+            self._futures[key] = future
+        def done(finished: concurrent.futures.Future[None]) -> None:
+            self._done(key, finished)
+
+        # Outside the lock: a future already done runs the callback right here.
+        future.add_done_callback(done)
+        return future
+
+    def _flatten(self, pool: str, image: str) -> None:
+        try:
+            if self.driver.parent_info(image, pool) is not None:
+                self.driver.flatten(image, pool)
+                LOG.info("flattened %s/%s in the background", pool, image)
+        except exception.ImageNotFound:
+            LOG.info("%s/%s was removed before its background flatten", pool, image)
+
+    def _done(self, key: tuple[str, str], future: concurrent.futures.Future[None]) -> None:
+        with self._lock:
+            if self._futures.get(key) is future:
+                del self._futures[key]
+        if not future.cancelled() and future.exception() is not None:
+            LOG.error("background flatten of %s/%s failed: %s", *key, future.exception())
+
+    def pending(self) -> list[str]:
+        """Return ``pool/image`` of the flattens queued or running."""
+        with self._lock:
+            return sorted(f"{p}/{i}" for p, i in self._futures)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the flattens queued so far; return True if all finished in time."""
+        with self._lock:
+            futures = list(self._futures.values())
+        _, not_done = concurrent.futures.wait(futures, timeout=timeout)
+        return not not_done
+
+    def close(self, wait: bool = True) -> None:
+        """Stop taking work; with ``wait``, finish what was queued."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+
+class GoldenImages:
+    """Register, clone, list and delete golden images in one pool.
+
+    :param driver: the cluster connection (not owned).
+    :param pool: pool of the golden images.
+    :param snapshot: name of their protected snapshot.
+    :param max_clone_depth: / :param soft_limit: the depth policy (see the module).
+    :param flatten_concurrency: background flattens at once.
+    """
+
+    def __init__(self, driver: RBDDriver, *, pool: str = "images", snapshot: str = "snap",
+                 max_clone_depth: int = 5, soft_limit: int = 3, flatten_concurrency: int = 2,
+                 convert_timeout: int = 3600) -> None:
+        if max_clone_depth < 1 or soft_limit < 1:
+            raise exception.InvalidArgument(op="clone policy", target=pool, detail=(
+                f"max_clone_depth ({max_clone_depth}) and soft limit ({soft_limit}) must be >= 1"))
+        self.driver, self.pool, self.snapshot = driver, pool, snapshot
+        self.max_clone_depth, self.soft_limit = max_clone_depth, soft_limit
+        self.convert_timeout = convert_timeout
+        self.flattener = FlattenQueue(driver, flatten_concurrency)
+
+    @classmethod
+    def from_conf(cls, conf: cfg.ConfigOpts, driver: RBDDriver) -> GoldenImages:
+        """Build from the ``[rbd]`` golden-image options."""
+        group = conf.rbd
+        return cls(driver, pool=group.golden_pool, snapshot=group.golden_snapshot,
+                   max_clone_depth=group.max_clone_depth, soft_limit=group.clone_depth_soft_limit,
+                   flatten_concurrency=group.flatten_concurrency,
+                   convert_timeout=group.convert_timeout)
+
+    def close(self) -> None:
+        """Finish the queued background flattens."""
+        self.flattener.close()
+
+    def __enter__(self) -> GoldenImages:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- registering -----------------------------------------------------------
+
+    def _golden(self, name: str) -> GoldenImage:
+        location = RbdLocation(self.driver.fsid, self.pool, name, self.snapshot)
+        return GoldenImage(self.pool, name, self.snapshot,
+                           self.driver.size(name, self.pool, snapshot=self.snapshot),
+                           location.url)
+
+    def register(self, name: str, path: str, *, progress: Callable[[int, int], None] | None = None,
+                 cancel: threading.Event | None = None) -> GoldenImage:
+        """Import the local image file ``path`` as golden image ``name``; return it.
+
+        Raw (and ISO) data is copied sparse through the datapath engine; other
+        formats are converted by qemu-img (safety checks of
+        :mod:`rbd_driver.storage.convert`). The image is built, snapshotted
+        and protected under a temporary name and renamed last.
+
+        :raises ImageExists: ``name`` is taken.
+        :raises ImageConversionFailed: an unsafe or unconvertible file.
+        :raises OperationCancelled: / :raises OSError: nothing is left behind.
+        """
+        if self.driver.exists(name, self.pool):
+            raise exception.ImageExists(pool=self.pool, image=name, detail="already registered")
+        temp = f"{name}.registering-{uuid.uuid4().hex[:8]}"
+        with self._built(temp, name):
+            found = convert.sniff_file(path)
+            if found in ("raw", "iso"):
+                self.driver.import_file(path, temp, self.pool, progress=progress, cancel=cancel)
+            else:
+                client = self.driver.client
+                spec = convert.rbd_spec(self.pool, temp, client.user, client.ceph_conf,
+                                        client.keyring)
+                convert.convert_to_rbd(path, found, spec, timeout=self.convert_timeout)
+        return self._golden(name)
+
+    def register_from_snapshot(self, name: str, source: RbdLocation) -> GoldenImage:
+        """Register golden image ``name`` as a clone of a snapshot in the cluster.
+
+        The clone follows the depth policy of :meth:`clone` (a flatten
+        queued in the background keeps running after this returns).
+
+        :raises ImageExists: / :raises SnapshotNotFound:
+        """
+        if self.driver.exists(name, self.pool):
+            raise exception.ImageExists(pool=self.pool, image=name, detail="already registered")
+        temp = f"{name}.registering-{uuid.uuid4().hex[:8]}"
+        with self._built(temp, name):
+            made = self.clone(source, temp, self.pool, background=False)
+        if made.flatten == "deferred":
+            self.flattener.submit(self.pool, name)
+        return self._golden(name)
+
+    @contextlib.contextmanager
+    def _built(self, temp: str, name: str) -> Any:
+        """Run the block that creates ``temp``; then snapshot, protect and rename it to
+        ``name``. On any failure ``temp`` is removed."""
+        try:
+            yield
+            self.driver.create_snap(temp, self.snapshot, protect=True, pool=self.pool)
+            self.driver.rename(temp, name, self.pool)
+        except BaseException as err:
+            report = self.driver.remove_image(temp, self.pool)
+            if not report.ok:
+                err.add_note(f"{self.pool}/{temp} was left behind: {report.failed}")
+            raise
+        LOG.info("registered golden image %s/%s@%s", self.pool, name, self.snapshot)
+
+    # -- facts -------------------------------------------------------------------
+
+    def get(self, name: str) -> GoldenImage:
+        """Return golden image ``name``.
+
+        :raises ImageNotFound: / :raises SnapshotNotFound: not a golden image.
+        """
+        return self._golden(name)
+
+    def list(self) -> list[GoldenImage]:
+        """Return every image of the pool that has the protected golden snapshot."""
+        found = []
+        for name in self.driver.list_images(self.pool):
+            with contextlib.suppress(exception.ImageNotFound):
+                snaps = self.driver.list_snapshots(name, self.pool)
+                if any(s.name == self.snapshot and s.protected for s in snaps):
+                    found.append(self._golden(name))
+        return found
+
+    def children(self, name: str) -> builtins.list[str]:
+        """Return ``pool/image`` of each clone of golden image ``name``, sorted;
+        a clone in the RBD trash is marked `` (in the trash)``."""
+        return [f"{c['pool']}/{c['image']}" + (" (in the trash)" if c["trash"] else "")
+                for c in self.driver.snap_children(name, self.snapshot, self.pool)]
+
+    def depth(self, image: str, pool: str) -> int:
+        """Return the length of ``pool/image``'s chain of parents (0: no parent)."""
+        depth, parent = 0, self.driver.parent_info(image, pool)
+        while parent is not None:
+            depth += 1
+            parent = self.driver.parent_info(parent[1], parent[0])
+        return depth
+
+    # -- cloning -------------------------------------------------------------------
+
+    def clone(self, source: str | RbdLocation, name: str, pool: str | None = None, *,
+              background: bool = True) -> CloneResult:
+        """Clone golden image ``source`` (a name in this pool, or a location) into
+        ``pool/name`` under the depth policy; protect the snapshot first if needed.
+
+        With ``background`` false a clone over the soft limit is not queued
+        (``flatten="deferred"``), for a caller that renames it first.
+
+        :raises ImageExists: / :raises SnapshotNotFound: / :raises ImageNotFound:
+        """
+        pool = pool or self.driver.pool
+        if isinstance(source, str):
+            source = RbdLocation(self.driver.fsid, self.pool, source, self.snapshot)
+        snaps = self.driver.list_snapshots(source.image, source.pool)
+        snap = next((s for s in snaps if s.name == source.snapshot), None)
+        if snap is None:
+            raise exception.SnapshotNotFound(pool=source.pool, image=source.image,
+                                             snapshot=source.snapshot)
+        if not snap.protected:  # clone format 1 needs it; protection is handled here
+            with contextlib.suppress(exception.ImageBusy):  # protected meanwhile
+                self.driver.protect_snap(source.image, source.snapshot, source.pool)
+        depth = self.depth(source.image, source.pool) + 1
+        self.driver.clone(source, name, pool)
+        if depth > self.max_clone_depth:
+            try:
+                self.driver.flatten(name, pool)
+            except BaseException:
+                self.driver.remove_image(name, pool)
+                raise
+            LOG.info("flattened %s/%s: depth %d is over max_clone_depth %d", pool, name,
+                     depth, self.max_clone_depth)
+            return CloneResult(pool, name, depth, "done")
+        if depth > self.soft_limit:
+            if not background:
+                return CloneResult(pool, name, depth, "deferred")
+            return CloneResult(pool, name, depth, "queued", self.flattener.submit(pool, name))
+        return CloneResult(pool, name, depth, "none")
+
+    # -- deleting ---------------------------------------------------------------
+
+    def delete(self, name: str, *, force: bool = False) -> str:
+        """Delete golden image ``name``; return ``"removed"`` or ``"trashed"``.
+
+        :raises GoldenImageHasClones: it has clones and ``force`` is false; the
+            message names them.
+        :raises CleanupFailed: it could not be removed.
+        """
+        children = self.children(name)
+        if children:
+            if not force:
+                raise exception.GoldenImageHasClones(pool=self.pool, image=name,
+                                                     snapshot=self.snapshot,
+                                                     children=", ".join(children))
+            self.driver.move_to_trash(name, self.pool)
+            LOG.warning("moved golden image %s/%s to the trash; clones: %s", self.pool, name,
+                        ", ".join(children))
+            return "trashed"
+        report = self.driver.remove_image(name, self.pool)
+        if report.failed:
+            raise exception.CleanupFailed(pool=self.pool, image=name, detail=report.failed[name])
+        return "trashed" if report.trashed else "removed"

@@ -1,0 +1,289 @@
+"""BackupManager on the fake librados/librbd: chains, restores, retention, failures."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import threading
+from typing import Any
+
+import pytest
+
+from rbd_driver import exception
+from rbd_driver.backup import SNAPSHOT_PREFIX, BackupManager, BackupManifest
+from rbd_driver.storage import backup_io, convert, diff_format
+from rbd_driver.storage.diff_format import DiffReader, DiffWrite, DiffZero
+from rbd_driver.storage.rados_client import RadosClient
+from rbd_driver.storage.rbd_utils import RBDDriver
+from rbd_driver.testing import fakes
+
+MIB = 1 << 20
+SIZE = 32 * MIB
+
+
+class Env:
+    def __init__(self, tmp_path: Any, retention: int = 7) -> None:
+        conf = tmp_path / "ceph.conf"
+        conf.write_text("[global]\n")
+        self.keyring = tmp_path / "keyring"
+        self.keyring.write_text("")
+        self.rados, self.rbd = fakes.make_modules()
+        self.cluster = self.rados._cluster
+        self.cluster.add_pool("vms")
+        self.driver = RBDDriver(RadosClient(str(conf), user="compute", keyring=str(self.keyring),
+                                            rados=self.rados, rbd=self.rbd),
+                                pool="vms", destroy_retries=0, sleep=lambda s: None)
+        self.manager = BackupManager(self.driver, str(tmp_path / "backups"),
+                                     retention=retention)
+        self.disk = self.cluster.add_image("vms", "disk", SIZE, data=os.urandom(MIB))
+        self.disk.write(b"tail" * 1000, 20 * MIB)
+
+    def image(self, name: str) -> Any:
+        return self.cluster.image("vms", name)
+
+    def names(self) -> list[str]:
+        return self.cluster.pool("vms").image_names()
+
+
+@pytest.fixture
+def env(tmp_path: Any) -> Env:
+    return Env(tmp_path)
+
+
+def _json(path: str) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _content(env: Env, name: str, snapshot: str | None = None) -> bytes:
+    return env.image(name).read(snapshot=snapshot)
+
+
+def test_full_and_incrementals_restore_each_snapshot_exactly(env) -> None:
+    full = env.manager.full_backup("disk")
+    chain = [full]
+    env.disk.write(os.urandom(5000), 3 * MIB + 7)
+    chain.append(env.manager.incremental_backup("disk"))
+    with env.driver.client.open_image("vms", "disk") as image:
+        image.discard(0, MIB)
+        image.resize(SIZE + 4 * MIB)
+        image.write(b"grown", SIZE + MIB)
+    chain.append(env.manager.incremental_backup("disk"))
+    for index, backup in enumerate(chain):
+        env.manager.restore(backup, f"restored-{index}")
+        assert _content(env, f"restored-{index}") == _content(
+            env, "disk", backup.snapshot["name"])
+    assert env.image("restored-2").size == SIZE + 4 * MIB
+    assert sorted(env.names()) == ["disk", "restored-0", "restored-1", "restored-2"]
+    env.driver.close()
+    env.cluster.assert_no_open_handles()
+
+
+def test_incremental_records_only_the_changes(env) -> None:
+    env.manager.full_backup("disk")
+    env.disk.write(b"new data", 9 * MIB)
+    with env.driver.client.open_image("vms", "disk") as image:
+        image.discard(20 * MIB, 4000)
+    backup = env.manager.incremental_backup("disk")
+    with open(backup.data_path, "rb") as f:
+        reader = DiffReader(f, backup.data_path)
+        records = list(reader.records())
+    assert reader.header.from_snap == backup.parent["snapshot"]
+    assert reader.header.to_snap == backup.snapshot["name"]
+    assert DiffWrite(9 * MIB, b"new data") in records
+    assert any(isinstance(r, DiffZero) and r.offset == 20 * MIB for r in records)
+    assert backup.data_bytes == len(b"new data")
+    assert backup.file["size"] == os.path.getsize(backup.data_path) < 200
+
+
+def test_manifest_fields_and_permissions(env) -> None:
+    calls: list[tuple[int, int]] = []
+    full = env.manager.full_backup("disk", progress=lambda d, t: calls.append((d, t)))
+    doc = _json(full.path)
+    assert doc["version"] == 1 and doc["kind"] == "full" and doc["format"] == "raw"
+    assert doc["source"] == {"fsid": env.driver.fsid, "pool": "vms", "image": "disk",
+                             "image_id": env.disk.id}
+    assert doc["snapshot"]["name"].startswith(SNAPSHOT_PREFIX) and doc["snapshot"]["created"]
+    assert doc["file"]["checksum"]["of"] == "content"
+    assert doc["data_bytes"] == MIB + 64 * 1024 and doc["parent"] is None  # 64 KiB blocks
+    assert doc["started_at"] <= doc["completed_at"]
+    assert BackupManifest.load(full.path) == full
+    assert os.stat(full.data_path).st_mode & 0o777 == 0o600
+    assert os.stat(full.data_path).st_blocks * 512 < 4 * MIB  # sparse
+    assert calls[-1] == (SIZE, SIZE) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    assert env.manager.get_backup("disk", full.id) == full
+    with pytest.raises(exception.BackupNotFound, match="vms/disk"):
+        env.manager.get_backup("disk", "nope")
+
+
+def test_content_checksum_ignores_how_zeros_are_stored(tmp_path) -> None:
+    holes, zeros = tmp_path / "holes", tmp_path / "zeros"
+    with open(holes, "wb") as f:
+        f.truncate(4 * MIB)
+        f.seek(MIB)
+        f.write(b"data")
+    with open(zeros, "wb") as f:
+        f.write(bytes(MIB) + b"data" + bytes(3 * MIB - 4))
+    assert diff_format.raw_content_checksum(str(holes), "sha256") == \
+        diff_format.raw_content_checksum(str(zeros), "sha256")
+    with open(zeros, "r+b") as f:
+        f.seek(3 * MIB)
+        f.write(b"\x01")
+    assert diff_format.raw_content_checksum(str(holes), "crc32") != \
+        diff_format.raw_content_checksum(str(zeros), "crc32")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete", "manifest"])
+def test_damaged_backups_are_refused_before_any_image_exists(env, damage) -> None:
+    full = env.manager.full_backup("disk")
+    env.disk.write(b"x", 0)
+    incremental = env.manager.incremental_backup("disk")
+    if damage == "flip":
+        with open(full.data_path, "r+b") as f:
+            f.seek(100)
+            f.write(b"\x00\x01")
+    elif damage == "truncate":
+        os.truncate(incremental.data_path, incremental.file["size"] - 1)
+    elif damage == "delete":
+        os.unlink(full.data_path)
+    else:
+        with open(full.path, "w") as f:
+            f.write("{not json")
+    error = exception.BackupChainBroken if damage == "manifest" else exception.BackupCorrupt
+    with pytest.raises(error) as info:
+        env.manager.restore(incremental, "restored")
+    assert (full.path if damage == "manifest" else "") in str(info.value)
+    assert env.names() == ["disk"]
+    env.driver.close()
+    env.cluster.assert_no_open_handles()
+
+
+def test_a_diff_changed_during_restore_leaves_no_image(env, monkeypatch) -> None:
+    env.manager.full_backup("disk")
+    env.disk.write(b"y" * 100, 0)
+    incremental = env.manager.incremental_backup("disk")
+    monkeypatch.setattr(env.manager, "verify", lambda backup: None)  # the race: after verify
+    with open(incremental.data_path, "r+b") as f:
+        f.seek(-10, os.SEEK_END)
+        f.write(b"\x07")
+    with pytest.raises(exception.BackupCorrupt):
+        env.manager.restore(incremental, "restored")
+    assert env.names() == ["disk"]
+
+
+def test_restore_refuses_an_existing_target(env) -> None:
+    full = env.manager.full_backup("disk")
+    with pytest.raises(exception.ImageExists):
+        env.manager.restore(full, "disk")
+
+
+@pytest.mark.parametrize("incremental", [False, True])
+def test_failed_backup_leaves_no_file_manifest_or_snapshot(env, incremental) -> None:
+    if incremental:
+        env.manager.full_backup("disk")
+    before = sorted(os.listdir(env.manager.directory("disk"))) if incremental else []
+    snaps = [s.name for s in env.driver.list_snapshots("disk")]
+    env.cluster.fail_next("Image.aio_read", env.rbd.IOError, times=None)
+    call = env.manager.incremental_backup if incremental else env.manager.full_backup
+    env.disk.write(b"z", 5)
+    with pytest.raises(exception.StorageError, match="vms/disk@" + SNAPSHOT_PREFIX):
+        call("disk")
+    env.cluster.clear_failures()
+    directory = env.manager.directory("disk")
+    assert (sorted(os.listdir(directory)) if os.path.isdir(directory) else []) == before
+    assert [s.name for s in env.driver.list_snapshots("disk")] == snaps
+    env.driver.close()
+    env.cluster.assert_no_open_handles()
+
+
+def test_cancel_stops_a_backup_cleanly(env) -> None:
+    cancel = threading.Event()
+
+    def progress(done: int, total: int) -> None:
+        cancel.set()
+
+    with pytest.raises(exception.OperationCancelled, match="vms/disk"):
+        env.manager.full_backup("disk", progress=progress, cancel=cancel)
+    assert os.listdir(env.manager.directory("disk")) == []
+    assert env.driver.list_snapshots("disk") == []
+
+
+def test_incremental_needs_a_base_snapshot_of_the_same_image(env) -> None:
+    with pytest.raises(exception.BackupChainBroken, match="no previous backup"):
+        env.manager.incremental_backup("disk")
+    full = env.manager.full_backup("disk")
+    env.driver.remove_snap("disk", full.snapshot["name"])
+    with pytest.raises(exception.BackupChainBroken, match="no longer on the source"):
+        env.manager.incremental_backup("disk")
+
+
+def test_retention_keeps_n_snapshots_and_the_chains_they_need(tmp_path) -> None:
+    env = Env(tmp_path, retention=2)
+    made = [env.manager.full_backup("disk"), env.manager.incremental_backup("disk"),
+            env.manager.full_backup("disk")]
+    for _ in range(2):
+        env.disk.write(os.urandom(10), 0)
+        made.append(env.manager.incremental_backup("disk"))
+    assert [s.name for s in env.driver.list_snapshots("disk")] == [
+        b.snapshot["name"] for b in made[-2:]]
+    assert [b.id for b in env.manager.list_backups("disk")] == [b.id for b in made[2:]]
+    assert not os.path.exists(made[0].data_path) and not os.path.exists(made[1].path)
+    # A user snapshot is never pruned; an orphan backup snapshot (a crash) is.
+    env.driver.create_snap("disk", "user-snap")
+    env.driver.create_snap("disk", SNAPSHOT_PREFIX + "orphan")
+    env.disk.write(os.urandom(10), 0)
+    newest = env.manager.incremental_backup("disk")
+    names = [s.name for s in env.driver.list_snapshots("disk")]
+    assert names == [made[-1].snapshot["name"], "user-snap", newest.snapshot["name"]]
+    report = env.manager.prune("disk", retention=1)
+    assert report.removed_snapshots == [made[-1].snapshot["name"]] and not report.failed
+
+
+def test_chain_with_a_foreign_parent_is_refused(env) -> None:
+    full = env.manager.full_backup("disk")
+    env.disk.write(b"q", 0)
+    incremental = env.manager.incremental_backup("disk")
+    doc = _json(full.path)
+    doc["snapshot"]["name"] = "something-else"
+    with open(full.path, "w") as f:
+        json.dump(doc, f)
+    with pytest.raises(exception.BackupChainBroken, match="another source or snapshot"):
+        env.manager.restore(incremental, "restored")
+
+
+def test_qcow2_goes_through_qemu_img_with_paths_only(env, monkeypatch) -> None:
+    seen: list[tuple[str, ...]] = []
+
+    def fake_qemu_img(*args: str, timeout: int, limits: Any = None) -> str:
+        seen.append(args)
+        with open(args[-1], "wb") as f:
+            f.write(b"QFI\xfb fake qcow2")
+        return ""
+
+    monkeypatch.setattr(convert, "_qemu_img", fake_qemu_img)
+    backup = env.manager.full_backup("disk", fmt="qcow2")
+    (args,) = seen
+    assert args[:6] == ("convert", "-f", "raw", "-O", "qcow2", "-m")
+    spec = args[-2]
+    assert spec.startswith(f"rbd:vms/disk@{backup.snapshot['name']}:id=compute:conf=")
+    assert spec.endswith(f":keyring={env.keyring}") and "key=" not in spec.replace("keyring=", "")
+    assert backup.file["size"] == 15 and backup.file["checksum"]["of"] == "file"
+    env.manager.verify(backup)
+    with pytest.raises(exception.InvalidArgument):
+        env.manager.full_backup("disk", fmt="vmdk")
+
+
+def test_apply_diff_keeps_the_order_of_overlapping_records(env) -> None:
+    from rbd_driver.storage.diff_format import DiffWriter
+    out = io.BytesIO()
+    writer = DiffWriter(out)
+    writer.header(SIZE, "s")
+    writer.write(0, b"a" * 100)
+    writer.write(50, b"b" * 100)
+    writer.zero(60, 10)
+    writer.end()
+    env.cluster.aio_mode = "thread"
+    reader = DiffReader(io.BytesIO(out.getvalue()), "mem")
+    assert backup_io.apply_diff(env.driver.client, "vms", "disk", reader, window=4) == 200
+    assert env.disk.read(0, 150) == b"a" * 50 + b"b" * 10 + bytes(10) + b"b" * 80
