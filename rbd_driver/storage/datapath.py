@@ -4,8 +4,8 @@
 image; :func:`export_from_image` copies an image (or a snapshot of it) into
 a local sparse file. Both keep at most ``window`` asynchronous librbd
 requests of at most ``chunk_size`` bytes in flight, so the data buffers this
-engine holds never exceed ``window * chunk_size`` bytes (16 x 4 MiB = 64 MiB
-by default). librbd copies each in-flight write once more
+engine holds never exceed ``window * chunk_size`` bytes (by default 16 x 2 MiB
+= 32 MiB for an import, 16 x 4 MiB = 64 MiB for an export). librbd copies each in-flight write once more
 (``rbd_disable_zero_copy_writes``), so an import may use twice that.
 
 Neither leaves a partial result under the final name: data goes to a
@@ -35,12 +35,16 @@ from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.sigterm import SigtermGuard
 from rbd_driver.storage.sources import ImportSource, Source, pieces
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_WINDOW", "SPARSE_BLOCK", "CopyStats",
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_WINDOW", "IMPORT_CHUNK_SIZE", "SPARSE_BLOCK", "CopyStats",
            "ImportSource", "ProgressCallback", "export_from_image", "import_to_image"]
 
 LOG = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 4 << 20  # one default RBD object: a zero chunk is an object never created
+# Imports go faster in half objects: in a sweep on bluestore (benchmarks page)
+# 2 MiB x 16 imported in 1.24 s where 4 MiB x 16 took 1.41 s, and beat
+# qemu-img convert -W -m 16 (1.32 s). Zero chunks are still never written.
+IMPORT_CHUNK_SIZE = 2 << 20
 DEFAULT_WINDOW = 16
 SPARSE_BLOCK = 64 << 10  # export writes only the non-zero blocks of this size
 _POLL_SECONDS = 0.2  # how often a wait for completions looks at the cancel event
@@ -191,7 +195,7 @@ def _remove_temp_image(client: RadosClient, pool: str, temp: str, cause: BaseExc
 
 
 def import_to_image(client: RadosClient, source: ImportSource, pool: str, name: str, *,
-                    size: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                    size: int | None = None, chunk_size: int = IMPORT_CHUNK_SIZE,
                     window: int = DEFAULT_WINDOW, progress: ProgressCallback | None = None,
                     cancel: threading.Event | None = None,
                     features: int | None = None) -> CopyStats:
