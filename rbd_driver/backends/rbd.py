@@ -21,7 +21,7 @@ from typing import Any, Callable
 from oslo_concurrency import lockutils
 from oslo_config import cfg
 
-from rbd_driver import exception, imagebackend, libvirt_config
+from rbd_driver import exception, imagebackend, krbd, libvirt_config
 from rbd_driver.storage import convert, formats, rados_lock
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
 from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
@@ -373,9 +373,24 @@ class Rbd(imagebackend.Image):
     def libvirt_info(self, disk_info: dict[str, Any] | None = None, cache_mode: str = "none",
                      extra_specs: dict[str, Any] | None = None, boot_order: str | None = None,
                      disk_unit: int | None = None, **kwargs: Any) -> str:
-        """Return ``<disk type='network'>`` XML: protocol rbd, every monitor, and
-        ``<auth>`` with the ceph secret when ``[rbd] secret_uuid`` is set."""
+        """Return the ``<disk>`` XML of this disk, as ``[rbd] access`` says.
+
+        ``userspace``: ``<disk type='network'>``, protocol rbd, every monitor,
+        and ``<auth>`` with the ceph secret when ``[rbd] secret_uuid`` is set.
+        ``kernelspace``: the disk is mapped through krbd (refused when an OSD
+        of the pool runs on this host) and a ``<disk type='block'>`` is returned.
+
+        :raises KernelRbdUnavailable: / :raises LocalOsdRefused: kernelspace only.
+        """
         info = dict(disk_info or {})
+        if self.conf.rbd.access == "kernelspace":
+            device = krbd.KernelRbd.from_conf(self.conf, self.driver.client).map(
+                self.pool, self.rbd_name)
+            return libvirt_config.block_disk_xml(
+                device,
+                target_dev=info.get("dev", kwargs.get("target_dev", "vda")),
+                target_bus=info.get("bus", kwargs.get("target_bus", "virtio")),
+                device=info.get("type", "disk"), cache_mode=cache_mode, boot_order=boot_order)
         hosts = [m.preferred for m in self.driver.get_monitors()]
         return libvirt_config.network_disk_xml(
             pool=self.pool,

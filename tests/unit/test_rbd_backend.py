@@ -457,3 +457,40 @@ def test_flatten_is_idempotent(env) -> None:
     assert disk.parent_info() is None
     disk.flatten()  # already flat: nothing to do, no error
     assert disk.parent_info() is None
+
+
+def test_kernelspace_access_maps_and_gives_block_xml(env, monkeypatch) -> None:
+    from rbd_driver import krbd
+
+    mapped: list[tuple[str, str]] = []
+
+    class FakeKrbd:
+        def map(self, pool: str, image: str) -> str:
+            mapped.append((pool, image))
+            return "/dev/rbd7"
+
+    monkeypatch.setattr(krbd.KernelRbd, "from_conf",
+                        classmethod(lambda cls, conf, client, monitors=None: FakeKrbd()))
+    env.conf.set_override("access", "kernelspace", group="rbd")
+    disk = env.disk("inst")
+    xml = disk.libvirt_info({"dev": "vdb"})
+    assert mapped == [("vms", "inst_disk")]
+    assert '<disk type="block" device="disk">' in xml and '<source dev="/dev/rbd7" />' in xml
+    assert 'dev="vdb"' in xml and "<auth" not in xml
+
+
+def test_kernelspace_without_the_rbd_module_says_what_to_do(env, tmp_path, monkeypatch) -> None:
+    from rbd_driver import krbd
+
+    real = krbd.KernelRbd.from_conf.__func__
+
+    def no_sysfs(cls, conf, client, monitors=None):  # a host without the rbd module
+        made = real(cls, conf, client, monitors)
+        made.bus = str(tmp_path / "no-sys" / "bus" / "rbd")
+        return made
+
+    monkeypatch.setattr(krbd.KernelRbd, "from_conf", classmethod(no_sysfs))
+    env.conf.set_override("access", "kernelspace", group="rbd")
+    with pytest.raises(exception.KernelRbdUnavailable) as info:
+        env.disk("inst").libvirt_info()
+    assert "vms/inst_disk" in str(info.value) and "access = userspace" in str(info.value)
