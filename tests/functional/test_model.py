@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from rbd_driver import exception, imagebackend
+from rbd_driver.backup import BackupManager
 
 INSTANCES = ["i0", "i1", "i2"]
 SNAPS = ["s0", "s1"]
@@ -34,15 +35,17 @@ def model_env(backend, ceph_admin):
     assert driver.remove_image(golden, pool="images").removed == [golden]
 
 
-def test_random_sequences_match_the_ceph_cli(model_env) -> None:
+def test_random_sequences_match_the_ceph_cli(model_env, tmp_path) -> None:
     backend, ceph_admin, url, golden = model_env
     run = uuid.uuid4().hex[:6]
+    backups = BackupManager(backend.driver("rbd"), str(tmp_path / "backups"), retention=100)
 
     class Model(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
             self.prefix = f"m{run}{uuid.uuid4().hex[:4]}"
             self.disks: dict[str, dict[str, Any]] = {}  # instance -> expected state
+            self.last_backup: dict[str, str] = {}  # instance -> snapshot of its latest backup
 
         def disk(self, inst: str) -> Any:
             return backend.by_name(f"{self.prefix}{inst}", "disk")
@@ -82,6 +85,22 @@ def test_random_sequences_match_the_ceph_cli(model_env) -> None:
             size = self.disks[inst]["size"] + grow * (4 << 20)
             self.disk(inst).resize_image(size)
             self.disks[inst]["size"] = size
+
+        @precondition(lambda self: self.disks)
+        @rule(data=st.data(), incremental=st.booleans())
+        def backup(self, data: Any, incremental: bool) -> None:
+            inst = data.draw(st.sampled_from(sorted(self.disks)))
+            name = f"{self.prefix}{inst}_disk"
+            if incremental and self.last_backup.get(inst) not in self.disks[inst]["snaps"]:
+                with pytest.raises(exception.BackupChainBroken):
+                    backups.incremental_backup(name)
+                return
+            made = backups.incremental_backup(name) if incremental else backups.full_backup(name)
+            snap = made.snapshot["name"]
+            protected = {s["name"]: s["protected"]
+                         for s in backend.driver("rbd").list_snaps(name)}[snap]
+            self.disks[inst]["snaps"][snap] = protected
+            self.last_backup[inst] = snap
 
         @precondition(lambda self: self.disks)
         @rule(data=st.data())
