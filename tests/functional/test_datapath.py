@@ -212,8 +212,9 @@ def test_import_from_a_pipe(module_client: RadosClient, unique_name: str) -> Non
     writer.start()
     try:
         with os.fdopen(rfd, "rb") as pipe:
+            # Whole-object chunks, so the zero accounting below is per object.
             stats = datapath.import_to_image(module_client, pipe, "vms", unique_name,
-                                             size=len(content))
+                                             size=len(content), chunk_size=OBJ)
     finally:
         writer.join(timeout=30)
     try:
