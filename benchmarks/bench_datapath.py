@@ -149,6 +149,31 @@ def machine_cpu() -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
 
 
+PF_KTHREAD = 0x00200000
+
+
+def other_processes_cpu(exclude: set[int]) -> dict[int, float]:
+    """CPU seconds (own and reaped children's) of every user-space process but ``exclude``."""
+    out: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in exclude:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == 2 or int(fields[6]) & PF_KTHREAD:  # kernel threads
+            continue
+        out[int(entry)] = sum(int(v) for v in fields[11:15]) / CLK_TCK
+    return out
+
+
+def others_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds other processes used between two snapshots (those that exited are lost)."""
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
 def own_cpu(state: ClusterState) -> float:
     """CPU seconds of this process, its reaped children and the cluster's daemons so far."""
     total = 0.0
@@ -300,19 +325,24 @@ class Bench:
         """Run one measurement once the OSD is idle, adding its CPU seconds spent meanwhile."""
         waited = self.quiesce()
         osd0, osd_flt0 = osd_stat(self.state)
+        exclude = {os.getpid(), *self.state.pids.values()}
+        others0 = other_processes_cpu(exclude)
         busy0, steal0 = machine_cpu()
         own0 = own_cpu(self.state)
         self.last_minflt = 0
         wall, cpu, extra = measure()
         osd1, osd_flt1 = osd_stat(self.state)
         busy1, steal1 = machine_cpu()
-        # Busy CPU time of everything else on the machine meanwhile: other
-        # processes, and kernel threads (some of them doing our I/O).
-        foreign = (busy1 - busy0) - (own_cpu(self.state) - own0)
+        own = own_cpu(self.state) - own0
+        # Other user-space processes (the CLI this run started was reaped, so
+        # it is in `own`, not here); the rest of the busy time is the kernel's:
+        # threads and interrupts, much of it doing our own I/O and networking.
+        foreign = max(0.0, others_delta(others0, other_processes_cpu(exclude)))
+        kernel = max(0.0, (busy1 - busy0) - own - foreign)
         return {"wall": wall, "cpu": cpu, "osd_cpu": osd1 - osd0,
                 "osd_minor_faults": osd_flt1 - osd_flt0, "extra": extra,
                 "quiesce_wait": waited, "minor_faults": self.last_minflt,
-                "load1": os.getloadavg()[0], "foreign_cpu": max(0.0, foreign),
+                "load1": os.getloadavg()[0], "foreign_cpu": foreign, "kernel_cpu": kernel,
                 "steal": steal1 - steal0}
 
     def spot_check(self, name: str, size: int = SRC_SIZE) -> str | None:
@@ -773,16 +803,20 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
              for s in v]
     loads = [s["load1"] for s in timed]
     share = [s["foreign_cpu"] / s["wall"] for s in timed]
+    kernel = [s["kernel_cpu"] / s["wall"] for s in timed]
     steal = [s["steal"] / s["wall"] for s in timed]
     noise = {"load1_median": statistics.median(loads), "load1_max": max(loads),
-             "foreign_cpu_share_median": statistics.median(share),
-             "foreign_cpu_share_max": max(share),
-             "steal_share_median": statistics.median(steal), "steal_share_max": max(steal)}
-    print(f"  during the timed runs: 1-minute load average median {noise['load1_median']:.2f}, "
-          f"max {noise['load1_max']:.2f}; CPU used by anything but this benchmark, its tools "
-          f"and its cluster: median {noise['foreign_cpu_share_median']:.2f}, max "
-          f"{noise['foreign_cpu_share_max']:.2f} CPUs; stolen by the hypervisor: median "
-          f"{noise['steal_share_median']:.2f}, max {noise['steal_share_max']:.2f} CPUs")
+             "other_processes_cpus_median": statistics.median(share),
+             "other_processes_cpus_max": max(share),
+             "kernel_cpus_median": statistics.median(kernel), "kernel_cpus_max": max(kernel),
+             "steal_cpus_median": statistics.median(steal), "steal_cpus_max": max(steal)}
+    print(f"  during the timed runs (in CPUs busy): other processes median "
+          f"{noise['other_processes_cpus_median']:.2f}, max "
+          f"{noise['other_processes_cpus_max']:.2f}; kernel threads and interrupts (our I/O "
+          f"included) median {noise['kernel_cpus_median']:.2f}, max "
+          f"{noise['kernel_cpus_max']:.2f}; stolen by the hypervisor median "
+          f"{noise['steal_cpus_median']:.2f}, max {noise['steal_cpus_max']:.2f}; 1-minute "
+          f"load average median {noise['load1_median']:.2f}, max {noise['load1_max']:.2f}")
     print(f"  Ceph daemons of other clusters on the machine: {env['other_ceph_daemons_start']} at"
           f" start, {env['other_ceph_daemons_end']} at end")
     print(f"  {env['ceph']}; {env['qemu_img']}")
