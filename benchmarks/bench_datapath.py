@@ -379,13 +379,16 @@ class Bench:
 
     # -- import ----------------------------------------------------------------
 
-    def imp_ours(self, window: int, chunk: int = datapath.DEFAULT_CHUNK_SIZE
-                 ) -> dict[str, Any]:
+    def imp_ours(self, window: int, chunk: int | None = None) -> dict[str, Any]:
+        """One import_to_image; ``chunk`` None leaves the library's default chunk size."""
         name = self.new_name("imp-ours")
+        tuning: dict[str, int] = {"window": window}
+        if chunk is not None:
+            tuning["chunk_size"] = chunk
         warm(self.src)
         s = self.sample(lambda: self.timed(
             lambda: datapath.import_to_image(self.client, self.src, DISK_POOL, name,
-                                             chunk_size=chunk, window=window)))
+                                             **tuning)))
         stats = s.pop("extra")
         s["data_bytes"], s["hole_bytes"] = stats.data_bytes, stats.hole_bytes
         s["name"] = name
@@ -433,13 +436,16 @@ class Bench:
 
     # -- export ----------------------------------------------------------------
 
-    def exp_run(self, tool: str, image: str, window: int = datapath.DEFAULT_WINDOW,
-                chunk: int = datapath.DEFAULT_CHUNK_SIZE) -> dict[str, Any]:
+    def exp_run(self, tool: str, image: str, window: int | None = None,
+                chunk: int | None = None) -> dict[str, Any]:
+        """One export; for ours, None leaves the library's default window / chunk size."""
         out = os.path.join(self.dir, f"export-{tool}.raw")
         if tool == "ours":
+            tuning = {k: v for k, v in (("window", window), ("chunk_size", chunk))
+                      if v is not None}
             s = self.sample(lambda: self.timed(
                 lambda: datapath.export_from_image(self.client, DISK_POOL, image, out,
-                                                   window=window, chunk_size=chunk)))
+                                                   **tuning)))
             s.pop("extra")
         elif tool == "rbd":
             s = self.sample(lambda: self.run_cmd(self.cli + ["export", f"{DISK_POOL}/{image}",
@@ -820,6 +826,13 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
     print(f"  Ceph daemons of other clusters on the machine: {env['other_ceph_daemons_start']} at"
           f" start, {env['other_ceph_daemons_end']} at end")
     print(f"  {env['ceph']}; {env['qemu_img']}")
+    dp = env["datapath"]
+    changed = "; CHANGED ON DISK DURING THE RUN" if dp["file_changed_during_run"] else ""
+    print(f"  datapath.py at git {dp['git_head']}"
+          f"{' (modified since)' if dp['file_modified_since_head'] else ''}, sha256 "
+          f"{dp['file_sha256'][:12]}{changed}; defaults: import "
+          f"{dp['import_chunk_size'] // MIB} MiB chunks, export "
+          f"{dp['export_chunk_size'] // MIB} MiB chunks, window {dp['window']}")
     print(f"  one bluestore OSD on a {args.osd_size_gib} GiB sparse file; non-admin user; "
           f"pool {DISK_POOL}, size 1; files in {env['workdir_fs']}")
     print(f"  source: {src['apparent_bytes'] / GIB:.0f} GiB sparse raw, "
@@ -844,7 +857,8 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
               f"{'s':>7}{'s':>9}{'thousands':>12}{'CPU s':>8}{extra[1]}")
 
     head("IMPORT: 2 GiB sparse raw file (512 MiB of data) -> new image")
-    row(f"ours import_to_image(window={args.window})", imp["ours"])
+    row(f"ours import_to_image, {env['datapath']['import_chunk_size'] // MIB}M x {args.window}",
+        imp["ours"])
     row("rbd import --image-format 2", imp["rbd"])
     row("qemu-img convert -W -m 16", imp["qemu"])
     print(f"  {'rbd bench write 4M x16, 1 GiB seq':<35}{ceiling['n']:>3}"
@@ -861,7 +875,9 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
     print(f"    our data throughput / rbd bench  = {ceiling_pct:.1f} %")
     head("EXPORT: image (512 MiB of data in 2 GiB) -> local sparse file",
          ("  fsync after", "            s"))
-    for t, label in (("ours", "ours export_from_image (window 16)"), ("rbd", "rbd export"),
+    exp_label = (f"ours export_from_image, {env['datapath']['export_chunk_size'] // MIB}M x "
+                 f"{env['datapath']['window']}")
+    for t, label in (("ours", exp_label), ("rbd", "rbd export"),
                      ("qemu", "qemu-img convert -W -m 16")):
         row(label, exp[t], f"{exp[t]['fsync_after_median_s']:>13.2f}")
     print(f"    median(ours)/median(rbd export)  = {ratios['export_ours_over_rbd']:.3f}"
@@ -896,7 +912,8 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
     print(f"    median(local)/median(direct) = {ratios['convert_local_over_direct']:.3f}: "
           f"{winner} is faster")
     print("\n  PEAK RSS: child importing a sparse 8 GiB file with 4 GiB of data "
-          "(default window 16 x 4 MiB)")
+          f"(library defaults: {env['datapath']['import_chunk_size'] // MIB} MiB x "
+          f"{env['datapath']['window']})")
     print(f"    import child: {rss['import_peak_mib']:.0f} MiB (GNU time %M; VmHWM "
           f"{rss['import_vmhwm_mib']:.0f} MiB), {rss['import_seconds']:.1f} s, "
           f"{rss['import_data_mib_s']:.0f} MiB/s of data")
@@ -984,6 +1001,29 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
     return doc, status
 
 
+def datapath_facts() -> dict[str, Any]:
+    """The engine's defaults as imported, and which version of datapath.py this is."""
+    path = datapath.__file__
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", root, "status", "--porcelain", "--", path],
+                                    capture_output=True, text=True, timeout=30).stdout.strip())
+    except OSError:
+        head, dirty = "unknown", False
+    return {
+        "import_chunk_size": getattr(datapath, "IMPORT_CHUNK_SIZE", datapath.DEFAULT_CHUNK_SIZE),
+        "export_chunk_size": datapath.DEFAULT_CHUNK_SIZE,
+        "window": datapath.DEFAULT_WINDOW,
+        "file_sha256": digest,
+        "git_head": head,
+        "file_modified_since_head": dirty,
+    }
+
+
 def other_ceph_daemons() -> int:
     """How many Ceph daemons (of other clusters) run on this machine right now."""
     count = 0
@@ -1060,6 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()
     workdir = tempfile.mkdtemp(prefix="bench-datapath-", dir=args.workdir)
     env.update(extra_environment(workdir))
+    env["datapath"] = datapath_facts()
     cluster = LocalCluster(osds=1, objectstore="bluestore", osd_size_gib=args.osd_size_gib)
     print(f"starting a bluestore cluster ({args.osd_size_gib} GiB OSD file)...", file=sys.stderr)
     cleanup: dict[str, Any] = {}
@@ -1077,6 +1118,9 @@ def main(argv: list[str] | None = None) -> int:
         cleanup["workdir_removed"] = not os.path.exists(workdir)
     env["loadavg_end"] = list(os.getloadavg())
     env["other_ceph_daemons_end"] = other_ceph_daemons()
+    with open(datapath.__file__, "rb") as f:
+        env["datapath"]["file_changed_during_run"] = (
+            hashlib.sha256(f.read()).hexdigest() != env["datapath"]["file_sha256"])
     env["total_seconds"] = time.perf_counter() - started
     doc, status = report(env, args, raw, cleanup)
     print(f"\n  total time {env['total_seconds'] / 60:.1f} min")
