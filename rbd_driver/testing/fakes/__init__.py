@@ -17,15 +17,20 @@ Tests can pre-populate and inspect the cluster (:meth:`FakeCluster.add_image`,
 handle leaked (:meth:`FakeCluster.assert_no_open_handles`). Images are also
 visible as librbd's metadata objects (``rbd_id.<name>``, the omap of
 ``rbd_header.<id>``, ``<name>.rbd``) to ``Ioctx.read``/``stat`` and to
-``ReadOpCtx`` + ``Ioctx.get_omap_vals`` + ``Ioctx.operate_read_op``.
+``ReadOpCtx`` + ``Ioctx.get_omap_vals`` + ``Ioctx.operate_read_op``, and an
+image can be renamed without librbd, as cls calls: ``rbd_id`` objects made
+by a ``WriteOpCtx`` (``new`` + ``write_full``) and removed with
+``Ioctx.remove_object``, and the pool directory changed with
+``Ioctx.execute("rbd_directory", "rbd", "dir_rename_image", ...)``.
 
 The package is split by idea: :mod:`.errors` (the exception classes),
 :mod:`.storage` (sparse copy-on-write image data), :mod:`.model` (pools,
 objects, images, snapshots), :mod:`.cluster` (the cluster, failure
 injection, handle tracking), :mod:`.mon` (monitor commands), :mod:`.rados`
 (``Rados``), :mod:`.ioctx` (``Ioctx``), :mod:`.readop` (``ReadOp``,
-``ReadOpCtx``, ``OmapIterator``), :mod:`.metadata` (librbd's metadata
-objects), :mod:`.features`, :mod:`.rbd` (``RBD``), :mod:`.image`
+``ReadOpCtx``, ``OmapIterator``), :mod:`.writeop` (``WriteOp``,
+``WriteOpCtx``), :mod:`.cls_rbd` (the directory methods of ``execute``),
+:mod:`.metadata` (librbd's metadata objects), :mod:`.features`, :mod:`.rbd` (``RBD``), :mod:`.image`
 (``Image``) and :mod:`.aio` (``Completion``).
 """
 
@@ -42,6 +47,12 @@ from rbd_driver.testing.fakes.model import FakeImage, FakePool, FakeSnapshot
 from rbd_driver.testing.fakes.rados import Ioctx, Rados
 from rbd_driver.testing.fakes.readop import OmapIterator, ReadOp, ReadOpCtx
 from rbd_driver.testing.fakes.rbd import RBD
+from rbd_driver.testing.fakes.writeop import (
+    LIBRADOS_CREATE_EXCLUSIVE,
+    LIBRADOS_CREATE_IDEMPOTENT,
+    WriteOp,
+    WriteOpCtx,
+)
 
 __all__ = [
     "make_modules",
@@ -56,6 +67,8 @@ __all__ = [
     "ReadOp",
     "ReadOpCtx",
     "OmapIterator",
+    "WriteOp",
+    "WriteOpCtx",
     "RBD",
     "Image",
     "Completion",
@@ -83,6 +96,10 @@ def make_modules(fsid: str | None = None) -> tuple[types.ModuleType, types.Modul
     rados_mod.ReadOpCtx = ReadOpCtx  # type: ignore[attr-defined]
     rados_mod.OmapIterator = OmapIterator  # type: ignore[attr-defined]
     rados_mod.LIBRADOS_OPERATION_NOFLAG = 0  # type: ignore[attr-defined]
+    rados_mod.WriteOp = WriteOp  # type: ignore[attr-defined]
+    rados_mod.WriteOpCtx = WriteOpCtx  # type: ignore[attr-defined]
+    rados_mod.LIBRADOS_CREATE_EXCLUSIVE = LIBRADOS_CREATE_EXCLUSIVE  # type: ignore[attr-defined]
+    rados_mod.LIBRADOS_CREATE_IDEMPOTENT = LIBRADOS_CREATE_IDEMPOTENT  # type: ignore[attr-defined]
     rados_mod._cluster = cluster  # type: ignore[attr-defined]
 
     rbd_mod = types.ModuleType("rbd", "Fake rbd module (rbd_driver.testing.fakes).")

@@ -49,7 +49,8 @@ class Image:
         if name is None and image_id is None:
             raise RbdErrors.InvalidArgument("image name or image id was not specified")
         pool = rbd_pool(ioctx)
-        image = pool.image_by_name(name) if name is not None else pool.images.get(image_id or "")
+        # By name, librbd finds the image through its rbd_id object, not the directory.
+        image = pool.resolve_name(name) if name is not None else pool.images.get(image_id or "")
         what = f"error opening image {name or image_id} at snapshot {snapshot}"
         if image is None:
             raise rbd_error(errno.ENOENT, what)

@@ -5,9 +5,13 @@ takes ``cls_lock`` locks on. Reads (``read``, ``stat``, ``operate_read_op``)
 also see librbd's metadata objects of the pool's images (``rbd_id.<name>``,
 ``rbd_header.<id>``, ``<name>.rbd``; see :mod:`.metadata`), rendered from the
 images' current state; such an object wins over a raw object of the same
-name. They are read-only views: writes, removes and locks on those names only
-touch the raw object store. Image data objects (``rbd_data.*``) are not
-visible, and ``get_cluster_stats`` counts neither.
+name. They are read-only views, with one exception: ``rbd_id`` objects can
+be created by a write op (``operate_write_op``) and removed
+(``remove_object``, a ``remove`` step), which together with the cls_rbd
+directory methods of ``execute`` (:mod:`.cls_rbd`) is how an image is
+renamed without librbd. Other writes and locks on those names only touch
+the raw object store. Image data objects (``rbd_data.*``) are not visible,
+and ``get_cluster_stats`` counts neither.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import errno
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from rbd_driver.testing.fakes import cls_rbd
 from rbd_driver.testing.fakes.cluster import api
 from rbd_driver.testing.fakes.errors import RadosErrors, check_bytes, check_str, rados_error
-from rbd_driver.testing.fakes.metadata import RBD_HEADER_PREFIX, metadata_object
+from rbd_driver.testing.fakes.metadata import RBD_HEADER_PREFIX, RBD_ID_PREFIX, metadata_object
 from rbd_driver.testing.fakes.model import FakePool, Locker, RadosObject
 from rbd_driver.testing.fakes.readop import OmapIterator, ReadOp, check_c_int, check_cython_arg, omap_get_vals_step
+from rbd_driver.testing.fakes.writeop import WriteOp
 
 if TYPE_CHECKING:
     from rbd_driver.testing.fakes.rados import Rados
@@ -151,14 +157,93 @@ class Ioctx:
 
     @api
     def remove_object(self, key: str) -> bool:
-        """Delete ``key`` and its locks; returns True; raises ObjectNotFound."""
+        """Delete ``key`` and its locks (an image's ``rbd_id`` object too); returns
+        True; raises ObjectNotFound."""
         check_str(key, "key")
         pool = self._live_pool()
-        if pool.objects.pop(key, None) is None:
+        if not self._remove(pool, key):
             raise rados_error(errno.ENOENT, f"Failed to remove '{key}'")
+        return True
+
+    @staticmethod
+    def _remove(pool: FakePool, key: str) -> bool:
+        """Delete ``key``; return False if it did not exist."""
+        found = pool.objects.pop(key, None) is not None
+        if key.startswith(RBD_ID_PREFIX):
+            image = pool.image_by_id_object(key[len(RBD_ID_PREFIX) :])
+            if image is not None:
+                image.id_object = None
+                found = True
         for lock_key in [k for k in pool.locks if k[0] == key]:
             del pool.locks[lock_key]
-        return True
+        pool.settle_id_objects()
+        return found
+
+    @api
+    def get_pool_id(self) -> int:
+        """Return the pool id."""
+        self.require_ioctx_open()
+        return self._pool.id
+
+    # -- write operations and object classes ---------------------------------
+
+    def create_write_op(self) -> WriteOp:
+        """Return a created WriteOp; release it with :meth:`release_write_op`."""
+        return WriteOp().create()
+
+    def release_write_op(self, write_op: WriteOp) -> None:
+        write_op.release()
+
+    @api
+    def operate_write_op(self, write_op: WriteOp, oid: str, mtime: int = 0, flags: int = 0) -> None:
+        """Run the steps of ``write_op`` on object ``oid``, all or nothing.
+
+        Raises ObjectExists (``new`` exclusive on an existing object) or
+        ObjectNotFound (``remove`` of a missing one); then nothing changed.
+        """
+        check_cython_arg(write_op, "write_op", WriteOp, "rados.WriteOp")
+        if oid is None:
+            raise TypeError("oid must be a string")
+        check_cython_arg(oid, "oid", str, "str")
+        check_c_int(flags)
+        pool = self._live_pool()
+        what = f"Ioctx.operate_write_op({self.name}): failed to operate write op for oid {oid}"
+        exists = self._find(oid) is not None
+        remove_first, data = False, None
+        for step in write_op.steps:
+            if step.kind == "new":
+                if exists and step.exclusive:
+                    raise rados_error(errno.EEXIST, what)
+                if not exists:
+                    data, exists = bytearray(), True
+            elif step.kind == "write_full":
+                data, exists = bytearray(step.data), True
+            elif step.kind == "remove":
+                if not exists:
+                    raise rados_error(errno.ENOENT, what)
+                remove_first, data, exists = True, None, False
+        if remove_first:
+            self._remove(pool, oid)
+        if data is not None:
+            pool.objects[oid] = RadosObject(data, float(mtime) if mtime else time.time())
+        pool.settle_id_objects()
+
+    @api
+    def execute(self, key: str, cls: str, method: str, data: bytes, length: int = 8192) -> tuple[int, bytes]:
+        """Run object-class method ``cls.method`` on ``key``; returns ``(length, output)``.
+
+        Only the cls_rbd directory methods are modelled (:mod:`.cls_rbd`); a
+        failing method raises the rados error of its errno and changes nothing.
+        """
+        for value, label in ((key, "key"), (cls, "cls"), (method, "method")):
+            check_str(value, label)
+        check_bytes(data, "data")
+        check_c_int(length)
+        pool = self._live_pool()
+        out = cls_rbd.call(pool, key, cls, method, data,
+                           f"Ioctx.exec({self.name}): failed to exec {cls}:{method} on {key}")
+        out = out[:length]
+        return len(out), out
 
     # -- compound read operations -------------------------------------------
 

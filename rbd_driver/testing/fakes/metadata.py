@@ -8,6 +8,8 @@ module reports:
 ``rbd_id.<name>`` (format 2, not while in the trash)
     data: the image id as a Ceph string (u32 little-endian length, then the
     bytes); mtime: when the name was last bound (create, rename, restore).
+    ``<name>`` is the image's ``id_object``, its directory name except in
+    the middle of a rename done with single cls_rbd calls.
 ``rbd_header.<id>`` (format 2, kept while in the trash)
     no data; omap as cls_rbd's ``create`` and ``snapshot_add`` leave it:
     ``size``, ``order``, ``features``, ``object_prefix``, ``snap_seq``,
@@ -185,8 +187,8 @@ def metadata_object(
     maps snapshot id to the clone v2 children attached to it.
     """
     if key.startswith(RBD_ID_PREFIX):
-        image = pool.image_by_name(key[len(RBD_ID_PREFIX) :])
-        if image is None or image.old_format:
+        image = pool.image_by_id_object(key[len(RBD_ID_PREFIX) :])
+        if image is None:
             return None
         return RadosObject(bytearray(encode_string(image.id)), image.id_mtime)
     if key.startswith(RBD_HEADER_PREFIX):

@@ -21,7 +21,28 @@ from rbd_driver.testing.fakes.storage import ParentLink, View, read_view, write_
 if TYPE_CHECKING:
     from rbd_driver.testing.fakes.image import Image
 
-__all__ = ["FakeImage", "FakePool", "FakeSnapshot", "Locker", "RadosObject", "Trash"]
+__all__ = ["FakeImage", "FakePool", "FakeSnapshot", "Locker", "RadosObject", "Trash", "decode_id", "encode_id"]
+
+ID_PREFIX = "rbd_id."
+
+
+def encode_id(image_id: str) -> bytes:
+    """The content of an ``rbd_id`` object: the id as a Ceph string."""
+    raw = image_id.encode()
+    return len(raw).to_bytes(4, "little") + raw
+
+
+def decode_id(data: bytes) -> str | None:
+    """The image id an ``rbd_id`` object holds, or None if it holds none."""
+    if len(data) < 4:
+        return None
+    length = int.from_bytes(data[:4], "little")
+    if length == 0 or 4 + length > len(data):
+        return None
+    try:
+        return data[4 : 4 + length].decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def utcnow() -> datetime:
@@ -62,10 +83,19 @@ class FakeImage:
     taken) and ``id_mtime`` (last write of the ``rbd_id`` object: creation,
     rename, trash restore) feed the librbd metadata objects of
     :mod:`~rbd_driver.testing.fakes.metadata`.
+
+    ``name`` is the image's entry in the pool directory (``rbd_directory``)
+    and ``id_object`` the name whose ``rbd_id.<name>`` object holds this
+    image's id. librbd keeps them equal, so setting ``name`` sets both;
+    they differ only between the single cls_rbd calls of a rename done by
+    hand (:meth:`dir_rename`, an ``rbd_id`` object removed), and
+    :meth:`FakePool.settle_id_objects` makes them equal again as soon as
+    the id object under the new name exists.
     """
 
     _name: str
     id_mtime: float
+    id_object: str | None
 
     def __init__(
         self, pool: FakePool, image_id: str, name: str, size: int, order: int, features: int, old_format: bool
@@ -95,7 +125,13 @@ class FakeImage:
     def name(self, value: str) -> None:
         # librbd rewrites rbd_id.<name> whenever the name changes (rename, trash restore).
         self._name = value
+        self.id_object = value
         self.id_mtime = time.time()
+
+    def dir_rename(self, value: str) -> None:
+        """Change the directory entry only (cls_rbd ``dir_rename_image``): the
+        ``rbd_id`` object stays under the old name."""
+        self._name = value
 
     @property
     def size(self) -> int:
@@ -220,6 +256,59 @@ class FakePool:
 
     def image_names(self) -> list[str]:
         return sorted(i.name for i in self.images.values() if i.trash is None)
+
+    def image_by_id_object(self, name: str) -> FakeImage | None:
+        """Return the image whose rendered ``rbd_id.<name>`` object holds its id, if any."""
+        return next(
+            (
+                i
+                for i in self.images.values()
+                if i.id_object == name and i.trash is None and not i.old_format
+            ),
+            None,
+        )
+
+    def id_object_exists(self, name: str) -> bool:
+        """Whether object ``rbd_id.<name>`` exists (rendered from an image, or a raw one)."""
+        return self.image_by_id_object(name) is not None or f"{ID_PREFIX}{name}" in self.objects
+
+    def resolve_name(self, name: str) -> FakeImage | None:
+        """Return the image that opening ``name`` finds, as librbd does: through the
+        ``rbd_id.<name>`` object (format 2) or the ``<name>.rbd`` header (format 1).
+
+        Usually ``image_by_name``; they differ only when an ``rbd_id`` object and
+        the directory disagree (a rename done by hand, interrupted).
+        """
+        image = self.image_by_id_object(name)
+        if image is not None:
+            return image
+        raw = self.objects.get(f"{ID_PREFIX}{name}")
+        if raw is not None:
+            image = self.images.get(decode_id(bytes(raw.data)) or "")
+            return image if image is not None and image.trash is None else None
+        image = self.image_by_name(name)
+        return image if image is not None and image.old_format else None
+
+    def settle_id_objects(self) -> None:
+        """Fold a raw ``rbd_id.<name>`` object into the image listed as ``name`` when
+        it holds that image's id.
+
+        Only the representation changes: the same objects exist with the same
+        bytes, but an image whose id object sits under its directory name is
+        again an ordinary image that every other fake call handles.
+        """
+        for image in list(self.images.values()):
+            if image.trash is not None or image.old_format or image.id_object == image.name:
+                continue
+            raw = self.objects.get(f"{ID_PREFIX}{image.name}")
+            if raw is None or decode_id(bytes(raw.data)) != image.id:
+                continue
+            if image.id_object is not None:  # the old one stays, as a plain object
+                self.objects[f"{ID_PREFIX}{image.id_object}"] = RadosObject(
+                    bytearray(encode_id(image.id)), image.id_mtime)
+            del self.objects[f"{ID_PREFIX}{image.name}"]
+            image.id_object = image.name
+            image.id_mtime = raw.mtime
 
     def lock_holder(self, key: str, name: str) -> Locker | None:
         """Return who holds lock ``name`` on ``key``, forgetting it if it expired."""

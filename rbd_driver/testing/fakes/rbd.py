@@ -107,7 +107,8 @@ class RBD:
             validate_features(features)
         order = order or int(conf.get("rbd_default_order") or 22)
         validate_order(order)
-        if pool.image_by_name(name) is not None:
+        # librbd creates rbd_id.<name> exclusively first, then the directory entry.
+        if pool.id_object_exists(name) or pool.image_by_name(name) is not None:
             raise rbd_error(errno.EEXIST, "error creating image")
         ioctx._cluster.new_image(pool, name, size, order, features, bool(old_format))
 
@@ -150,7 +151,7 @@ class RBD:
             raise rbd_error(errno.EINVAL, "parent snapshot must be protected")
         if not features & RBD_FEATURE_LAYERING:
             raise rbd_error(errno.ENOSYS, "cloning image must support layering")
-        if c_pool.image_by_name(c_name) is not None:
+        if c_pool.id_object_exists(c_name) or c_pool.image_by_name(c_name) is not None:
             raise rbd_error(errno.EEXIST, f"rbd image {c_name} already exists")
         validate_features(features)
         order = order or parent.order
@@ -183,7 +184,7 @@ class RBD:
         image = pool.image_by_name(src)
         if image is None:
             raise rbd_error(errno.ENOENT, f"error renaming image {src}")
-        if pool.image_by_name(dest) is not None:
+        if pool.id_object_exists(dest) or pool.image_by_name(dest) is not None:
             raise rbd_error(errno.EEXIST, f"error renaming image {src} to {dest}")
         image.name = dest
 
