@@ -12,13 +12,15 @@ here runs a command.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import errno
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oslo_config import cfg
 
@@ -26,6 +28,9 @@ from rbd_driver import exception
 from rbd_driver.storage import datapath
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rados_client import RadosClient
+
+if TYPE_CHECKING:
+    from rbd_driver.storage.spares import Spares
 
 __all__ = ["CleanupReport", "MonitorAddress", "RBDDriver", "SnapshotIdentity", "SnapshotInfo"]
 
@@ -94,6 +99,16 @@ class SnapshotInfo:
     size: int
     protected: bool
     timestamp: datetime.datetime
+
+
+# The pool directory of cls_rbd: image name <-> image id, for format 2 images.
+_DIRECTORY = "rbd_directory"
+
+
+def _encode_string(value: str) -> bytes:
+    """Encode a Ceph string (u32 little-endian length, then UTF-8)."""
+    raw = value.encode()
+    return len(raw).to_bytes(4, "little") + raw
 
 
 def _decode_string(raw: bytes) -> str | None:
@@ -172,6 +187,8 @@ class RBDDriver:
         self._sleep = sleep
         self.io_window = io_window
         self._fsid: str | None = None
+        self._spares: Spares | None = None
+        self._spares_lock = threading.Lock()
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, **modules: Any) -> RBDDriver:
@@ -185,8 +202,13 @@ class RBDDriver:
         )
 
     def close(self) -> None:
-        """Close the connection (reopened on next use)."""
-        self.client.close()
+        """Stop the spare-refill worker (queued refills are cancelled, a running
+        clone is waited for), then close the connection (reopened on next use)."""
+        try:
+            if self._spares is not None:
+                self._spares.close()
+        finally:
+            self.client.close()
 
     def __enter__(self) -> RBDDriver:
         return self
@@ -201,7 +223,41 @@ class RBDDriver:
     def _rbd_api(self) -> Any:
         return self.client.rbd.RBD()
 
+    @property
+    def spares(self) -> Spares:
+        """The spare clones of golden snapshots this driver knows of and refills."""
+        with self._spares_lock:
+            if self._spares is None:
+                from rbd_driver.storage.spares import Spares
+
+                self._spares = Spares(self)
+            return self._spares
+
+    def wait_spares(self, timeout: float | None = None) -> bool:
+        """Wait until no spare refill is queued or running; False on timeout."""
+        return self._spares.wait(timeout) if self._spares is not None else True
+
+    def remove_spares(self, pool: str | None = None,
+                      parent: SnapshotIdentity | None = None) -> list[str]:
+        """Remove the spare clones in ``pool`` (of snapshot ``parent`` only, if given)
+        through librbd; return their names. See :meth:`Spares.remove
+        <rbd_driver.storage.spares.Spares.remove>`.
+
+        :raises CleanupFailed: a spare could be neither removed nor trashed.
+        """
+        return self.spares.remove(pool, parent)
+
     # -- facts ----------------------------------------------------------------
+
+    def pool_id(self, pool: str | None = None) -> int:
+        """Return the id of ``pool``; pool ids are never reused.
+
+        :raises PoolNotFound: no such pool.
+        """
+        pool = pool or self.pool
+        ioctx = self.client.get_ioctx(pool)
+        with self.client.translate("get pool id", pool=pool):
+            return int(ioctx.get_pool_id())
 
     @property
     def fsid(self) -> str:
@@ -350,9 +406,168 @@ class RBDDriver:
         pool = pool or self.pool
         parent_ioctx = self.client.get_ioctx(location.pool)
         child_ioctx = self.client.get_ioctx(pool)
-        with self.client.translate("clone", pool=pool, image=name):
-            self._rbd_api().clone(parent_ioctx, location.image, location.snapshot,
-                                  child_ioctx, name)
+        try:
+            with self.client.translate("clone", pool=pool, image=name):
+                self._rbd_api().clone(parent_ioctx, location.image, location.snapshot,
+                                      child_ioctx, name)
+        except exception.ImageExists:
+            # Listed but unopenable after an interrupted claim: make it whole.
+            with contextlib.suppress(exception.RbdDriverError):
+                self.restore_id_object(name, pool)
+            raise
+
+    # -- renaming without opening: claims of spare clones ---------------------
+
+    def _read_id(self, ioctx: Any, name: str) -> str | None:
+        """Return the image id in ``rbd_id.<name>``, or None if there is no such object."""
+        try:
+            raw = ioctx.read(f"rbd_id.{name}", 4096)
+        except self.client.rados.ObjectNotFound:
+            return None
+        return _decode_string(raw)
+
+    def _listed_id(self, ioctx: Any, name: str) -> str | None:
+        """Return the image id the pool directory lists under ``name``, or None."""
+        try:
+            _, out = ioctx.execute(_DIRECTORY, "rbd", "dir_get_id", _encode_string(name))
+        except self.client.rados.ObjectNotFound:
+            return None
+        return _decode_string(bytes(out))
+
+    def _create_id(self, ioctx: Any, name: str, image_id: str) -> None:
+        """Create ``rbd_id.<name>`` holding ``image_id``; ObjectExists if it exists."""
+        rados = self.client.rados
+        with rados.WriteOpCtx() as op:
+            op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
+            op.write_full(_encode_string(image_id))
+            ioctx.operate_write_op(op, f"rbd_id.{name}")
+
+    def _dir_rename(self, ioctx: Any, src: str, dst: str, image_id: str) -> None:
+        ioctx.execute(_DIRECTORY, "rbd", "dir_rename_image",
+                      _encode_string(src) + _encode_string(dst) + _encode_string(image_id))
+
+    def claim_rename(self, src: str, dst: str, pool: str | None = None) -> bool:
+        """Rename image ``src`` to ``dst`` without opening it, in four small RADOS calls.
+
+        Only for images nobody has open (spare clones): no watcher is told.
+        The steps: read ``rbd_id.<src>``; remove it, which is the claim (of
+        callers racing for ``src``, exactly one removes it); move the pool
+        directory entry from ``src`` to ``dst`` (cls_rbd ``dir_rename_image``,
+        which refuses if ``dst`` is listed); create ``rbd_id.<dst>``
+        exclusively. Between the steps the image cannot be opened by any name
+        and is never reachable by two, so an interrupted claim can only leave
+        an image listed without an id object, which :meth:`restore_id_object`
+        repairs (``clone``, ``remove_image`` and spare removal call it).
+
+        :returns: True if renamed; False if ``src`` was gone or taken by
+            another caller first (nothing was changed).
+        :raises ImageExists: ``dst`` exists; ``src`` is left as it was.
+        """
+        pool = pool or self.pool
+        rados = self.client.rados
+        ioctx = self.client.get_ioctx(pool)
+        with self.client.translate("claim image", pool=pool, image=src):
+            image_id = self._read_id(ioctx, src)
+            if image_id is None:
+                return False
+            try:
+                ioctx.remove_object(f"rbd_id.{src}")
+            except rados.ObjectNotFound:
+                return False
+        # Only this caller can move src now; every failure below puts it back.
+        try:
+            if not self._claim_directory(ioctx, pool, src, dst, image_id):
+                return False  # src was removed from the directory meanwhile
+        except BaseException:
+            self._put_back(ioctx, pool, src, image_id)
+            raise
+        try:
+            self._claim_id_object(ioctx, pool, dst, image_id)
+        except BaseException:
+            self._undo_directory(ioctx, pool, src, dst, image_id)
+            raise
+        return True
+
+    def _claim_directory(self, ioctx: Any, pool: str, src: str, dst: str, image_id: str) -> bool:
+        rados = self.client.rados
+        with self.client.translate("rename in the pool directory", pool=pool, image=dst):
+            try:
+                self._dir_rename(ioctx, src, dst, image_id)
+                return True
+            except rados.Error as err:
+                code = getattr(err, "errno", None)
+                if code in (errno.ENOENT, errno.ESTALE):
+                    return False
+                if code == errno.EEXIST:
+                    with contextlib.suppress(exception.RbdDriverError):
+                        self.restore_id_object(dst, pool)
+                    raise exception.ImageExists(pool=pool, image=dst,
+                                                detail="it is listed in the pool directory") from err
+                # The outcome is unknown (a timeout, say): look before undoing.
+                if self._listed_id(ioctx, dst) == image_id:
+                    return True
+                raise
+
+    def _claim_id_object(self, ioctx: Any, pool: str, dst: str, image_id: str) -> None:
+        rados = self.client.rados
+        with self.client.translate("create image id object", pool=pool, image=dst):
+            try:
+                self._create_id(ioctx, dst, image_id)
+            except rados.Error as err:
+                if self._read_id(ioctx, dst) == image_id:
+                    return  # written after all, or by a repair meanwhile
+                if isinstance(err, rados.ObjectExists):
+                    raise exception.ImageExists(pool=pool, image=dst,
+                                                detail="its id object exists") from err
+                raise
+
+    def _put_back(self, ioctx: Any, pool: str, src: str, image_id: str) -> None:
+        """Recreate ``rbd_id.<src>`` if the directory still lists ``src`` as ``image_id``."""
+        try:
+            with self.client.translate("restore image id object", pool=pool, image=src):
+                if self._listed_id(ioctx, src) == image_id:
+                    self._create_id(ioctx, src, image_id)
+        except Exception as err:  # the original error matters more; the state is repairable
+            LOG.error("could not put back the id object of %s/%s after a failed claim "
+                      "(restore_id_object repairs it): %s", pool, src, err)
+
+    def _undo_directory(self, ioctx: Any, pool: str, src: str, dst: str, image_id: str) -> None:
+        try:
+            with self.client.translate("rename in the pool directory", pool=pool, image=src):
+                self._dir_rename(ioctx, dst, src, image_id)
+        except Exception as err:
+            LOG.error("could not give %s/%s back its directory entry after a failed claim "
+                      "as %s (restore_id_object repairs it): %s", pool, src, dst, err)
+            return
+        self._put_back(ioctx, pool, src, image_id)
+
+    def restore_id_object(self, name: str, pool: str | None = None) -> bool:
+        """Give an image listed in the pool directory without an id object its
+        ``rbd_id.<name>`` back; return True if it did.
+
+        That state (the image cannot be opened, ``rbd ls`` still shows it) is
+        what an interrupted :meth:`claim_rename` leaves. A name whose header
+        is gone too (a librbd removal that stopped half-way) is left to
+        librbd's remove, which finishes it.
+        """
+        pool = pool or self.pool
+        rados = self.client.rados
+        ioctx = self.client.get_ioctx(pool)
+        with self.client.translate("restore image id object", pool=pool, image=name):
+            image_id = self._listed_id(ioctx, name)
+            if image_id is None or self._read_id(ioctx, name) is not None:
+                return False
+            try:
+                ioctx.stat(f"rbd_header.{image_id}")
+            except rados.ObjectNotFound:
+                return False
+            try:
+                self._create_id(ioctx, name, image_id)
+            except rados.ObjectExists:
+                return False
+        LOG.warning("gave %s/%s (image id %s) back its id object, lost by an interrupted "
+                    "rename", pool, name, image_id)
+        return True
 
     def create(self, name: str, size: int, pool: str | None = None) -> None:
         """Create an empty image of ``size`` bytes with the cluster's default features."""
@@ -571,6 +786,13 @@ class RBDDriver:
                 if isinstance(err, exception.SnapshotNotFound):
                     last = err  # a snapshot vanished under us: try again
                     continue
+                # Listed without an id object (an interrupted claim)? librbd would
+                # remove it without detaching it from its parent: repair it first.
+                restored = False
+                with contextlib.suppress(exception.RbdDriverError):
+                    restored = self.restore_id_object(name, pool)
+                if restored:
+                    return self.remove_image(name, pool)
                 report.removed.append(name)
                 return report
             except exception.SnapshotHasClones as err:

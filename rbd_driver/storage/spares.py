@@ -1,0 +1,314 @@
+"""Spares: ready-made clones of golden snapshots, taken by a rename at launch.
+
+A librbd clone costs tens of milliseconds, most of it client CPU. A spare is
+an ordinary clone of a golden snapshot made ahead of time, in the background,
+in the instance pool; a launch *claims* one by renaming it to the disk's name
+with four small RADOS calls (:meth:`RBDDriver.claim_rename
+<rbd_driver.storage.rbd_utils.RBDDriver.claim_rename>`). Nobody ever opens a
+spare, so no watcher needs telling.
+
+Names prove parentage. A spare of snapshot ``snap_id`` of image ``image_id``
+in pool ``pool_id`` is called ``rbd-driver-spare.<pool_id>.<image_id>.<snap_id>.<8 hex>``.
+Pool, image and snapshot ids are never reused, so a name can only ever
+belong to a clone of that very snapshot, whichever process made it.
+
+This module is mechanics: it keeps the spares it knows of in memory, per
+(instance pool, snapshot), reads the pool listing once per pool to adopt
+spares left by an earlier process (or another host), claims them, refills
+them on one background thread, and removes them. How many to keep, and
+when to claim, is decided in :mod:`rbd_driver.backends.rbd`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import random
+import re
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from rbd_driver import exception
+from rbd_driver.storage.location import RbdLocation
+
+if TYPE_CHECKING:
+    from rbd_driver.storage.rbd_utils import RBDDriver, SnapshotIdentity
+
+__all__ = ["REMOVING_PREFIX", "SPARE_PREFIX", "Spares", "is_spare_name", "spare_prefix"]
+
+LOG = logging.getLogger(__name__)
+
+SPARE_PREFIX = "rbd-driver-spare."
+# A spare being removed is first claimed under this name, so that a launch
+# can never take a spare that is being removed.
+REMOVING_PREFIX = "rbd-driver-spare-removing."
+_NAME = re.compile(r"^rbd-driver-spare(?:-removing)?\.(\d+)\.([0-9A-Za-z]+)\.(\d+)\.[0-9a-f]{8}$")
+
+#: Seconds refills of a snapshot stay suspended after its spares were removed
+#: (long enough for the golden image to be deleted), or after a refill failed.
+HOLD_SECONDS = 60.0
+# Consecutive name collisions after which a refill gives up (they never happen).
+_MAX_COLLISIONS = 3
+
+
+def spare_prefix(parent_pool_id: int, identity: SnapshotIdentity) -> str:
+    """Return the name prefix of the spares of one snapshot (ends with a dot)."""
+    return f"{SPARE_PREFIX}{parent_pool_id}.{identity.image_id}.{identity.snap_id}."
+
+
+def is_spare_name(name: str) -> bool:
+    """True for the name of a spare, or of a spare whose removal was interrupted."""
+    return _NAME.match(name) is not None
+
+
+def _prefix_of(name: str) -> str | None:
+    """The spare prefix of a spare's name, or None (also for one being removed)."""
+    if not name.startswith(SPARE_PREFIX) or not is_spare_name(name):
+        return None
+    return name[: -8]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    key: tuple[str, str]  # (instance pool, spare prefix)
+    location: RbdLocation
+    target: int
+
+
+class Spares:
+    """The spares of one :class:`~rbd_driver.storage.rbd_utils.RBDDriver`.
+
+    Refills run on one worker thread, at most one job per snapshot queued or
+    running, over the driver's connection. :meth:`close` stops the worker;
+    a later :meth:`refill` starts a new one.
+    """
+
+    def __init__(self, driver: RBDDriver) -> None:
+        self.driver = driver
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._adopt_lock = threading.Lock()
+        self._free: dict[tuple[str, str], list[str]] = {}
+        self._adopted: set[str] = set()
+        self._jobs: dict[tuple[str, str], _Job] = {}
+        self._hold: dict[tuple[str, str], float] = {}  # key -> monotonic time refills resume
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._closing = False
+
+    def key(self, identity: SnapshotIdentity, pool: str | None = None) -> tuple[str, str]:
+        """Return the key of the spares of ``identity`` kept in ``pool``."""
+        pool = pool or self.driver.pool
+        return pool, spare_prefix(self.driver.pool_id(identity.pool), identity)
+
+    def known(self, identity: SnapshotIdentity, pool: str | None = None) -> list[str]:
+        """Return the names of the spares of ``identity`` this process knows of."""
+        key = self.key(identity, pool)
+        with self._lock:
+            return sorted(self._free.get(key, []))
+
+    # -- claiming ------------------------------------------------------------
+
+    def _adopt(self, pool: str) -> None:
+        """Learn the spares already in ``pool`` (read its listing once per process)."""
+        if pool in self._adopted:
+            return
+        with self._adopt_lock:
+            if pool in self._adopted:
+                return
+            names = self.driver.list_images(pool)
+            found = 0
+            with self._lock:
+                for name in names:
+                    prefix = _prefix_of(name)
+                    if prefix is None:
+                        continue
+                    free = self._free.setdefault((pool, prefix), [])
+                    if name not in free:
+                        free.append(name)
+                        found += 1
+                self._adopted.add(pool)
+            if found:
+                LOG.info("adopted %d spare clones already in pool %s", found, pool)
+
+    def claim(self, identity: SnapshotIdentity, name: str, pool: str | None = None) -> str | None:
+        """Rename a spare of ``identity`` in ``pool`` to ``name``; return the spare's old name.
+
+        Returns None when no spare is left (the caller clones). A spare taken
+        meanwhile by another host is forgotten and the next one tried.
+
+        :raises ImageExists: ``name`` exists (the spare stays a spare).
+        """
+        pool = pool or self.driver.pool
+        key = self.key(identity, pool)
+        self._adopt(pool)
+        while True:
+            with self._lock:
+                free = self._free.get(key)
+                if not free:
+                    return None
+                # A random one: hosts sharing the pool rarely reach for the same spare.
+                spare = free.pop(random.randrange(len(free)))
+            if self.driver.claim_rename(spare, name, pool):
+                return spare
+            LOG.debug("spare %s/%s was taken by another host; trying the next", pool, spare)
+
+    # -- refilling -------------------------------------------------------------
+
+    def refill(self, location: RbdLocation, identity: SnapshotIdentity, target: int,
+               pool: str | None = None) -> bool:
+        """Make sure a background job tops the spares of ``identity`` up to ``target``.
+
+        Returns True if a job was queued; False if one is already queued or
+        running (it re-counts after each clone), ``target`` is 0, refills of
+        this snapshot are on hold, or the worker is stopping.
+        """
+        if target <= 0:
+            return False
+        key = self.key(identity, pool)
+        with self._lock:
+            if self._closing or key in self._jobs or self._held(key):
+                return False
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="rbd-driver-spares")
+            job = _Job(key, location, target)
+            self._jobs[key] = job
+            self._executor.submit(self._run, job)
+        return True
+
+    def _held(self, key: tuple[str, str]) -> bool:
+        until = self._hold.get(key)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._hold[key]
+        return False
+
+    def _done(self, key: tuple[str, str]) -> None:
+        """Forget the job of ``key`` (the lock is held)."""
+        self._jobs.pop(key, None)
+        if not self._jobs:
+            self._idle.notify_all()
+
+    def _run(self, job: _Job) -> None:
+        pool, prefix = job.key
+        finished = False
+        try:
+            self._prune(job.key)
+            collisions = 0
+            while True:
+                with self._lock:
+                    if (self._closing or self._held(job.key)
+                            or len(self._free.get(job.key, ())) >= job.target):
+                        # Under the lock, so a refill asked for from now on queues a new job.
+                        self._done(job.key)
+                        finished = True
+                        return
+                name = f"{prefix}{uuid.uuid4().hex[:8]}"
+                try:
+                    self.driver.clone(job.location, name, pool)
+                except exception.ImageExists:
+                    collisions += 1
+                    if collisions < _MAX_COLLISIONS:
+                        continue
+                    raise
+                collisions = 0
+                with self._lock:
+                    self._free.setdefault(job.key, []).append(name)
+                LOG.debug("made spare clone %s/%s of %s", pool, name, job.location.url)
+        except Exception as err:  # a background thread: report and pause this snapshot
+            LOG.warning("could not make spare clones of %s in pool %s (retrying after %d s): %s",
+                        job.location.url, pool, HOLD_SECONDS, err)
+            with self._lock:
+                self._hold[job.key] = time.monotonic() + HOLD_SECONDS
+        finally:
+            if not finished:
+                with self._lock:
+                    self._done(job.key)
+
+    def _prune(self, key: tuple[str, str]) -> None:
+        """Forget known spares that no longer exist (claimed by another host, removed)."""
+        pool, _ = key
+        with self._lock:
+            names = list(self._free.get(key, []))
+        gone = [name for name in names if not self.driver.exists(name, pool)]
+        if gone:
+            with self._lock:
+                free = self._free.get(key, [])
+                self._free[key] = [n for n in free if n not in gone]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until no refill is queued or running; return False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._jobs, timeout)
+
+    # -- removing ----------------------------------------------------------------
+
+    def remove(self, pool: str | None = None, parent: SnapshotIdentity | None = None) -> list[str]:
+        """Remove the spares in ``pool`` (those of snapshot ``parent`` only, if given)
+        through librbd; return the names removed.
+
+        Each spare is first claimed under a ``rbd-driver-spare-removing.`` name,
+        so a launch can never take one being removed; leftovers of an
+        interrupted removal are removed too. Refills of ``parent`` (of every
+        snapshot, without it) are put on hold for :data:`HOLD_SECONDS`.
+
+        :raises CleanupFailed: a spare could be neither removed nor trashed.
+        """
+        pool = pool or self.driver.pool
+        prefix = spare_prefix(self.driver.pool_id(parent.pool), parent) if parent else None
+        names = self.driver.list_images(pool)
+        with self._lock:
+            until = time.monotonic() + HOLD_SECONDS
+            keys = {k for k in (*self._free, *self._jobs)
+                    if k[0] == pool and (prefix is None or k[1] == prefix)}
+            if prefix is not None:
+                keys.add((pool, prefix))
+            for key in keys:
+                self._hold[key] = until
+                self._free.pop(key, None)
+        removed = []
+        for name in names:
+            if not is_spare_name(name):
+                continue
+            doomed = name
+            if name.startswith(SPARE_PREFIX):
+                if prefix is not None and not name.startswith(prefix):
+                    continue
+                doomed = REMOVING_PREFIX + name[len(SPARE_PREFIX):]
+                # A spare whose claim was interrupted has no id object: give it back one.
+                self.driver.restore_id_object(name, pool)
+                if not self.driver.claim_rename(name, doomed, pool):
+                    continue  # taken by a launch meanwhile
+            elif prefix is not None and not doomed.startswith(
+                    REMOVING_PREFIX + prefix[len(SPARE_PREFIX):]):
+                continue
+            else:
+                self.driver.restore_id_object(doomed, pool)
+            report = self.driver.remove_image(doomed, pool)
+            if report.failed:
+                raise exception.CleanupFailed(pool=pool, image=doomed, detail=report.failed[doomed])
+            removed.append(name)
+        if removed:
+            LOG.info("removed %d spare clones from pool %s", len(removed), pool)
+        return removed
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the worker: cancel queued refills and wait for the running clone."""
+        with self._lock:
+            self._closing = True
+            executor, self._executor = self._executor, None
+        try:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
+        finally:
+            with self._lock:
+                self._jobs.clear()
+                self._closing = False
+                self._idle.notify_all()
