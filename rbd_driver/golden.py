@@ -39,6 +39,7 @@ from rbd_driver import exception
 from rbd_driver.storage import convert
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rbd_utils import RBDDriver
+from rbd_driver.storage.spares import is_spare_name
 
 __all__ = ["CloneResult", "FlattenQueue", "GoldenImage", "GoldenImages"]
 
@@ -323,10 +324,14 @@ class GoldenImages:
     def delete(self, name: str, *, force: bool = False) -> str:
         """Delete golden image ``name``; return ``"removed"`` or ``"trashed"``.
 
+        Its spare clones (``[rbd] clone_spares``) are not instance disks: they
+        are removed first, then the rule on clones applies.
+
         :raises GoldenImageHasClones: it has clones and ``force`` is false; the
             message names them.
-        :raises CleanupFailed: it could not be removed.
+        :raises CleanupFailed: it (or one of its spares) could not be removed.
         """
+        self._remove_spares(name)
         children = self.children(name)
         if children:
             if not force:
@@ -341,3 +346,20 @@ class GoldenImages:
         if report.failed:
             raise exception.CleanupFailed(pool=self.pool, image=name, detail=report.failed[name])
         return "trashed" if report.trashed else "removed"
+
+    def _remove_spares(self, name: str) -> None:
+        """Remove the spare clones of golden image ``name``, in whichever pools they are.
+
+        A host refilling spares while this runs may make a new one: looked for
+        again, three rounds at most; one left after that counts as a clone.
+        """
+        location = RbdLocation(self.driver.fsid, self.pool, name, self.snapshot)
+        for _ in range(3):
+            pools = sorted({c["pool"] for c in self.driver.snap_children(name, self.snapshot,
+                                                                        self.pool)
+                            if not c["trash"] and is_spare_name(c["image"])})
+            identity = self.driver.snapshot_identity(location) if pools else None
+            if identity is None:  # no spares (spares need a known identity)
+                return
+            for pool in pools:
+                self.driver.remove_spares(pool, identity)
