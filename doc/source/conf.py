@@ -5,6 +5,7 @@ author = "rbd_driver developers"
 extensions = [
     "sphinx.ext.autodoc",
     "oslo_config.sphinxext",
+    "stevedore.sphinxext",
 ]
 exclude_patterns = ["_build"]
 html_static_path = ["_static"]
