@@ -24,7 +24,7 @@ from oslo_config import cfg
 from rbd_driver import exception, imagebackend, krbd, libvirt_config
 from rbd_driver.storage import convert, formats, rados_lock
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
-from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
+from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver, SnapshotIdentity
 
 __all__ = ["Rbd", "copy_in", "disk_name_for"]
 
@@ -116,6 +116,11 @@ class Rbd(imagebackend.Image):
 
         :raises ValueError: with a sentence a person can act on.
         """
+        return self._check_location(url, image_meta, max_size)[0]
+
+    def _check_location(self, url: Any, image_meta: dict[str, Any],
+                        max_size: int = 0) -> tuple[RbdLocation, SnapshotIdentity | None]:
+        """:meth:`check_location`, also returning the snapshot's identity (None if unknown)."""
         if not isinstance(url, str):
             raise ValueError(f"location URL {url!r} is not a string")
         try:
@@ -129,7 +134,7 @@ class Rbd(imagebackend.Image):
         if disk_format != "raw":
             raise ValueError(f"disk_format is {disk_format!r}, and only 'raw' can be cloned")
         try:
-            found, size = self._sniff(location)
+            found, size, identity = self._sniff(location)
         except exception.RbdDriverError as err:
             raise ValueError(
                 f"snapshot {location.pool}/{location.image}@{location.snapshot} cannot be "
@@ -141,10 +146,10 @@ class Rbd(imagebackend.Image):
                 "let QEMU interpret it as raw")
         if max_size and size > max_size:
             raise ValueError(f"the image is {size} bytes, more than max_size {max_size}")
-        return location
+        return location, identity
 
-    def _sniff(self, location: RbdLocation) -> tuple[str, int]:
-        """Return (format, size) of a snapshot's data, remembered by snapshot identity.
+    def _sniff(self, location: RbdLocation) -> tuple[str, int, SnapshotIdentity | None]:
+        """Return (format, size, identity) of a snapshot, the format remembered by identity.
 
         The identity (image id, snapshot id) comes from two small reads that
         need the same caps as opening the snapshot, so a cache hit still
@@ -157,7 +162,7 @@ class Rbd(imagebackend.Image):
             with _verdicts_lock:
                 cached = _verdicts.get(key)
             if cached is not None:
-                return cached
+                return cached[0], cached[1], identity
         head, tail, size = self.driver.read_edges(location, formats.HEADER_BYTES,
                                                   formats.TAIL_BYTES)
         found = formats.detect_format(head, tail)
@@ -170,13 +175,16 @@ class Rbd(imagebackend.Image):
                 if len(_verdicts) >= VERDICT_CACHE_SIZE:
                     _verdicts.pop(next(iter(_verdicts)))
                 _verdicts[key] = (found, size)
-        return found, size
+        return found, size, identity
 
     def direct_fetch(self, image_id: str, image_meta: dict[str, Any],
                      image_locations: list[dict[str, Any]], max_size: int = 0) -> None:
         """Clone the first cloneable location into this disk; see :meth:`check_location`.
 
-        Does nothing if the disk already exists.
+        Does nothing if the disk already exists. With ``[rbd] clone_spares``
+        set, the disk is a spare clone of the snapshot taken by a rename when
+        one is ready (see :mod:`rbd_driver.storage.spares`), and a background
+        refill is asked for; otherwise it is cloned here.
 
         :raises ImageUnacceptable: no location qualified; the message gives each
             location's reason, and nothing was created.
@@ -189,18 +197,29 @@ class Rbd(imagebackend.Image):
             for index, loc in enumerate(image_locations or []):
                 url = loc.get("url") if isinstance(loc, dict) else None
                 try:
-                    location = self.check_location(url, image_meta, max_size)
+                    location, identity = self._check_location(url, image_meta, max_size)
                 except ValueError as err:
                     reasons.append(f"location {index + 1} ({_shorten(url)}): {err}")
                     continue
+                spares = self.conf.rbd.clone_spares if identity is not None else 0
                 try:
-                    self.driver.clone(location, self.rbd_name)
+                    spare = self._claim_spare(identity, spares)
+                    if spare is None:
+                        self.driver.clone(location, self.rbd_name)
                 except exception.ImageExists:
                     return  # created meanwhile by another process: same outcome
                 except exception.RbdDriverError as err:
                     reasons.append(f"location {index + 1} ({_shorten(url)}): clone failed: {err}")
                     continue
-                LOG.info("cloned %s from %s for image %s", self.rbd_name, location.url, image_id)
+                if spares:
+                    assert identity is not None
+                    self._refill_spares(location, identity, spares)
+                if spare is not None:
+                    LOG.info("took spare clone %s of %s as %s for image %s", spare,
+                             location.url, self.rbd_name, image_id)
+                else:
+                    LOG.info("cloned %s from %s for image %s", self.rbd_name, location.url,
+                             image_id)
                 return
             if self.conf.rbd.image_cache_pool and image_id:
                 cached = self._cache_location(image_id)
@@ -211,6 +230,32 @@ class Rbd(imagebackend.Image):
             if not reasons:
                 reasons.append("no locations were given")
             raise exception.ImageUnacceptable(image_id=image_id, reason="; ".join(reasons))
+
+    def _claim_spare(self, identity: SnapshotIdentity | None, spares: int) -> str | None:
+        """Rename a spare clone of ``identity`` to this disk; return its old name, or
+        None when there is none (or spares are off, or taking one failed: then
+        the caller clones, which reports a real problem of the cluster).
+
+        :raises ImageExists: this disk exists.
+        """
+        if not spares or identity is None:
+            return None
+        try:
+            return self.driver.spares.claim(identity, self.rbd_name, self.pool)
+        except exception.ImageExists:
+            raise
+        except exception.RbdDriverError as err:
+            LOG.warning("could not take a spare clone for %s; cloning instead: %s",
+                        self.rbd_name, err)
+            return None
+
+    def _refill_spares(self, location: RbdLocation, identity: SnapshotIdentity,
+                       spares: int) -> None:
+        """Ask the driver's worker to bring the spares of ``identity`` back to ``spares``."""
+        try:
+            self.driver.spares.refill(location, identity, spares, self.pool)
+        except exception.RbdDriverError as err:  # the launch itself succeeded
+            LOG.warning("could not schedule spare clones of %s: %s", location.url, err)
 
     # -- create_image: the fallback copy ---------------------------------------
 
