@@ -126,22 +126,26 @@ class BackupManager:
     :param retention: backup snapshots kept per source disk (>= 1).
     :param checksum: ``crc32`` or ``sha256``.
     :param convert_timeout: seconds ``qemu-img`` may run.
+    :param fsync: make every file durable before it appears (``[rbd] backup_fsync``).
     """
 
     def __init__(self, driver: RBDDriver, backup_dir: str, *, retention: int = 7,
-                 checksum: str = "crc32", convert_timeout: int = 3600) -> None:
+                 checksum: str = "crc32", convert_timeout: int = 3600,
+                 fsync: bool = True) -> None:
         if retention < 1:
             raise exception.InvalidArgument(op="backup", target=backup_dir,
                                             detail=f"retention must be at least 1, not {retention}")
         self.driver, self.backup_dir = driver, backup_dir
         self.retention, self.checksum, self.convert_timeout = retention, checksum, convert_timeout
+        self.fsync = fsync
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, driver: RBDDriver) -> BackupManager:
         """Build a manager from the ``[rbd]`` backup options."""
         group = conf.rbd
         return cls(driver, group.backup_dir, retention=group.backup_retention,
-                   checksum=group.backup_checksum, convert_timeout=group.convert_timeout)
+                   checksum=group.backup_checksum, convert_timeout=group.convert_timeout,
+                   fsync=group.backup_fsync)
 
     # -- where things are ------------------------------------------------------
 
@@ -197,12 +201,19 @@ class BackupManager:
             return self._backup(image, pool, snapshot, fmt, None, progress, cancel)
 
     def incremental_backup(self, image: str, *, pool: str | None = None,
-                           progress: Progress | None = None,
+                           snapshot: str | None = None, progress: Progress | None = None,
                            cancel: threading.Event | None = None) -> BackupManifest:
         """Back up what changed in ``pool/image`` since its latest backup, as an export-diff.
 
+        The new state is ``snapshot`` when given (a snapshot the caller took,
+        e.g. with the guest's filesystems frozen; it stays the caller's and
+        retention never removes it), else a new backup snapshot.
+
         :raises BackupChainBroken: there is no previous backup, or its snapshot
             is gone from the source (take a full backup).
+        :raises SnapshotNotFound: ``snapshot`` does not exist.
+        :raises InvalidArgument: ``snapshot`` is not newer than the latest
+            backup's snapshot.
         """
         pool = pool or self.driver.pool
         with self._lock(pool, image):
@@ -219,7 +230,15 @@ class BackupManager:
                     target=target, backup_id=parent.id,
                     detail=f"its snapshot {parent.snapshot['name']} is no longer on the source; "
                            "take a full backup")
-            return self._backup(image, pool, None, "rbd-diff-v1", parent, progress, cancel)
+            if snapshot is not None:
+                given = self._identity(pool, image, snapshot)
+                assert given is not None
+                if given["snap_id"] <= parent.snapshot["id"]:
+                    raise exception.InvalidArgument(
+                        op="incremental backup", target=f"{target}@{snapshot}",
+                        detail=f"the snapshot must be newer than {parent.snapshot['name']}, "
+                               f"the snapshot of the latest backup {parent.id}")
+            return self._backup(image, pool, snapshot, "rbd-diff-v1", parent, progress, cancel)
 
     def _lock(self, pool: str, image: str) -> Any:
         # Backups and prunes of one disk take turns in this process; run the
@@ -261,7 +280,7 @@ class BackupManager:
             if fmt == "raw":
                 stats = backup_io.export_raw(client, pool, image, snapshot, data_path,
                                              checksum=self.checksum, window=self.driver.io_window,
-                                             progress=progress, cancel=cancel)
+                                             progress=progress, cancel=cancel, sync=self.fsync)
                 file_size, digest, of = stats.image_size, stats.checksum, "content"
                 data_bytes = stats.data_bytes
             elif fmt == "qcow2":
@@ -269,7 +288,7 @@ class BackupManager:
                     progress(0, ident["size"])
                 file_size, digest = backup_io.export_qcow2(
                     client, pool, image, snapshot, data_path, checksum=self.checksum,
-                    timeout=self.convert_timeout)
+                    timeout=self.convert_timeout, sync=self.fsync)
                 if progress is not None:
                     progress(ident["size"], ident["size"])
                 data_bytes, of = file_size, "file"
@@ -279,7 +298,8 @@ class BackupManager:
                                               parent.snapshot["name"], data_path,
                                               checksum=self.checksum,
                                               window=self.driver.io_window,
-                                              progress=progress, cancel=cancel)
+                                              progress=progress, cancel=cancel,
+                                              sync=self.fsync)
                 file_size, digest, of = stats.file_bytes, stats.checksum, "file"
                 data_bytes = stats.data_bytes
             manifest = BackupManifest(
@@ -290,11 +310,11 @@ class BackupManager:
                           "timestamp": ident["timestamp"], "created": made_snapshot},
                 parent=None if parent is None else {"id": parent.id,
                                                     "snapshot": parent.snapshot["name"]},
-                file={"name": data_name, "size": file_size,
+                file={"name": data_name, "size": file_size, "fsynced": self.fsync,
                       "checksum": {"algorithm": self.checksum, "value": digest, "of": of}},
                 data_bytes=data_bytes, started_at=started, completed_at=_now(),
                 directory=directory)
-            with backup_io.atomic_file(manifest.path) as (fd, _):
+            with backup_io.atomic_file(manifest.path, self.fsync) as (fd, _):
                 os.write(fd, manifest.to_json().encode())
             undo.pop_all()
         LOG.info("backup %s of %s/%s@%s: %s %s, %d bytes", backup_id, pool, image, snapshot,

@@ -555,6 +555,33 @@ Related options:
 * ``backup_dir``.
 """,
     ),
+    cfg.BoolOpt(
+        "backup_fsync",
+        default=True,
+        help="""
+Make each backup durable before it is reported complete.
+
+With true, every backup file and manifest is fsynced before it is renamed
+into place, and the directory after, so a backup that returned survives a
+power cut; the data is handed to the disk while the backup streams, so
+most of it is written by the time the backup ends. With false, the files
+are still written under a temporary name and renamed only when complete
+(no reader sees a partial backup), but they may sit in the page cache for
+some seconds after the call returns, as with ``rbd export``: a crash then
+can lose a backup that was reported complete (a restore detects the
+damage by its checksum and refuses). Turn it off only where the secondary
+storage makes writes durable by itself, or when you sync it afterwards.
+
+Possible values:
+
+* true (default): durable when reported complete.
+* false: complete and atomic, durable when the filesystem writes it back.
+
+Related options:
+
+* ``backup_dir``.
+""",
+    ),
 ]
 
 golden_opts = [

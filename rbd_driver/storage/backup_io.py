@@ -149,18 +149,21 @@ def _read_in_order(client: RadosClient, image: Any, items: Iterable[tuple[int, i
 
 
 @contextlib.contextmanager
-def atomic_file(dest: str) -> Iterator[tuple[int, str]]:
+def atomic_file(dest: str, sync: bool = True) -> Iterator[tuple[int, str]]:
     """Yield (fd, path) of a new ``dest.part-<hex>`` (mode 0600); when the block ends
-    fsync it, rename it over ``dest`` and fsync the directory; on any failure remove it."""
+    fsync it (if ``sync``), rename it over ``dest`` and fsync the directory (if
+    ``sync``); on any failure remove it."""
     temp = f"{dest}.part-{secrets.token_hex(4)}"
     fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         yield fd, temp
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
         os.close(fd)
         fd = -1
         os.rename(temp, dest)
-        _fsync_dir(dest)
+        if sync:
+            _fsync_dir(dest)
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -209,8 +212,9 @@ class _RawSink:
     fsync has little left to do.
     """
 
-    def __init__(self, fd: int, digest: ContentChecksum, depth: int = 2) -> None:
-        self.fd, self.digest, self.depth = fd, digest, depth
+    def __init__(self, fd: int, digest: ContentChecksum, depth: int = 2,
+                 writeback: bool = True) -> None:
+        self.fd, self.digest, self.depth, self.writeback = fd, digest, depth, writeback
         self.data = self.zeros = self._flushed = 0
         self._worker = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="rbd-driver-backup")
@@ -229,7 +233,8 @@ class _RawSink:
         self.data += written
         self.zeros += len(data) - written
         end = offset + len(data)
-        if end - self._flushed >= _WRITEBACK and hasattr(os, "posix_fadvise"):
+        if self.writeback and end - self._flushed >= _WRITEBACK and \
+                hasattr(os, "posix_fadvise"):
             os.posix_fadvise(self.fd, self._flushed, end - self._flushed,
                              os.POSIX_FADV_DONTNEED)
             self._flushed = end
@@ -250,11 +255,12 @@ class _RawSink:
 def export_raw(client: RadosClient, pool: str, name: str, snapshot: str, dest: str, *,
                checksum: str = "crc32", window: int = DEFAULT_WINDOW,
                chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None,
-               cancel: threading.Event | None = None) -> StreamStats:
+               cancel: threading.Event | None = None, sync: bool = True) -> StreamStats:
     """Write ``pool/name@snapshot`` into a sparse raw file ``dest``; return its :class:`StreamStats`.
 
     Only allocated extents (rounded out to ``SPARSE_BLOCK``) are read, and only
     non-zero blocks written. ``progress(done, total)`` counts image bytes.
+    ``sync`` makes the file durable before it appears (see :func:`atomic_file`).
 
     :raises ImageNotFound: / :raises SnapshotNotFound:
     :raises OperationCancelled: ``cancel`` was set, or SIGTERM (main thread).
@@ -264,7 +270,7 @@ def export_raw(client: RadosClient, pool: str, name: str, snapshot: str, dest: s
     stream = _Stream("backup", f"{pool}/{name}@{snapshot}", window, chunk_size, progress, cancel)
     with SigtermGuard(stream.cancelled) as guard, \
             client.open_image(pool, name, snapshot=snapshot, read_only=True,
-                              op="export") as image, atomic_file(dest) as (fd, _):
+                              op="export") as image, atomic_file(dest, sync) as (fd, _):
         stream.total = size = int(image.size())
         os.ftruncate(fd, size)
         digest = ContentChecksum(checksum, size)
@@ -277,7 +283,7 @@ def export_raw(client: RadosClient, pool: str, name: str, snapshot: str, dest: s
             else:
                 blocks.append((start, end))
 
-        sink = _RawSink(fd, digest)
+        sink = _RawSink(fd, digest, writeback=sync)
 
         def consume(offset: int, length: int, data: bytes | None) -> None:
             if data is not None:
@@ -297,8 +303,8 @@ def export_raw(client: RadosClient, pool: str, name: str, snapshot: str, dest: s
 def export_diff(client: RadosClient, pool: str, name: str, snapshot: str,
                 from_snapshot: str | None, dest: str, *, checksum: str = "crc32",
                 window: int = DEFAULT_WINDOW, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                progress: Progress | None = None,
-                cancel: threading.Event | None = None) -> StreamStats:
+                progress: Progress | None = None, cancel: threading.Event | None = None,
+                sync: bool = True) -> StreamStats:
     """Write what changed from ``from_snapshot`` to ``snapshot`` as an export-diff stream.
 
     Records follow ``diff_iterate``'s extents in order, as ``rbd export-diff``
@@ -313,7 +319,7 @@ def export_diff(client: RadosClient, pool: str, name: str, snapshot: str,
                      progress, cancel)
     with SigtermGuard(stream.cancelled) as guard, \
             client.open_image(pool, name, snapshot=snapshot, read_only=True,
-                              op="export diff") as image, atomic_file(dest) as (fd, _):
+                              op="export diff") as image, atomic_file(dest, sync) as (fd, _):
         size = int(image.size())
         with client.translate("diff", pool=pool, image=name, snapshot=from_snapshot):
             extents = _allocated(image, size, stream, from_snapshot)
@@ -343,7 +349,8 @@ def export_diff(client: RadosClient, pool: str, name: str, snapshot: str,
 
 
 def export_qcow2(client: RadosClient, pool: str, name: str, snapshot: str, dest: str, *,
-                 checksum: str = "crc32", timeout: int = 3600) -> tuple[int, str]:
+                 checksum: str = "crc32", timeout: int = 3600,
+                 sync: bool = True) -> tuple[int, str]:
     """qemu-img ``pool/name@snapshot`` into a QCOW2 file ``dest``; return (its size, checksum).
 
     qemu-img is given the ceph.conf and keyring paths, never a key.
@@ -352,10 +359,9 @@ def export_qcow2(client: RadosClient, pool: str, name: str, snapshot: str, dest:
     """
     spec = convert.rbd_spec(pool, f"{name}@{snapshot}", client.user, client.ceph_conf,
                             client.keyring)
-    with atomic_file(dest) as (fd, temp):
+    with atomic_file(dest, sync) as (fd, temp):
         convert._qemu_img("convert", "-f", "raw", "-O", "qcow2", "-m", "16", spec, temp,
                           timeout=timeout)
-        os.fsync(fd)
         return os.fstat(fd).st_size, file_checksum(temp, checksum)
 
 

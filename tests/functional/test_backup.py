@@ -152,6 +152,29 @@ def test_qcow2_backup_is_identical_and_restores_with_incrementals(
         ceph_cluster, f"vms/{src}@{incremental.snapshot['name']}")
 
 
+def test_incremental_of_a_callers_snapshot(ceph_cluster, driver, disks, manager,
+                                           tmp_path) -> None:
+    """The caller snapshots (e.g. guest frozen); the backup extracts that snapshot."""
+    src = _source(driver, disks)
+    full = manager.full_backup(src)
+    _write(driver, src, [(20 * MIB, os.urandom(2 * MIB))], discards=[(9 * MIB, MIB)])
+    driver.create_snap(src, "frozen")
+    _write(driver, src, [(50 * MIB, os.urandom(MIB))])  # after the snapshot: not backed up
+    incremental = manager.incremental_backup(src, snapshot="frozen")
+    assert incremental.snapshot["name"] == "frozen" and incremental.parent["id"] == full.id
+    target = disks("restored")
+    manager.restore(incremental, target)
+    assert _sha(ceph_cluster, f"vms/{target}") == _sha(ceph_cluster, f"vms/{src}@frozen")
+    # Ceph's own import-diff applies our stream onto the full backup's data too.
+    replay = disks("replay")
+    raw = tmp_path / "full.raw"
+    _rbd(ceph_cluster, "export", f"vms/{src}@{full.snapshot['name']}", str(raw))
+    _rbd(ceph_cluster, "import", str(raw), f"vms/{replay}")
+    _rbd(ceph_cluster, "snap", "create", f"vms/{replay}@{full.snapshot['name']}")
+    _rbd(ceph_cluster, "import-diff", incremental.data_path, f"vms/{replay}")
+    assert _sha(ceph_cluster, f"vms/{replay}") == _sha(ceph_cluster, f"vms/{src}@frozen")
+
+
 def test_retention_prunes_to_n(driver, disks, tmp_path, ceph_admin) -> None:
     manager = BackupManager(driver, str(tmp_path / "b"), retention=2)
     src = _source(driver, disks)

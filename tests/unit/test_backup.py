@@ -97,6 +97,58 @@ def test_incremental_records_only_the_changes(env) -> None:
     assert backup.file["size"] == os.path.getsize(backup.data_path) < 200
 
 
+def test_incremental_of_a_callers_snapshot_keeps_that_snapshot(env) -> None:
+    env.manager.full_backup("disk")
+    env.disk.write(b"frozen", 5 * MIB)
+    env.driver.create_snap("disk", "app-consistent")
+    env.disk.write(b"after the snapshot", 6 * MIB)  # not part of the backup
+    backup = env.manager.incremental_backup("disk", snapshot="app-consistent")
+    assert backup.snapshot["name"] == "app-consistent"
+    assert backup.snapshot["created"] is False
+    env.manager.restore(backup, "restored")
+    assert _content(env, "restored") == _content(env, "disk", "app-consistent")
+    for _ in range(env.manager.retention + 1):  # retention never removes the caller's snapshot
+        env.manager.incremental_backup("disk")
+    assert "app-consistent" in [s.name for s in env.driver.list_snapshots("disk")]
+
+
+def test_incremental_refuses_a_missing_or_older_snapshot(env) -> None:
+    env.driver.create_snap("disk", "older")
+    env.manager.full_backup("disk")
+    with pytest.raises(exception.SnapshotNotFound, match="nope"):
+        env.manager.incremental_backup("disk", snapshot="nope")
+    with pytest.raises(exception.InvalidArgument, match="newer than " + SNAPSHOT_PREFIX):
+        env.manager.incremental_backup("disk", snapshot="older")
+    assert len(env.manager.list_backups("disk")) == 1
+    assert not [n for n in os.listdir(env.manager.directory("disk")) if ".part-" in n]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_fsync_policy(env, monkeypatch, fsync) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    manager = BackupManager(env.driver, env.manager.backup_dir, fsync=fsync)
+    full = manager.full_backup("disk")
+    env.disk.write(b"more", 2 * MIB)
+    incremental = manager.incremental_backup("disk")
+    assert full.file["fsynced"] is incremental.file["fsynced"] is fsync
+    if fsync:  # each data file and manifest, while still under its temporary name
+        for backup in (full, incremental):
+            for path in (backup.data_path, backup.path):
+                assert any(s.startswith(path + ".part-") for s in synced), (path, synced)
+        assert manager.directory("disk") in synced
+    else:
+        assert synced == []
+    env.manager.restore(incremental, "restored")  # complete and verified either way
+    assert _content(env, "restored") == _content(env, "disk", incremental.snapshot["name"])
+
+
 def test_manifest_fields_and_permissions(env) -> None:
     calls: list[tuple[int, int]] = []
     full = env.manager.full_backup("disk", progress=lambda d, t: calls.append((d, t)))
