@@ -5,6 +5,12 @@ in ``[rbd]``), prints text or, with ``--json``, one JSON document. Exit codes:
 0 success, 1 error, 2 usage. An error prints one line naming what is wrong;
 ``--debug`` adds the traceback. See ``rbd-driver --help`` and the operator
 guide for every subcommand.
+
+The parsers of the disk-level subcommands are here (their handlers are in
+:mod:`rbd_driver.commands`); ``backup``/``restore``, ``golden`` and
+``provision`` bring their own parser and handlers, in
+:mod:`rbd_driver.commands_backup`, :mod:`rbd_driver.commands_golden` and
+:mod:`rbd_driver.commands_provision`.
 """
 
 from __future__ import annotations
@@ -18,13 +24,18 @@ from typing import Any
 
 from oslo_config import cfg
 
+from rbd_driver import commands, commands_backup, commands_golden, commands_provision
 from rbd_driver import conf as conf_module
 from rbd_driver import exception
-from rbd_driver.commands import HANDLERS
 from rbd_driver.demo import run_demo
 from rbd_driver.testing import cluster as dev_cluster
 
 __all__ = ["main"]
+
+_GROUPS = (commands_backup, commands_golden, commands_provision)
+HANDLERS: dict[str, commands.Handler] = {
+    **commands.HANDLERS, **{name: handler for group in _GROUPS
+                            for name, handler in group.HANDLERS.items()}}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -91,6 +102,9 @@ def _build_parser() -> argparse.ArgumentParser:
     cu = sub.add_parser("cleanup", help="remove every disk of an instance")
     cu.add_argument("instance", help="instance UUID")
     cu.add_argument("--dry-run", action="store_true", help="only list what would go")
+
+    for group in _GROUPS:
+        group.add_parsers(sub)
     return parser
 
 
@@ -147,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     try:
         return _run(args)
+    except commands.UsageError as err:
+        return _usage(str(err))
     except (exception.RbdDriverError, dev_cluster.ClusterStartError, cfg.Error,
             OSError) as err:
         if args.debug:

@@ -1,8 +1,11 @@
-"""What each ``rbd-driver`` subcommand does; the parser lives in :mod:`rbd_driver.cli`.
+"""What the disk-level ``rbd-driver`` subcommands do; their parser lives in :mod:`rbd_driver.cli`.
 
 Every handler takes the parsed arguments and the loaded ``ConfigOpts`` and
 returns ``(result, exit_code)``: a JSON-able result that the CLI prints as
-JSON (``--json``) or as text.
+JSON (``--json``) or as text. The operator subcommands built on the library's
+managers (``backup``/``restore``, ``golden``, ``provision``) live in
+``commands_backup``, ``commands_golden`` and ``commands_provision``, each with
+its own parser.
 """
 
 from __future__ import annotations
@@ -18,12 +21,28 @@ from oslo_config import cfg
 from rbd_driver import collector, imagebackend
 from rbd_driver.backends.rbd import Rbd, copy_in, disk_name_for
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "Handler", "Result", "UsageError", "positive_int", "progress_bar"]
 
 Result = tuple[Any, int]
+Handler = Callable[[argparse.Namespace, cfg.ConfigOpts], Result]
 
 
-def _progress(enabled: bool) -> Callable[[int, int], None] | None:
+class UsageError(Exception):
+    """Arguments that parse but do not go together; the CLI exits 2 with this message."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def progress_bar(enabled: bool) -> Callable[[int, int], None] | None:
     """A progress bar on stderr when it is a terminal, else nothing."""
     if not enabled or not sys.stderr.isatty():
         return None
@@ -79,7 +98,7 @@ def import_file(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     with imagebackend.Backend(conf) as backend:
         driver = backend.driver("rbd")
         started = time.monotonic()
-        copy_in(driver, conf, args.file, pool, args.name, _progress(not args.json))
+        copy_in(driver, conf, args.file, pool, args.name, progress_bar(not args.json))
         return {"image": f"{pool}/{args.name}", "size": driver.size(args.name, pool),
                 "seconds": round(time.monotonic() - started, 2)}, 0
 
@@ -89,7 +108,7 @@ def export_file(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     with imagebackend.Backend(conf) as backend:
         stats = backend.driver("rbd").export_file(args.name, args.file, pool,
                                                   snapshot=args.snapshot,
-                                                  progress=_progress(not args.json))
+                                                  progress=progress_bar(not args.json))
     return {"file": args.file, "bytes": stats.total_bytes, "data_bytes": stats.data_bytes,
             "seconds": round(stats.seconds, 2)}, 0
 
@@ -119,7 +138,7 @@ def cleanup(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     return report.as_dict(), 0 if report.ok else 1
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace, cfg.ConfigOpts], Result]] = {
+HANDLERS: dict[str, Handler] = {
     "status": status,
     "pool-info": pool_info,
     "ls": list_disks,
