@@ -264,7 +264,6 @@ class BackupManager:
         backup_id = (datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
                      + f"-{secrets.token_hex(3)}")
         directory = self.directory(image, pool)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
         data_name = f"{backup_id}.{_EXTENSIONS[fmt]}"
         data_path = os.path.join(directory, data_name)
         made_snapshot = snapshot is None
@@ -275,6 +274,7 @@ class BackupManager:
                 undo.callback(self._remove_snapshot, pool, image, snapshot)
             ident = self._identity(pool, image, snapshot)
             assert ident is not None
+            os.makedirs(directory, mode=0o700, exist_ok=True)  # only once the source is known
             undo.callback(_unlink, data_path)
             client = self.driver.client
             if fmt == "raw":
@@ -341,9 +341,13 @@ class BackupManager:
         when older than the newest kept one. Returns what was removed and what
         could not be (e.g. a snapshot someone cloned).
         """
+        keep = self.retention if retention is None else retention
+        if keep < 1:
+            raise exception.InvalidArgument(op="prune", target=self.directory(image, pool),
+                                            detail=f"retention must be at least 1, not {keep}")
         pool = pool or self.driver.pool
         with self._lock(pool, image):
-            return self._prune(image, pool, retention or self.retention)
+            return self._prune(image, pool, keep)
 
     def _prune(self, image: str, pool: str, keep_count: int) -> PruneReport:
         report = PruneReport()

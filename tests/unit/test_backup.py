@@ -149,6 +149,19 @@ def test_fsync_policy(env, monkeypatch, fsync) -> None:
     assert _content(env, "restored") == _content(env, "disk", incremental.snapshot["name"])
 
 
+def test_backup_of_a_missing_image_leaves_no_directory(env) -> None:
+    with pytest.raises(exception.ImageNotFound):
+        env.manager.full_backup("no-such-disk")
+    assert not os.path.exists(env.manager.directory("no-such-disk"))
+
+
+def test_prune_refuses_retention_zero(env) -> None:
+    env.manager.full_backup("disk")
+    with pytest.raises(exception.InvalidArgument, match="at least 1, not 0"):
+        env.manager.prune("disk", retention=0)
+    assert len(env.manager.list_backups("disk")) == 1
+
+
 def test_manifest_fields_and_permissions(env) -> None:
     calls: list[tuple[int, int]] = []
     full = env.manager.full_backup("disk", progress=lambda d, t: calls.append((d, t)))
