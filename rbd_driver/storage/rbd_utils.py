@@ -786,13 +786,8 @@ class RBDDriver:
                 if isinstance(err, exception.SnapshotNotFound):
                     last = err  # a snapshot vanished under us: try again
                     continue
-                # Listed without an id object (an interrupted claim)? librbd would
-                # remove it without detaching it from its parent: repair it first.
-                restored = False
-                with contextlib.suppress(exception.RbdDriverError):
-                    restored = self.restore_id_object(name, pool)
-                if restored:
-                    return self.remove_image(name, pool)
+                if self._listed_without_id_object(pool, name):
+                    return self._remove_listed(pool, name, report)
                 report.removed.append(name)
                 return report
             except exception.SnapshotHasClones as err:
@@ -819,6 +814,42 @@ class RBDDriver:
             report.trashed[name] = reason
             LOG.warning("moved %s/%s to the RBD trash after failing to remove it: %s",
                         pool, name, reason)
+        return report
+
+    def _listed_without_id_object(self, pool: str, name: str) -> bool:
+        """True if the pool directory lists ``name`` although it cannot be opened."""
+        try:
+            ioctx = self.client.get_ioctx(pool)
+            with self.client.translate("look up image", pool=pool, image=name):
+                return self._listed_id(ioctx, name) is not None
+        except exception.RbdDriverError:
+            return False
+
+    def _remove_listed(self, pool: str, name: str, report: CleanupReport) -> CleanupReport:
+        """Remove an image the directory lists but that cannot be opened.
+
+        With its header still there (an interrupted claim), it gets its id
+        object back and is removed as usual, so librbd detaches it from its
+        parent. Otherwise (a removal or creation that stopped half-way),
+        librbd's remove finds it through the directory and finishes the job.
+        """
+        restored = False
+        with contextlib.suppress(exception.RbdDriverError):
+            restored = self.restore_id_object(name, pool)
+        if restored:
+            report.merge(self.remove_image(name, pool))
+            return report
+        try:
+            with self.client.ioctx(pool, op="remove image") as ioctx, \
+                    self.client.translate("remove image", pool=pool, image=name):
+                self._rbd_api().remove(ioctx, name)
+        except exception.ImageNotFound:
+            pass
+        except exception.RbdDriverError as err:
+            report.failed[name] = str(err)
+            LOG.error("could not remove %s/%s: %s", pool, name, err)
+            return report
+        report.removed.append(name)
         return report
 
     def purge_trash(self, pool: str | None = None, names: Callable[[str], bool] | None = None,

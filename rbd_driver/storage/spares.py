@@ -12,6 +12,13 @@ in pool ``pool_id`` is called ``rbd-driver-spare.<pool_id>.<image_id>.<snap_id>.
 Pool, image and snapshot ids are never reused, so a name can only ever
 belong to a clone of that very snapshot, whichever process made it.
 
+Names also prove completeness. A spare is cloned under a
+``rbd-driver-spare-making.`` name and renamed to its spare name only once
+librbd's clone returned: a librbd clone takes its name in the pool
+directory long before it is finished, and a half-made clone taken by
+another host would be destroyed under the disk by the error path of the
+clone that was making it.
+
 This module is mechanics: it keeps the spares it knows of in memory, per
 (instance pool, snapshot), reads the pool listing once per pool to adopt
 spares left by an earlier process (or another host), claims them, refills
@@ -37,15 +44,19 @@ from rbd_driver.storage.location import RbdLocation
 if TYPE_CHECKING:
     from rbd_driver.storage.rbd_utils import RBDDriver, SnapshotIdentity
 
-__all__ = ["REMOVING_PREFIX", "SPARE_PREFIX", "Spares", "is_spare_name", "spare_prefix"]
+__all__ = ["MAKING_PREFIX", "REMOVING_PREFIX", "SPARE_PREFIX", "Spares", "is_spare_name",
+           "spare_prefix"]
 
 LOG = logging.getLogger(__name__)
 
 SPARE_PREFIX = "rbd-driver-spare."
+# A spare is made under this name and renamed when complete.
+MAKING_PREFIX = "rbd-driver-spare-making."
 # A spare being removed is first claimed under this name, so that a launch
 # can never take a spare that is being removed.
 REMOVING_PREFIX = "rbd-driver-spare-removing."
-_NAME = re.compile(r"^rbd-driver-spare(?:-removing)?\.(\d+)\.([0-9A-Za-z]+)\.(\d+)\.[0-9a-f]{8}$")
+_NAME = re.compile(
+    r"^rbd-driver-spare(?:-making|-removing)?\.(\d+)\.([0-9A-Za-z]+)\.(\d+)\.[0-9a-f]{8}$")
 
 #: Seconds refills of a snapshot stay suspended after its spares were removed
 #: (long enough for the golden image to be deleted), or after a refill failed.
@@ -60,12 +71,12 @@ def spare_prefix(parent_pool_id: int, identity: SnapshotIdentity) -> str:
 
 
 def is_spare_name(name: str) -> bool:
-    """True for the name of a spare, or of a spare whose removal was interrupted."""
+    """True for the name of a spare, or of one being made or removed (or left so by a crash)."""
     return _NAME.match(name) is not None
 
 
 def _prefix_of(name: str) -> str | None:
-    """The spare prefix of a spare's name, or None (also for one being removed)."""
+    """The spare prefix of a spare's name, or None (also for one being made or removed)."""
     if not name.startswith(SPARE_PREFIX) or not is_spare_name(name):
         return None
     return name[: -8]
@@ -210,7 +221,7 @@ class Spares:
                         return
                 name = f"{prefix}{uuid.uuid4().hex[:8]}"
                 try:
-                    self.driver.clone(job.location, name, pool)
+                    self._make(job.location, name, pool)
                 except exception.ImageExists:
                     collisions += 1
                     if collisions < _MAX_COLLISIONS:
@@ -229,6 +240,20 @@ class Spares:
             if not finished:
                 with self._lock:
                     self._done(job.key)
+
+    def _make(self, location: RbdLocation, name: str, pool: str) -> None:
+        """Clone ``location`` under a making- name, then rename it to spare ``name``."""
+        making = MAKING_PREFIX + name[len(SPARE_PREFIX):]
+        self.driver.clone(location, making, pool)
+        try:
+            if not self.driver.claim_rename(making, name, pool):
+                raise exception.ImageNotFound(pool=pool, image=making)
+        except BaseException:
+            report = self.driver.remove_image(making, pool)
+            if report.failed:
+                LOG.error("could not remove %s/%s, a spare clone not made: %s", pool, making,
+                          report.failed[making])
+            raise
 
     def _prune(self, key: tuple[str, str]) -> None:
         """Forget known spares that no longer exist (claimed by another host, removed)."""
@@ -253,9 +278,10 @@ class Spares:
         through librbd; return the names removed.
 
         Each spare is first claimed under a ``rbd-driver-spare-removing.`` name,
-        so a launch can never take one being removed; leftovers of an
-        interrupted removal are removed too. Refills of ``parent`` (of every
-        snapshot, without it) are put on hold for :data:`HOLD_SECONDS`.
+        so a launch can never take one being removed. Images left under a
+        making- or removing- name (by a crash, or being made by another host
+        right now) are removed too. Refills of ``parent`` (of every snapshot,
+        without it) are put on hold for :data:`HOLD_SECONDS`.
 
         :raises CleanupFailed: a spare could be neither removed nor trashed.
         """
@@ -271,24 +297,22 @@ class Spares:
             for key in keys:
                 self._hold[key] = until
                 self._free.pop(key, None)
+        ids = prefix[len(SPARE_PREFIX):] if prefix is not None else ""
         removed = []
         for name in names:
             if not is_spare_name(name):
                 continue
             doomed = name
             if name.startswith(SPARE_PREFIX):
-                if prefix is not None and not name.startswith(prefix):
+                if not name.startswith(SPARE_PREFIX + ids):
                     continue
                 doomed = REMOVING_PREFIX + name[len(SPARE_PREFIX):]
                 # A spare whose claim was interrupted has no id object: give it back one.
                 self.driver.restore_id_object(name, pool)
                 if not self.driver.claim_rename(name, doomed, pool):
                     continue  # taken by a launch meanwhile
-            elif prefix is not None and not doomed.startswith(
-                    REMOVING_PREFIX + prefix[len(SPARE_PREFIX):]):
+            elif not name.split(".", 1)[1].startswith(ids):
                 continue
-            else:
-                self.driver.restore_id_object(doomed, pool)
             report = self.driver.remove_image(doomed, pool)
             if report.failed:
                 raise exception.CleanupFailed(pool=pool, image=doomed, detail=report.failed[doomed])

@@ -305,6 +305,32 @@ def test_a_new_process_adopts_the_spares_already_in_the_pool(env: Env) -> None:
     assert len(env.spares()) == 2
 
 
+def test_a_spare_being_made_is_never_taken(env: Env) -> None:
+    """librbd lists a clone long before it is complete: spares are made under a
+    making- name and renamed when done, so another host cannot take a half-made one."""
+    gate, made = threading.Event(), threading.Event()
+    real_rename = env.driver.claim_rename
+
+    def slow_publish(src: str, dst: str, pool: str | None = None) -> bool:
+        if src.startswith("rbd-driver-spare-making."):
+            made.set()
+            assert gate.wait(5)
+        return real_rename(src, dst, pool)
+
+    env.driver.claim_rename = slow_publish  # type: ignore[method-assign]
+    env.launch()  # clones, and starts the refill, which stops before publishing
+    assert made.wait(5)
+    making = [n for n in env.spares() if n.startswith("rbd-driver-spare-making.")]
+    assert len(making) == 1
+    other = env.new_driver()
+    disk = env.launch(other)  # adopts what is listed: not the one being made
+    assert env.cluster.image("vms", disk.rbd_name).id != env.cluster.image("vms", making[0]).id
+    gate.set()
+    assert env.driver.wait_spares(5) and other.wait_spares(5)
+    assert not [n for n in env.spares() if n.startswith("rbd-driver-spare-making.")]
+    env.check_consistent()
+
+
 def test_no_spares_when_clone_spares_is_zero(env: Env) -> None:
     env.conf.set_override("clone_spares", 0, group="rbd")
     for _ in range(3):
@@ -334,7 +360,7 @@ def test_one_refill_job_per_snapshot_at_a_time(env: Env) -> None:
     started = threading.Event()
 
     def slow_clone(*args: Any, **kwargs: Any) -> None:
-        if str(args[1]).startswith("rbd-driver-spare."):
+        if str(args[1]).startswith("rbd-driver-spare-making."):
             started.set()
             assert gate.wait(5)
         real_clone(*args, **kwargs)
@@ -529,3 +555,66 @@ def test_spare_names() -> None:
     for name in (prefix + "0123abc", prefix + "0123ABCD", "rbd-driver-spare.3.x.y.0123abcd",
                  "x_disk", "rbd-driver-spare.3.10f2ab34cd56.7.0123abcd.more"):
         assert not spares_module.is_spare_name(name), name
+
+
+# -- the fake's cls calls and write ops, as the real binding has them ------------------
+
+
+def _enc(*names: str) -> bytes:
+    return b"".join(_encode_string(n) for n in names)
+
+
+def test_fake_write_op_and_execute_follow_the_real_binding(env: Env) -> None:
+    import inspect
+
+    real = pytest.importorskip("rados")
+    rados = env.rados
+    for method in ("execute", "operate_write_op", "get_pool_id", "remove_object"):
+        fake_params = list(inspect.signature(getattr(rados.Ioctx, method)).parameters)
+        assert fake_params == list(inspect.signature(getattr(real.Ioctx, method)).parameters)
+    for method in ("new", "write_full", "remove", "create", "release"):
+        fake_params = list(inspect.signature(getattr(rados.WriteOp, method)).parameters)
+        assert fake_params == list(inspect.signature(getattr(real.WriteOp, method)).parameters)
+    assert [c.__name__ for c in rados.WriteOpCtx.__mro__] == [
+        c.__name__ for c in real.WriteOpCtx.__mro__]
+    assert rados.LIBRADOS_CREATE_EXCLUSIVE == real.LIBRADOS_CREATE_EXCLUSIVE
+    assert rados.LIBRADOS_CREATE_IDEMPOTENT == real.LIBRADOS_CREATE_IDEMPOTENT
+
+
+def test_fake_directory_methods_errnos(env: Env) -> None:
+    """The same cases tests/functional/test_spares.py checks on a real OSD."""
+    import errno
+
+    env.driver.create("a", MIB)
+    env.driver.create("b", MIB)
+    a_id = env.cluster.image("vms", "a").id
+    with env.driver.client.ioctx("vms") as ioctx:
+        assert ioctx.execute("rbd_directory", "rbd", "dir_get_id", _enc("a")) == (
+            4 + len(a_id), _encode_string(a_id))
+        cases = [
+            ("dir_get_id", _enc("nope"), errno.ENOENT),
+            ("dir_rename_image", _enc("nope", "x", a_id), errno.ENOENT),
+            ("dir_rename_image", _enc("b", "x", a_id), errno.ESTALE),
+            ("dir_rename_image", _enc("a", "b", a_id), errno.EEXIST),
+            ("dir_rename_image", _enc("a", "", a_id), errno.EINVAL),
+            ("dir_rename_image", b"\x05", errno.EINVAL),
+            ("no_such_method", b"", errno.EOPNOTSUPP),
+        ]
+        for method, data, code in cases:
+            with pytest.raises(env.rados.Error) as info:
+                ioctx.execute("rbd_directory", "rbd", method, data)
+            assert info.value.errno == code, method
+        assert env.cluster.pool("vms").image_names() == ["a", "b"]
+        with env.rados.WriteOpCtx() as op:
+            op.new(env.rados.LIBRADOS_CREATE_EXCLUSIVE)
+            op.write_full(b"x")
+            with pytest.raises(env.rados.ObjectExists):
+                ioctx.operate_write_op(op, "rbd_id.a")
+        with env.rados.WriteOpCtx() as op:  # all or nothing
+            op.write_full(b"data")
+            op.remove()
+            op.remove()
+            with pytest.raises(env.rados.ObjectNotFound):
+                ioctx.operate_write_op(op, "plain")
+        with pytest.raises(env.rados.ObjectNotFound):
+            ioctx.stat("plain")
