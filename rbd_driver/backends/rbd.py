@@ -254,7 +254,7 @@ class Rbd(imagebackend.Image):
         """Ask the driver's worker to bring the spares of ``identity`` back to ``spares``."""
         try:
             self.driver.spares.refill(location, identity, spares, self.pool)
-        except exception.RbdDriverError as err:  # the launch itself succeeded
+        except Exception as err:  # the launch itself succeeded (say, the interpreter is exiting)
             LOG.warning("could not schedule spare clones of %s: %s", location.url, err)
 
     # -- create_image: the fallback copy ---------------------------------------
