@@ -72,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     pi.add_argument("pool", nargs="?", help="default: [rbd] pool")
 
     ls = sub.add_parser("ls", help="disks with parent, provisioned size and used bytes")
+    ls.add_argument("--all", action="store_true",
+                    help="also list spare clones ([rbd] clone_spares)")
     ls.add_argument("--pool", help="default: [rbd] pool")
 
     cl = sub.add_parser("clone", help="launch an instance disk from an rbd:// location")

@@ -20,6 +20,7 @@ from oslo_config import cfg
 
 from rbd_driver import collector, imagebackend
 from rbd_driver.backends.rbd import Rbd, copy_in, disk_name_for
+from rbd_driver.storage.spares import is_spare_name
 
 __all__ = ["HANDLERS", "Handler", "Result", "UsageError", "positive_int", "progress_bar"]
 
@@ -79,7 +80,8 @@ def list_disks(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     with imagebackend.Backend(conf) as backend:
         driver = backend.driver("rbd")
         disks = [collector.image_usage(driver.client, pool, name)
-                 for name in sorted(driver.list_images(pool))]
+                 for name in sorted(driver.list_images(pool))
+                 if args.all or not is_spare_name(name)]
     return disks, 0
 
 

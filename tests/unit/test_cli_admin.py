@@ -270,3 +270,14 @@ def test_provision_errors_are_one_line_and_change_nothing(env, mon) -> None:
     assert "denied" in env.run("provision", "pool", "y", expect=1).lower()
     env.conf.write_text(env.conf.read_text().replace("user = compute\n", ""))
     assert "[rbd] user" in env.run("provision", "from-conf", expect=1)
+
+
+def test_ls_hides_spare_clones_unless_all(env) -> None:
+    env.cluster.add_image("vms", "inst-1_disk", 4 * MIB)
+    spare = "rbd-driver-spare.1.abc123.4.0123abcd"
+    env.cluster.add_image("vms", spare, 4 * MIB)
+    from rbd_driver.storage.spares import is_spare_name
+    assert is_spare_name(spare)
+    assert [d["name"] for d in env.run("ls")] == ["inst-1_disk"]
+    assert sorted(d["name"] for d in env.run("ls", "--all")) == sorted(["inst-1_disk", spare])
+
