@@ -55,6 +55,7 @@ def run_demo(instances: int = 20, say: Callable[[str], None] = print) -> dict[st
     started = time.monotonic()
     with LocalCluster() as local, tempfile.TemporaryDirectory() as workdir:
         report["cluster_boot_s"] = round(time.monotonic() - started, 1)
+        report["cluster_conf"] = local.conf_path
         say(f"cluster up in {report['cluster_boot_s']} s: {local.conf_path}")
         conf = make_conf(local.state)
         with imagebackend.Backend(conf) as backend:
