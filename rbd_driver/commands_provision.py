@@ -24,6 +24,7 @@ from oslo_config import cfg
 from rbd_driver import exception, provision
 from rbd_driver.commands import Handler, Result, positive_int
 from rbd_driver.provision import CephxUser, Provisioner
+from rbd_driver.storage import cephx
 from rbd_driver.storage.rados_client import RadosClient
 
 __all__ = ["HANDLERS", "add_parsers"]
@@ -69,10 +70,7 @@ def add_parsers(sub: Any) -> None:
 def _check_writable_dir(path: str, what: str) -> None:
     # Checked before the cluster is touched: a user created without the
     # keyring that was asked for is a half-done job.
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
-        raise exception.KeyringError(path=path, detail=(
-            f"its directory {directory} does not exist or is not writable ({what})"))
+    cephx.check_keyring_path(path, what)
 
 
 def _quiet_libvirt() -> None:

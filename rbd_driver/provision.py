@@ -244,6 +244,8 @@ class Provisioner:
         name = _user_name(user)
         entity = f"client.{name}"
         caps = self.caps_for(writable, read_only)
+        if keyring:
+            cephx.check_keyring_path(keyring)  # before the user exists, not after
         try:
             out = self.client.mon_command("auth get-or-create", entity=entity,
                                           caps=_flat_caps(caps))

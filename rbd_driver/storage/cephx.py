@@ -151,6 +151,21 @@ def keyring_text(entity: str, key: CephxKey, caps: dict[str, str] | None = None)
     return "\n".join(lines) + "\n"
 
 
+def check_keyring_path(path: str, hint: str = "") -> None:
+    """Refuse early a keyring path whose directory is missing or not writable.
+
+    Called before a user is created, so that a user is never made without
+    the keyring asked for. ``hint`` names where the path came from.
+
+    :raises KeyringError: naming the directory.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+        where = f" ({hint})" if hint else ""
+        raise exception.KeyringError(path=path, detail=(
+            f"its directory {directory} does not exist or is not writable{where}"))
+
+
 def write_keyring(path: str, entity: str, key: CephxKey,
                   owner: tuple[int, int] | None = None) -> None:
     """Atomically write a keyring holding only ``entity``'s key, mode 0600.

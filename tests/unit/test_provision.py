@@ -298,6 +298,14 @@ def test_ensure_user_creates_it_and_writes_a_0600_keyring(env) -> None:
     assert user.entity == "client.compute" and user.keyring == keyring
 
 
+def test_ensure_user_with_an_unwritable_keyring_creates_no_user(env) -> None:
+    keyring = str(env.tmp / "no-such-dir" / "ceph.client.compute.keyring")
+    with pytest.raises(exception.KeyringError, match="no-such-dir does not exist"):
+        env.prov.ensure_user("compute", ["vms"], keyring=keyring)
+    assert "client.compute" not in env.mon.users
+    assert "auth get-or-create" not in env.mon.prefixes()
+
+
 def test_ensure_user_converges_caps_and_keeps_the_key(env) -> None:
     first = env.prov.ensure_user("client.compute", ["vms"])
     env.mon.users["client.compute"]["caps"] = {"mon": "allow *", "osd": "allow *"}
