@@ -11,11 +11,20 @@ Environment variables:
     ``rbd-driver dev-cluster start``) instead of starting one.
 ``RBD_DRIVER_TEST_OSDS`` / ``RBD_DRIVER_TEST_OBJECTSTORE``
     shape of the cluster started for the session (default 1, memstore).
+
+A cluster the session started is stopped at the end of the session, also
+when the run is interrupted: ^C, and SIGTERM (turned into the same
+interruption, so fixtures tear down), and at interpreter exit as a last
+resort. Only SIGKILL leaves it running; ``rbd-driver dev-cluster stop``
+then stops it by its recorded PIDs.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -39,11 +48,31 @@ def ceph_cluster() -> Iterator[ClusterState]:
         osds=int(os.environ.get("RBD_DRIVER_TEST_OSDS", "1")),
         objectstore=os.environ.get("RBD_DRIVER_TEST_OBJECTSTORE", "memstore"),
     )
-    state = cluster.start()
+    previous = _interrupt_on_sigterm()
+    atexit.register(cluster.stop)
     try:
+        state = cluster.start()
         yield state
     finally:
         cluster.stop()
+        atexit.unregister(cluster.stop)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_on_sigterm() -> signal.Handlers | object | None:
+    """Make SIGTERM interrupt the run like ^C, so that teardown stops the cluster.
+
+    Returns the handler it replaced (None when not in the main thread,
+    where handlers cannot be set).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -67,3 +69,41 @@ def test_status_without_any_cluster_is_a_clear_error(tmp_path) -> None:
     assert result.returncode == 1
     assert "no dev cluster has been started" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_session_cluster_is_stopped_when_pytest_gets_sigterm(tmp_path) -> None:
+    """A CI job killed with SIGTERM must not leave the session's daemons running."""
+    (tmp_path / "conftest.py").write_text(
+        'pytest_plugins = ["rbd_driver.testing.fixtures"]\n')
+    marker = tmp_path / "cluster-dir"
+    (tmp_path / "test_inner.py").write_text(
+        "import time\n\n"
+        "def test_wait(ceph_cluster):\n"
+        f"    open({str(marker)!r}, 'w').write(ceph_cluster.directory)\n"
+        "    time.sleep(120)\n")
+    env = {k: v for k, v in os.environ.items() if k != "RBD_DRIVER_TEST_CEPH_CONF"}
+    log = tmp_path / "inner.log"
+    with open(log, "wb") as out:
+        inner = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", "/dev/null",
+             "--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() or not marker.read_text():
+            assert inner.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the inner session never got its cluster"
+            time.sleep(0.5)
+        directory = marker.read_text()
+        state = json.loads((Path(directory) / "cluster.json").read_text())
+        pids = list(state["pids"].values())
+        assert all(os.path.exists(f"/proc/{pid}") for pid in pids)
+        inner.send_signal(signal.SIGTERM)
+        inner.wait(timeout=60)
+    finally:
+        if inner.poll() is None:
+            inner.kill()
+            inner.wait()
+    assert not Path(directory).exists(), "the cluster directory was left behind"
+    assert not [pid for pid in pids if os.path.exists(f"/proc/{pid}")
+                and directory.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()]
