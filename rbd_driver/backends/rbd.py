@@ -384,6 +384,11 @@ class Rbd(imagebackend.Image):
         return self.driver.parent_info(self.rbd_name)
 
     def remove(self) -> None:
+        busy = _unmap_kernel_mappings(self.conf, self.driver, self.pool,
+                                      lambda name: name == self.rbd_name)
+        if busy:
+            raise exception.CleanupFailed(pool=self.pool, image=self.rbd_name,
+                                          detail=busy[self.rbd_name])
         report = self.driver.remove_image(self.rbd_name)
         if report.failed:
             raise exception.CleanupFailed(pool=self.pool, image=self.rbd_name,
@@ -401,7 +406,13 @@ class Rbd(imagebackend.Image):
         driver = driver or cls.make_driver(conf)
         prefix = f"{instance_uuid}_"
         try:
-            report = driver.cleanup_volumes(lambda name: name.startswith(prefix))
+            # A disk this host still has mapped (kernelspace) is unmapped first;
+            # one whose device is in use is left alone and reported.
+            busy = _unmap_kernel_mappings(conf, driver, driver.pool,
+                                          lambda name: name.startswith(prefix))
+            report = driver.cleanup_volumes(
+                lambda name: name.startswith(prefix) and name not in busy)
+            report.failed.update(busy)
         finally:
             if owned:
                 driver.close()
@@ -494,3 +505,25 @@ def copy_in(driver: RBDDriver, conf: cfg.ConfigOpts, base: str, pool: str, name:
 def _shorten(url: Any) -> str:
     text = repr(url)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _unmap_kernel_mappings(conf: cfg.ConfigOpts, driver: RBDDriver, pool: str,
+                           wanted: Callable[[str], bool]) -> dict[str, str]:
+    """Unmap this host's krbd mappings of the images of ``pool`` that ``wanted`` picks.
+
+    Only with ``[rbd] access = kernelspace``; without the rbd kernel module
+    there is nothing mapped. Never forced: a device a guest or a mount still
+    holds stays mapped. Returns ``{image: why}`` for those.
+    """
+    if conf.rbd.access != "kernelspace":
+        return {}
+    kernel = krbd.KernelRbd.from_conf(conf, driver.client)
+    busy: dict[str, str] = {}
+    for mapping in kernel.mapped():
+        if mapping.pool != pool or mapping.snapshot is not None or not wanted(mapping.image):
+            continue
+        try:
+            kernel.unmap_device(mapping.device)
+        except exception.RbdDriverError as err:
+            busy[mapping.image] = f"still mapped at {mapping.device}, not removed: {err}"
+    return busy

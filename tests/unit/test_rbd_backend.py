@@ -494,3 +494,93 @@ def test_kernelspace_without_the_rbd_module_says_what_to_do(env, tmp_path, monke
     with pytest.raises(exception.KernelRbdUnavailable) as info:
         env.disk("inst").libvirt_info()
     assert "vms/inst_disk" in str(info.value) and "access = userspace" in str(info.value)
+
+
+class _KernelMaps:
+    """A fake /sys/bus/rbd with existing mappings; records unmaps (busy ones refuse)."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.devices = root / "bus" / "rbd" / "devices"
+        self.devices.mkdir(parents=True)
+        (root / "bus" / "rbd" / "remove_single_major").write_text("")
+        self.busy: set[int] = set()
+        self.unmapped: list[int] = []
+
+    def add(self, pool: str, image: str, snap: str = "-") -> int:
+        dev_id = len(list(self.devices.iterdir()))
+        entry = self.devices / str(dev_id)
+        entry.mkdir()
+        for key, value in (("pool", pool), ("name", image), ("current_snap", snap)):
+            (entry / key).write_text(value + "\n")
+        return dev_id
+
+    def write(self, path: str, data: str) -> None:
+        import errno
+        import shutil
+
+        assert path.endswith("remove_single_major") and " force" not in data, (path, data)
+        if int(data) in self.busy:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        shutil.rmtree(self.devices / data)
+        self.unmapped.append(int(data))
+
+    def install(self, monkeypatch: Any) -> None:
+        from rbd_driver import krbd
+
+        real = krbd.KernelRbd.from_conf.__func__
+        maps = self
+
+        def from_conf(cls, conf, client, monitors=None):
+            return real(cls, conf, client, monitors, sysfs_root=str(maps.root),
+                        writer=maps.write)
+
+        monkeypatch.setattr(krbd.KernelRbd, "from_conf", classmethod(from_conf))
+
+
+def test_kernelspace_cleanup_unmaps_the_instances_disks_first(env, tmp_path, monkeypatch) -> None:
+    maps = _KernelMaps(tmp_path / "sys")
+    maps.install(monkeypatch)
+    env.conf.set_override("access", "kernelspace", group="rbd")
+    mine, other = str(uuid.uuid4()), str(uuid.uuid4())
+    names = _disks(env, mine)
+    kept = _disks(env, other, ("disk",))
+    ids = [maps.add("vms", n) for n in names]
+    other_id = maps.add("vms", kept[0])
+    snap_id = maps.add("vms", names[0], "backup")  # a snapshot mapping is not the disk's
+    report = Rbd.cleanup_instance(env.conf, mine, driver=env.driver)
+    assert sorted(maps.unmapped) == sorted(ids)
+    assert report.ok and sorted(report.removed) == sorted(names)
+    assert env.vms() == kept
+    assert sorted(int(p.name) for p in maps.devices.iterdir()) == sorted([other_id, snap_id])
+
+
+def test_kernelspace_cleanup_leaves_a_disk_whose_device_is_in_use(env, tmp_path,
+                                                                 monkeypatch) -> None:
+    maps = _KernelMaps(tmp_path / "sys")
+    maps.install(monkeypatch)
+    env.conf.set_override("access", "kernelspace", group="rbd")
+    inst = str(uuid.uuid4())
+    in_use, idle = _disks(env, inst)
+    busy_id = maps.add("vms", in_use)
+    maps.add("vms", idle)
+    maps.busy.add(busy_id)
+    report = Rbd.cleanup_instance(env.conf, inst, driver=env.driver)
+    assert report.removed == [idle] and not report.trashed
+    assert f"still mapped at /dev/rbd{busy_id}" in report.failed[in_use]
+    assert env.vms() == [in_use]  # never removed under a running guest
+    with pytest.raises(exception.CleanupFailed, match=f"/dev/rbd{busy_id}"):
+        Rbd(inst, "disk", env.conf, driver=env.driver).remove()
+
+
+def test_userspace_cleanup_never_looks_at_kernel_mappings(env, monkeypatch) -> None:
+    from rbd_driver import krbd
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("krbd consulted with access = userspace")
+
+    monkeypatch.setattr(krbd.KernelRbd, "from_conf", classmethod(refuse))
+    inst = str(uuid.uuid4())
+    names = _disks(env, inst)
+    report = Rbd.cleanup_instance(env.conf, inst, driver=env.driver)
+    assert sorted(report.removed) == sorted(names)
