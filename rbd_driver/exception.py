@@ -147,7 +147,7 @@ class OperationTimeout(ClusterError):
 class PermissionDenied(ClusterError):
     message = (
         "Permission denied for %(op)s on %(target)s: check the cephx caps of "
-        "the configured user (%(detail)s)"
+        "%(user)s (%(detail)s)"
     )
 
 

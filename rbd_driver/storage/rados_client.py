@@ -135,8 +135,9 @@ def _error_for(
     pool: str | None,
     image: str | None,
     snapshot: str | None,
+    user: str | None = None,
 ) -> exception.RbdDriverError:
-    """Build our exception for an error ``kind`` met while doing ``op``."""
+    """Build our exception for an error ``kind`` met while doing ``op`` (as ``user``)."""
     target = _target(pool, image, snapshot)
     where = {"pool": pool, "image": image, "snapshot": snapshot}
     if kind == "not_found":
@@ -161,6 +162,9 @@ def _error_for(
         "timeout": exception.OperationTimeout,
         "not_supported": exception.NotSupported,
     }
+    if kind == "permission":
+        return exception.PermissionDenied(op=op, target=target, detail=detail,
+                                          user=f"client.{user}" if user else "the connection's user")
     cls = simple.get(kind, exception.StorageError)
     return cls(op=op, target=target, detail=detail)
 
@@ -183,6 +187,7 @@ def translate_errors(
     pool: str | None = None,
     image: str | None = None,
     snapshot: str | None = None,
+    user: str | None = None,
 ) -> Iterator[None]:
     """Turn rados/rbd exceptions raised inside the block into ours.
 
@@ -197,7 +202,8 @@ def translate_errors(
         kind = _kind_of(err, rados, rbd)
         if kind is None:
             raise
-        raise _error_for(kind, op, str(err) or type(err).__name__, pool, image, snapshot) from err
+        raise _error_for(kind, op, str(err) or type(err).__name__, pool, image, snapshot,
+                         user) from err
 
 
 class RadosClient:
@@ -275,7 +281,8 @@ class RadosClient:
     ) -> contextlib.AbstractContextManager[None]:
         """:func:`translate_errors` bound to this client's modules."""
         return translate_errors(
-            op, rados=self.rados, rbd=self.rbd, pool=pool, image=image, snapshot=snapshot
+            op, rados=self.rados, rbd=self.rbd, pool=pool, image=image, snapshot=snapshot,
+            user=self.user,
         )
 
     # -- connection ----------------------------------------------------------
@@ -303,7 +310,7 @@ class RadosClient:
         if self.keyring and not os.access(self.keyring, os.R_OK):
             raise exception.ConfigError(
                 detail=f"keyring {self.keyring} does not exist or is not readable "
-                "([rbd] keyring)"
+                f"(the keyring of client.{self.user})"
             )
         rados = self.rados
         try:
@@ -452,5 +459,6 @@ class RadosClient:
                 cmd, inbuf, timeout=self.op_timeout if timeout is None else timeout)
         if ret < 0:
             kind = _ERRNO_KINDS.get(-ret, "storage")
-            raise _error_for(kind, prefix, status or os.strerror(-ret), args.get("pool"), None, None)
+            raise _error_for(kind, prefix, status or os.strerror(-ret), args.get("pool"), None,
+                             None, self.user)
         return json.loads(out) if out and out.strip() else None

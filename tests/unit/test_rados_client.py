@@ -200,6 +200,16 @@ def test_mon_command_errno_is_translated(env, code, cls) -> None:
         client.mon_command("osd pool stats")
 
 
+def test_permission_denied_names_the_user_whose_caps_to_check(env) -> None:
+    client, cluster, *_ = env
+    cluster.mon_commands["auth ls"] = lambda cmd, inbuf: (-errno.EACCES, b"", "access denied")
+    with pytest.raises(exception.PermissionDenied, match=r"cephx caps of client\.compute "):
+        client.mon_command("auth ls")
+    with pytest.raises(exception.PermissionDenied, match=r"cephx caps of client\.compute "):
+        with client.translate("open image", pool="vms", image="disk"):
+            raise client.rbd.PermissionError("denied")
+
+
 def test_mon_command_returns_parsed_json(env) -> None:
     client, cluster, *_ = env
     assert client.mon_command("fsid")["fsid"] == client.get_fsid()
