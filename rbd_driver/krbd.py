@@ -356,7 +356,11 @@ class KernelRbd:
         LOG.info("mapped %s at %s", target, new[0].device)
         return new[0].device
 
-    def _remove(self, mapping: Mapping, force: bool) -> None:
+    def unmap_mapping(self, mapping: Mapping, force: bool = False) -> None:
+        """Unmap ``mapping`` (one of :meth:`mapped`), without listing the mappings again.
+
+        :raises KernelRbdError: the device is busy, or the kernel refused.
+        """
         remove = self._bus_file("unmap", mapping.device, ("remove_single_major", "remove"))
         try:
             self._write(remove, f"{mapping.id}" + (" force" if force else ""))
@@ -380,7 +384,7 @@ class KernelRbd:
         mapping = self.find(pool, image, snapshot)
         if mapping is None:
             return False
-        self._remove(mapping, force)
+        self.unmap_mapping(mapping, force)
         return True
 
     def unmap_device(self, device: str, force: bool = False) -> None:
@@ -390,6 +394,6 @@ class KernelRbd:
         """
         for mapping in self.mapped():
             if mapping.device == device or os.path.basename(device) == f"rbd{mapping.id}":
-                self._remove(mapping, force)
+                self.unmap_mapping(mapping, force)
                 return
         raise exception.KernelRbdError(op="unmap", target=device, detail="it is not mapped")

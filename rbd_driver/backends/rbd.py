@@ -523,7 +523,7 @@ def _unmap_kernel_mappings(conf: cfg.ConfigOpts, driver: RBDDriver, pool: str,
         if mapping.pool != pool or mapping.snapshot is not None or not wanted(mapping.image):
             continue
         try:
-            kernel.unmap_device(mapping.device)
+            kernel.unmap_mapping(mapping)
         except exception.RbdDriverError as err:
             busy[mapping.image] = f"still mapped at {mapping.device}, not removed: {err}"
     return busy
