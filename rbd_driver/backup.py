@@ -230,14 +230,6 @@ class BackupManager:
                     target=target, backup_id=parent.id,
                     detail=f"its snapshot {parent.snapshot['name']} is no longer on the source; "
                            "take a full backup")
-            if snapshot is not None:
-                given = self._identity(pool, image, snapshot)
-                assert given is not None
-                if given["snap_id"] <= parent.snapshot["id"]:
-                    raise exception.InvalidArgument(
-                        op="incremental backup", target=f"{target}@{snapshot}",
-                        detail=f"the snapshot must be newer than {parent.snapshot['name']}, "
-                               f"the snapshot of the latest backup {parent.id}")
             return self._backup(image, pool, snapshot, "rbd-diff-v1", parent, progress, cancel)
 
     def _lock(self, pool: str, image: str) -> Any:
@@ -274,6 +266,12 @@ class BackupManager:
                 undo.callback(self._remove_snapshot, pool, image, snapshot)
             ident = self._identity(pool, image, snapshot)
             assert ident is not None
+            if parent is not None and ident["snap_id"] <= parent.snapshot["id"]:
+                # Only a snapshot the caller gave can be older: a new one is newer.
+                raise exception.InvalidArgument(
+                    op="incremental backup", target=f"{pool}/{image}@{snapshot}",
+                    detail=f"the snapshot must be newer than {parent.snapshot['name']}, "
+                           f"the snapshot of the latest backup {parent.id}")
             os.makedirs(directory, mode=0o700, exist_ok=True)  # only once the source is known
             undo.callback(_unlink, data_path)
             client = self.driver.client
