@@ -67,12 +67,6 @@ def add_parsers(sub: Any) -> None:
                     help="also define the libvirt ceph secret on [rbd] libvirt_uri")
 
 
-def _check_writable_dir(path: str, what: str) -> None:
-    # Checked before the cluster is touched: a user created without the
-    # keyring that was asked for is a half-done job.
-    cephx.check_keyring_path(path, what)
-
-
 def _quiet_libvirt() -> None:
     # libvirt's default error handler prints every error to stderr as well;
     # the error still reaches us as an exception, reported as one line.
@@ -103,21 +97,17 @@ def _user_doc(user: CephxUser) -> dict[str, Any]:
 
 def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     keyring = getattr(args, "keyring", None)
-    if keyring:
-        _check_writable_dir(keyring, "--keyring")
+    if keyring:  # before connecting; the library checks again before it creates anything
+        cephx.check_keyring_path(keyring, "--keyring")
     with _provisioner(args, conf) as prov:
         if args.action == "pool":
             return dataclasses.asdict(prov.create_pool(args.name, args.pg_num)), 0
         if args.action == "user":
             user = prov.ensure_user(args.name, args.writable, args.read_only, keyring=keyring)
             return _user_doc(user), 0
-        if not conf.rbd.user:
-            raise exception.ConfigError(detail="[rbd] user must name the cephx user to provision")
-        target = keyring or conf.rbd.keyring or provision.default_keyring_path(conf.rbd.user)
-        _check_writable_dir(target, "--keyring or [rbd] keyring")
         if args.define_secret:
             _quiet_libvirt()
-        report = provision.provision_from_conf(conf, prov.client, keyring=target,
+        report = provision.provision_from_conf(conf, prov.client, keyring=keyring,
                                                pg_num=args.pg_num,
                                                define_secret=args.define_secret)
     return {"pools": [dataclasses.asdict(p) for p in report.pools],

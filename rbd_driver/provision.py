@@ -321,16 +321,21 @@ def provision_from_conf(conf: Any, admin: RadosClient, *, keyring: str | None = 
     ``libvirt_conn`` or ``[rbd] libvirt_uri``.
 
     :raises ConfigError: ``[rbd] user`` is unset.
+    :raises KeyringError: the keyring's directory is missing or not writable
+        (checked before anything is created).
     """
     group = conf.rbd
     if not group.user:
         raise exception.ConfigError(detail="[rbd] user must name the cephx user to provision")
+    path = keyring or group.keyring or default_keyring_path(group.user)
+    # Before any pool is made: a half-done provisioning is worse than none.
+    cephx.check_keyring_path(path, "keyring argument" if keyring else
+                             "[rbd] keyring" if group.keyring else "default keyring path")
     prov = Provisioner(admin)
     writable = [group.pool] + ([group.image_cache_pool] if group.image_cache_pool else [])
     pools = [prov.create_pool(p, pg_num) for p in writable]
     if group.cache_tier_pool:
         pools.append(prov.add_cache_tier(group.pool, group.cache_tier_pool, pg_num))
-    path = keyring or group.keyring or default_keyring_path(group.user)
     user = prov.ensure_user(group.user, writable, list(group.image_pools), keyring=path)
     secret_uuid = None
     if define_secret:

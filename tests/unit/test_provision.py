@@ -374,6 +374,15 @@ def test_provision_from_conf_needs_a_user(env) -> None:
         provision.provision_from_conf(_conf(env), env.client)
 
 
+def test_provision_from_conf_with_an_unwritable_keyring_creates_nothing(env) -> None:
+    conf = _conf(env, user="compute", pool="disks",
+                 keyring=str(env.tmp / "missing" / "compute.keyring"))
+    with pytest.raises(exception.KeyringError, match=r"missing does not exist.*\[rbd\] keyring"):
+        provision.provision_from_conf(conf, env.client)
+    assert "disks" not in env.cluster.pools
+    assert "client.compute" not in env.mon.users
+
+
 def test_provision_from_conf_sets_up_everything(env, monkeypatch) -> None:
     from tests.unit.test_libvirt_secret import FakeLibvirt
 
