@@ -8,6 +8,7 @@ non-admin user the way a compute agent would, and clean up after themselves.
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import platform
@@ -90,3 +91,11 @@ def environment() -> dict[str, Any]:
         "ceph": ceph,
         "loadavg_start": list(os.getloadavg()),
     }
+
+
+def write_json(path: str, doc: dict[str, Any]) -> None:
+    """Write a benchmark's result document to ``path`` and say so."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+    print(f"\n  wrote {path}")

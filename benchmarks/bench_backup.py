@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import random
 import shutil
@@ -55,7 +54,7 @@ import sys
 import tempfile
 import time
 
-from _benchlib import DISK_POOL, GIB, MIB, environment, summarize
+from _benchlib import DISK_POOL, GIB, MIB, environment, summarize, write_json
 
 from rbd_driver.backup import BackupManager
 from rbd_driver.storage.rbd_utils import RBDDriver
@@ -290,13 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    {'PASS' if ok else 'FAIL'}  {name}")
     print(f"  left behind: {left or 'nothing'}")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"environment": env, "command": "benchmarks/bench_backup.py "
-                       + " ".join(sys.argv[1:]), "parameters": vars(args), "series": series,
-                       "ratios": ratios, "targets": {k: "PASS" if v else "FAIL"
-                                                     for k, v in targets.items()},
-                       "samples_s": raw, "left_behind": left}, f, indent=2)
-            f.write("\n")
+        write_json(args.json, {
+            "environment": env, "command": "benchmarks/bench_backup.py " + " ".join(sys.argv[1:]),
+            "parameters": vars(args), "series": series, "ratios": ratios,
+            "targets": {k: "PASS" if v else "FAIL" for k, v in targets.items()},
+            "samples_s": raw, "left_behind": left})
     if left:
         return 2
     return 0 if all(targets.values()) else 1

@@ -57,7 +57,6 @@ plain series' verdicts are printed but do not set the status.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -69,7 +68,7 @@ import uuid
 from typing import Any
 
 from _benchlib import (DISK_POOL, GIB, GOLDEN_POOL, RAW, environment,
-                       make_golden, summarize)
+                       make_golden, summarize, write_json)
 
 from rbd_driver import imagebackend
 from rbd_driver.testing.cluster import ClusterState, LocalCluster, make_conf
@@ -479,10 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     env["loadavg_end"] = list(os.getloadavg())
     doc, status = report(env, args, raw, cleanup)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        print(f"\n  wrote {args.json}")
+        write_json(args.json, doc)
     return status
 
 

@@ -77,7 +77,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _benchlib import DISK_POOL, GIB, MIB, environment, summarize
+from _benchlib import DISK_POOL, GIB, MIB, environment, summarize, write_json
 
 from rbd_driver.storage import convert, datapath
 from rbd_driver.storage.rados_client import RadosClient
@@ -1125,10 +1125,7 @@ def main(argv: list[str] | None = None) -> int:
     doc, status = report(env, args, raw, cleanup)
     print(f"\n  total time {env['total_seconds'] / 60:.1f} min")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        print(f"\n  wrote {args.json}")
+        write_json(args.json, doc)
     return status
 
 
