@@ -482,7 +482,7 @@ class BackupManager:
             leftover = self.driver.remove_image(temp, pool)
             if not leftover.ok:
                 err.add_note(f"the temporary image {pool}/{temp} could not be removed: "
-                             f"{leftover.failed}")
+                             f"{leftover.left_behind(temp)}")
             raise
         LOG.info("restored backup %s of %s/%s into %s/%s", backup.id, backup.source["pool"],
                  backup.source["image"], pool, name)

@@ -22,8 +22,10 @@ every template names the pool, image, snapshot or path at fault::
      ├── SnapshotNotFound
      ├── ImageExists
      ├── ImageBusy                    open elsewhere (watchers, children)
-     │    └── SnapshotHasClones       a snapshot still has clones
-     │         └── GoldenImageHasClones  a golden image to delete has clones
+     │    ├── SnapshotHasClones       a snapshot still has clones
+     │    │    └── GoldenImageHasClones  a golden image to delete has clones
+     │    └── ImageInUse              a client has it open: never removed nor trashed
+     │                                (also a CleanupFailed)
      ├── ImageHasSnapshots
      ├── ReadOnlyImage
      ├── InvalidArgument
@@ -66,6 +68,7 @@ __all__ = [
     "SnapshotNotFound",
     "ImageExists",
     "ImageBusy",
+    "ImageInUse",
     "SnapshotHasClones",
     "ImageHasSnapshots",
     "ReadOnlyImage",
@@ -219,6 +222,20 @@ class BackendNotFound(RbdDriverError):
 
 class CleanupFailed(RbdDriverError):
     message = "Could not remove or trash %(pool)s/%(image)s: %(detail)s"
+
+
+class ImageInUse(ImageBusy, CleanupFailed):
+    """A client has the image open (a watcher), so it is left where it is.
+
+    A running guest's disk looks like this; so does the disk of an evacuated
+    instance now running on another host. ``watchers`` names each client.
+    """
+
+    message = (
+        "RBD image %(pool)s/%(image)s is in use by %(watchers)s; it was neither "
+        "removed nor moved to the trash. Stop the client that has it open "
+        "(a guest, a mapping), then clean up again"
+    )
 
 
 class OperationCancelled(RbdDriverError):

@@ -242,7 +242,8 @@ class GoldenImages:
         except BaseException as err:
             report = self.driver.remove_image(temp, self.pool)
             if not report.ok:
-                err.add_note(f"{self.pool}/{temp} was left behind: {report.failed}")
+                err.add_note(f"{self.pool}/{temp} was left behind: "
+                             f"{report.left_behind(temp)}")
             raise
         LOG.info("registered golden image %s/%s@%s", self.pool, name, self.snapshot)
 
@@ -329,6 +330,8 @@ class GoldenImages:
 
         :raises GoldenImageHasClones: it has clones and ``force`` is false; the
             message names them.
+        :raises ImageInUse: it (or one of its spares) is open by a client; it was
+            neither removed nor trashed.
         :raises CleanupFailed: it (or one of its spares) could not be removed.
         """
         self._remove_spares(name)
@@ -343,6 +346,8 @@ class GoldenImages:
                         ", ".join(children))
             return "trashed"
         report = self.driver.remove_image(name, self.pool)
+        if name in report.busy:
+            raise exception.ImageInUse(pool=self.pool, image=name, watchers=report.busy[name])
         if report.failed:
             raise exception.CleanupFailed(pool=self.pool, image=name, detail=report.failed[name])
         return "trashed" if report.trashed else "removed"

@@ -384,12 +384,23 @@ class Rbd(imagebackend.Image):
         return self.driver.parent_info(self.rbd_name)
 
     def remove(self) -> None:
+        """Remove this disk and its snapshots (a missing disk counts as removed).
+
+        A disk that a client has open (a guest here or on another host, or a
+        krbd device of this host that is still held) is left in place.
+
+        :raises ImageInUse: it is in use; nothing was changed.
+        :raises CleanupFailed: it could be neither removed nor trashed.
+        """
         busy = _unmap_kernel_mappings(self.conf, self.driver, self.pool,
                                       lambda name: name == self.rbd_name)
         if busy:
-            raise exception.CleanupFailed(pool=self.pool, image=self.rbd_name,
-                                          detail=busy[self.rbd_name])
+            raise exception.ImageInUse(pool=self.pool, image=self.rbd_name,
+                                       watchers=busy[self.rbd_name])
         report = self.driver.remove_image(self.rbd_name)
+        if self.rbd_name in report.busy:
+            raise exception.ImageInUse(pool=self.pool, image=self.rbd_name,
+                                       watchers=report.busy[self.rbd_name])
         if report.failed:
             raise exception.CleanupFailed(pool=self.pool, image=self.rbd_name,
                                           detail=report.failed[self.rbd_name])
@@ -399,8 +410,9 @@ class Rbd(imagebackend.Image):
                          driver: RBDDriver | None = None) -> CleanupReport:
         """Remove every disk ``<instance_uuid>_*`` in ``[rbd] pool``, through librbd.
 
-        Returns the report: removed, trashed (with why) and failed (with why).
-        A failure is also logged as an error; it is never only a log line.
+        Returns the report: removed, trashed (with why), busy (in use, with
+        who: left in place, never trashed) and failed (with why). A disk left
+        behind is also logged; it is never only a log line.
         """
         owned = driver is None
         driver = driver or cls.make_driver(conf)
@@ -412,10 +424,13 @@ class Rbd(imagebackend.Image):
                                           lambda name: name.startswith(prefix))
             report = driver.cleanup_volumes(
                 lambda name: name.startswith(prefix) and name not in busy)
-            report.failed.update(busy)
+            report.busy.update(busy)
         finally:
             if owned:
                 driver.close()
+        for name, why in report.busy.items():
+            LOG.warning("instance %s: disk %s is in use and was left in place: %s",
+                        instance_uuid, name, why)
         for name, why in report.failed.items():
             LOG.error("instance %s: disk %s was left behind: %s", instance_uuid, name, why)
         return report
@@ -513,7 +528,7 @@ def _unmap_kernel_mappings(conf: cfg.ConfigOpts, driver: RBDDriver, pool: str,
 
     Only with ``[rbd] access = kernelspace``; without the rbd kernel module
     there is nothing mapped. Never forced: a device a guest or a mount still
-    holds stays mapped. Returns ``{image: why}`` for those.
+    holds stays mapped, and counts as a watcher. Returns ``{image: who}`` for those.
     """
     if conf.rbd.access != "kernelspace":
         return {}
@@ -525,5 +540,5 @@ def _unmap_kernel_mappings(conf: cfg.ConfigOpts, driver: RBDDriver, pool: str,
         try:
             kernel.unmap_mapping(mapping)
         except exception.RbdDriverError as err:
-            busy[mapping.image] = f"still mapped at {mapping.device}, not removed: {err}"
+            busy[mapping.image] = f"{mapping.device} on this host (still mapped: {err})"
     return busy

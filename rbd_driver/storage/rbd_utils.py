@@ -39,21 +39,34 @@ LOG = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class CleanupReport:
-    """What a removal did: disks removed, moved to the trash, or left (with reasons)."""
+    """What a removal did, disk by disk.
+
+    ``removed``: gone. ``trashed``: in the RBD trash, with why it could not be
+    removed (nobody had it open). ``busy``: left in place because a client has
+    it open, with who (each watcher's ``client.ID at ADDRESS``, or the krbd
+    device of this host that is still held).
+    ``failed``: left in place for any other reason, with why.
+    """
 
     removed: list[str] = dataclasses.field(default_factory=list)
     trashed: dict[str, str] = dataclasses.field(default_factory=dict)
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
+    busy: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """True when nothing was left behind (trashed disks are accounted for)."""
-        return not self.failed
+        return not self.failed and not self.busy
+
+    def left_behind(self, name: str) -> str | None:
+        """Return why ``name`` is still in place (busy or failed), or None."""
+        return self.busy.get(name) or self.failed.get(name)
 
     def merge(self, other: CleanupReport) -> None:
         self.removed.extend(other.removed)
         self.trashed.update(other.trashed)
         self.failed.update(other.failed)
+        self.busy.update(other.busy)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -716,12 +729,37 @@ class RBDDriver:
     def move_to_trash(self, name: str, pool: str | None = None) -> None:
         """Move image ``pool/name`` to the RBD trash (possible even while it has clones).
 
-        :raises ImageNotFound: / :raises ImageBusy: it is open elsewhere.
+        Refused while a client has it open: librbd would move a running
+        guest's disk away from under it.
+
+        :raises ImageNotFound: / :raises ImageInUse: it has watchers.
         """
         pool = pool or self.pool
+        self._refuse_if_watched(pool, name)
         with self.client.ioctx(pool, op="move to trash") as ioctx, \
                 self.client.translate("move to trash", pool=pool, image=name):
             self._rbd_api().trash_move(ioctx, name, 0)
+
+    def watchers(self, name: str, pool: str | None = None) -> list[str]:
+        """Return who has image ``pool/name`` open: ``client.ID at ADDRESS`` per watcher.
+
+        A read-only open takes no watch of its own, so the caller is never listed.
+
+        :raises ImageNotFound: no such image.
+        """
+        pool = pool or self.pool
+        with self.client.open_image(pool, name, read_only=True, op="list watchers") as image:
+            return self._watchers_of(image, pool, name)
+
+    def _watchers_of(self, image: Any, pool: str, name: str) -> list[str]:
+        with self.client.translate("list watchers", pool=pool, image=name):
+            return [f"client.{w['id']} at {w['addr']}" for w in image.watchers_list()]
+
+    def _refuse_if_watched(self, pool: str, name: str) -> None:
+        """Raise ImageInUse naming the watchers of ``pool/name``, if it has any."""
+        watchers = self.watchers(name, pool)
+        if watchers:
+            raise exception.ImageInUse(pool=pool, image=name, watchers=", ".join(watchers))
 
     # -- removal --------------------------------------------------------------
 
@@ -747,6 +785,8 @@ class RBDDriver:
 
     def _purge_snapshots(self, pool: str, name: str) -> None:
         with self.client.open_image(pool, name, op="purge snapshots") as image:
+            # Opened writable: this handle's own watch is listed too, so the
+            # watchers were checked before (see _remove_once).
             for snap in list(image.list_snaps()):
                 if snap.get("namespace", 0) != 0:
                     # A snapshot already in the trash namespace (clone v2):
@@ -763,7 +803,21 @@ class RBDDriver:
                     image.remove_snap(snap["name"])
 
     def _remove_once(self, pool: str, name: str) -> None:
-        self._purge_snapshots(pool, name)
+        """Remove ``pool/name`` unless a client has it open; snapshots go first.
+
+        One read-only open answers both questions (watchers, snapshots), so
+        a disk without snapshots is never opened writable.
+
+        :raises ImageInUse: it has watchers; nothing was changed.
+        """
+        with self.client.open_image(pool, name, read_only=True, op="check image") as image:
+            watchers = self._watchers_of(image, pool, name)
+            if watchers:
+                raise exception.ImageInUse(pool=pool, image=name, watchers=", ".join(watchers))
+            with self.client.translate("list snapshots", pool=pool, image=name):
+                has_snapshots = any(True for _ in image.list_snaps())
+        if has_snapshots:
+            self._purge_snapshots(pool, name)
         with self.client.ioctx(pool, op="remove image") as ioctx, \
                 self.client.translate("remove image", pool=pool, image=name):
             self._rbd_api().remove(ioctx, name)
@@ -771,8 +825,12 @@ class RBDDriver:
     def remove_image(self, name: str, pool: str | None = None) -> CleanupReport:
         """Remove an image with its snapshots, retrying while busy, trash as last resort.
 
-        A missing image counts as removed. Returns a report; a disk that
-        could be neither removed nor trashed is in ``report.failed``.
+        An image that a client has open (a watcher: a running guest, here or
+        on another host) is neither removed nor trashed, and not waited for:
+        it is in ``report.busy`` with its watchers. The trash is only for an
+        image nobody has open that still cannot be removed (a snapshot with
+        clones, say); ``report.trashed`` says why. A missing image counts as
+        removed; anything else left behind is in ``report.failed``.
         """
         pool = pool or self.pool
         report = CleanupReport()
@@ -782,6 +840,8 @@ class RBDDriver:
                 self._remove_once(pool, name)
                 report.removed.append(name)
                 return report
+            except exception.ImageInUse as err:
+                return self._report_busy(report, pool, name, err)
             except (exception.ImageNotFound, exception.SnapshotNotFound) as err:
                 if isinstance(err, exception.SnapshotNotFound):
                     last = err  # a snapshot vanished under us: try again
@@ -804,9 +864,9 @@ class RBDDriver:
                 break
         reason = str(last) if last else "unknown"
         try:
-            with self.client.ioctx(pool, op="move to trash") as ioctx, \
-                    self.client.translate("move to trash", pool=pool, image=name):
-                self._rbd_api().trash_move(ioctx, name, 0)
+            self.move_to_trash(name, pool)
+        except exception.ImageInUse as err:  # opened while we retried
+            return self._report_busy(report, pool, name, err)
         except exception.RbdDriverError as err:
             report.failed[name] = f"{reason}; moving it to the trash failed too: {err}"
             LOG.error("could not remove %s/%s: %s", pool, name, report.failed[name])
@@ -814,6 +874,13 @@ class RBDDriver:
             report.trashed[name] = reason
             LOG.warning("moved %s/%s to the RBD trash after failing to remove it: %s",
                         pool, name, reason)
+        return report
+
+    @staticmethod
+    def _report_busy(report: CleanupReport, pool: str, name: str,
+                     err: exception.ImageInUse) -> CleanupReport:
+        report.busy[name] = err.kwargs["watchers"]
+        LOG.warning("left %s/%s in place: %s", pool, name, err)
         return report
 
     def _listed_without_id_object(self, pool: str, name: str) -> bool:

@@ -250,9 +250,9 @@ class Spares:
                 raise exception.ImageNotFound(pool=pool, image=making)
         except BaseException:
             report = self.driver.remove_image(making, pool)
-            if report.failed:
+            if not report.ok:
                 LOG.error("could not remove %s/%s, a spare clone not made: %s", pool, making,
-                          report.failed[making])
+                          report.left_behind(making))
             raise
 
     def _prune(self, key: tuple[str, str]) -> None:
@@ -283,6 +283,7 @@ class Spares:
         right now) are removed too. Refills of ``parent`` (of every snapshot,
         without it) are put on hold for :data:`HOLD_SECONDS`.
 
+        :raises ImageInUse: a spare is open by a client (left in place).
         :raises CleanupFailed: a spare could be neither removed nor trashed.
         """
         pool = pool or self.driver.pool
@@ -314,6 +315,8 @@ class Spares:
             elif not name.split(".", 1)[1].startswith(ids):
                 continue
             report = self.driver.remove_image(doomed, pool)
+            if doomed in report.busy:
+                raise exception.ImageInUse(pool=pool, image=doomed, watchers=report.busy[doomed])
             if report.failed:
                 raise exception.CleanupFailed(pool=pool, image=doomed, detail=report.failed[doomed])
             removed.append(name)

@@ -67,6 +67,10 @@ class Env:
         with self.driver.client.ioctx("vms") as ioctx:
             return sorted(self.rbd.RBD().list(ioctx))
 
+    def trash(self, pool: str = "vms") -> list[str]:
+        with self.driver.client.ioctx(pool) as ioctx:
+            return sorted(e["name"] for e in self.rbd.RBD().trash_list(ioctx))
+
 
 @pytest.fixture
 def env(tmp_path) -> Env:
@@ -341,6 +345,7 @@ def test_cleanup_retries_while_busy_then_succeeds(env) -> None:
     report = Rbd.cleanup_instance(env.conf, inst, driver=env.driver)
     assert report.removed == [name]
     assert env.slept == [2.5, 2.5]
+    assert env.vms() == [] and env.trash() == []
 
 
 def test_cleanup_trashes_after_the_last_retry(env) -> None:
@@ -383,6 +388,9 @@ def test_snapshot_with_clones_is_not_retried(env) -> None:
     report = env.driver.remove_image("golden", pool="images")
     assert env.slept == []
     assert "golden" in report.trashed and "has clones" in report.trashed["golden"]
+    assert env.trash("images") == ["golden"]
+    with env.driver.client.ioctx("images") as ioctx:
+        assert list(env.rbd.RBD().list(ioctx)) == []
 
 
 def test_missing_disk_counts_as_removed(env) -> None:
@@ -566,11 +574,13 @@ def test_kernelspace_cleanup_leaves_a_disk_whose_device_is_in_use(env, tmp_path,
     maps.add("vms", idle)
     maps.busy.add(busy_id)
     report = Rbd.cleanup_instance(env.conf, inst, driver=env.driver)
-    assert report.removed == [idle] and not report.trashed
-    assert f"still mapped at /dev/rbd{busy_id}" in report.failed[in_use]
+    assert report.removed == [idle] and not report.trashed and not report.failed
+    assert f"/dev/rbd{busy_id} on this host" in report.busy[in_use]
     assert env.vms() == [in_use]  # never removed under a running guest
-    with pytest.raises(exception.CleanupFailed, match=f"/dev/rbd{busy_id}"):
+    assert env.trash() == []
+    with pytest.raises(exception.ImageInUse, match=f"/dev/rbd{busy_id}"):
         Rbd(inst, "disk", env.conf, driver=env.driver).remove()
+    assert env.vms() == [in_use]
 
 
 def test_userspace_cleanup_never_looks_at_kernel_mappings(env, monkeypatch) -> None:
@@ -584,3 +594,4 @@ def test_userspace_cleanup_never_looks_at_kernel_mappings(env, monkeypatch) -> N
     names = _disks(env, inst)
     report = Rbd.cleanup_instance(env.conf, inst, driver=env.driver)
     assert sorted(report.removed) == sorted(names)
+    assert env.vms() == []

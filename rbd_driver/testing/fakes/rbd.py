@@ -190,15 +190,16 @@ class RBD:
 
     @api
     def trash_move(self, ioctx: Ioctx, name: str, delay: int = 0) -> None:
-        """Move an image to the trash; raises ImageNotFound, ImageBusy, OperationNotSupported (format 1)."""
+        """Move an image to the trash; raises ImageNotFound, OperationNotSupported (format 1).
+
+        Like librbd's, it does not look at watchers: an open image moves too.
+        """
         check_str(name, "name")
         image = rbd_pool(ioctx).image_by_name(name)
         if image is None:
             raise rbd_error(errno.ENOENT, f"error moving image {name} to trash")
         if image.old_format:
             raise rbd_error(errno.EOPNOTSUPP, "cannot move v1 image to trash")
-        if image.watchers():
-            raise rbd_error(errno.EBUSY, "image is in use, not moving to trash")
         now = time.time()
         image.trash = Trash(deleted_at=now, deferment_end=now + delay)
 
