@@ -1,0 +1,168 @@
+"""A disk in use is never removed or trashed: real cluster, non-admin user.
+
+A second client connection holds the disk open for writing, as a running
+guest's QEMU does (librbd registers a watch on the image header). The oracle
+is the Ceph CLI as admin: `rbd status` for the watcher's address, `rbd ls`
+and `rbd trash ls` for where the disk is.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import rados
+import rbd
+
+from rbd_driver import exception
+from rbd_driver.testing.cluster import ClusterState
+
+RETRIES, INTERVAL = 12, 5.0  # the production defaults: a one-minute budget
+
+
+class Holder:
+    """Another client of the cluster, as the test user, with one image open."""
+
+    def __init__(self, cluster: ClusterState, pool: str, name: str) -> None:
+        self.client = rados.Rados(conffile=cluster.conf_path, rados_id=cluster.user)
+        self.client.conf_set("keyring", cluster.user_keyring)
+        self.client.connect()
+        self.ioctx = self.client.open_ioctx(pool)
+        self.image = rbd.Image(self.ioctx, name)
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.image.close()
+            self.ioctx.close()
+            self.client.shutdown()
+            self.closed = True
+
+
+@pytest.fixture
+def hold(ceph_cluster) -> Iterator[Callable[[str, str], Holder]]:
+    holders: list[Holder] = []
+
+    def open_(pool: str, name: str) -> Holder:
+        holders.append(Holder(ceph_cluster, pool, name))
+        return holders[-1]
+
+    yield open_
+    for holder in holders:
+        holder.close()
+
+
+@pytest.fixture
+def conf(rbd_conf):
+    rbd_conf.set_override("destroy_retries", RETRIES, group="rbd")
+    rbd_conf.set_override("destroy_retry_interval", INTERVAL, group="rbd")
+    return rbd_conf
+
+
+def _ls(ceph_admin: Callable[..., Any], pool: str = "vms") -> list[str]:
+    return list(ceph_admin("rbd", "ls", pool) or [])
+
+
+def _trash(ceph_admin: Callable[..., Any], pool: str = "vms") -> list[str]:
+    return [e["name"] for e in ceph_admin("rbd", "trash", "ls", pool) or []]
+
+
+def _watchers(ceph_admin: Callable[..., Any], pool: str, name: str) -> list[str]:
+    return [w["address"] for w in ceph_admin("rbd", "status", f"{pool}/{name}")["watchers"]]
+
+
+def test_open_disk_is_left_in_place_reported_busy_then_removed_once_closed(
+        conf, ceph_admin, hold) -> None:
+    from rbd_driver import imagebackend
+
+    inst = str(uuid.uuid4())
+    with imagebackend.Backend(conf) as backend:
+        cls = backend.backend("rbd")
+        driver = backend.driver("rbd")
+        disk, local = f"{inst}_disk", f"{inst}_disk.local"
+        driver.create(disk, 8 << 20)
+        driver.create(local, 8 << 20)
+        driver.create_snap(disk, "before", protect=True)
+        holder = hold("vms", disk)
+        (address,) = _watchers(ceph_admin, "vms", disk)
+
+        started = time.monotonic()
+        report = cls.cleanup_instance(conf, inst, driver=driver)
+        elapsed = time.monotonic() - started
+
+        assert elapsed < INTERVAL, f"waited {elapsed:.1f}s on a disk with a watcher"
+        assert report.removed == [local]
+        assert list(report.busy) == [disk] and address in report.busy[disk]
+        assert not report.trashed and not report.failed and not report.ok
+        assert _ls(ceph_admin) == [disk]  # still listed: the guest keeps its disk
+        assert disk not in _trash(ceph_admin)
+        snaps = ceph_admin("rbd", "snap", "ls", f"vms/{disk}")
+        assert [s["name"] for s in snaps] == ["before"]  # its snapshots untouched too
+
+        with pytest.raises(exception.ImageInUse, match=address):
+            backend.by_name(inst, "disk").remove()
+        assert _ls(ceph_admin) == [disk]
+
+        holder.close()
+        report = cls.cleanup_instance(conf, inst, driver=driver)
+        assert report.removed == [disk] and report.ok and not report.trashed
+    assert disk not in _ls(ceph_admin) and disk not in _trash(ceph_admin)
+
+
+def test_rbd_driver_cleanup_command_reports_the_busy_disk(conf, ceph_cluster, ceph_admin,
+                                                          hold, tmp_path) -> None:
+    inst = str(uuid.uuid4())
+    name = f"{inst}_disk"
+    from rbd_driver.storage.rbd_utils import RBDDriver
+
+    with RBDDriver.from_conf(conf) as driver:
+        driver.create(name, 4 << 20)
+    hold("vms", name)
+    (address,) = _watchers(ceph_admin, "vms", name)
+    config = tmp_path / "rbd-driver.conf"
+    config.write_text(f"[rbd]\nceph_conf = {ceph_cluster.conf_path}\nuser = {ceph_cluster.user}\n"
+                      f"keyring = {ceph_cluster.user_keyring}\npool = vms\n")
+    proc = subprocess.run([sys.executable, "-m", "rbd_driver.cli", "--config-file",
+                           str(config), "--json", "cleanup", inst],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr  # something was left behind
+    out = json.loads(proc.stdout)
+    assert address in out["busy"][name] and out["removed"] == [] and out["trashed"] == {}
+    assert name in _ls(ceph_admin) and name not in _trash(ceph_admin)
+
+
+def test_snapshot_with_clones_and_no_watcher_still_goes_to_the_trash(
+        conf, ceph_admin) -> None:
+    from rbd_driver import imagebackend
+    from rbd_driver.storage.location import RbdLocation
+
+    inst, other = str(uuid.uuid4()), str(uuid.uuid4())
+    with imagebackend.Backend(conf) as backend:
+        cls = backend.backend("rbd")
+        driver = backend.driver("rbd")
+        disk = f"{inst}_disk"
+        driver.create(disk, 8 << 20)
+        driver.create_snap(disk, "base", protect=True)
+        clone = f"{other}_disk"
+        driver.clone(RbdLocation(driver.fsid, "vms", disk, "base"), clone)
+        try:
+            started = time.monotonic()
+            report = cls.cleanup_instance(conf, inst, driver=driver)
+            assert time.monotonic() - started < INTERVAL  # clones are not waited for
+            assert report.busy == {} and report.failed == {}
+            assert "has clones" in report.trashed[disk] and clone in report.trashed[disk]
+            assert disk in _trash(ceph_admin) and disk not in _ls(ceph_admin)
+        finally:
+            assert cls.cleanup_instance(conf, other, driver=driver).removed == [clone]
+            with driver.client.ioctx("vms") as ioctx:
+                for entry in driver.rbd.RBD().trash_list(ioctx):
+                    if entry["name"] == disk:
+                        driver.rbd.RBD().trash_restore(ioctx, entry["id"], disk)
+            assert cls.cleanup_instance(conf, inst, driver=driver).removed == [disk]
+    assert disk not in _ls(ceph_admin) + _trash(ceph_admin)
