@@ -170,9 +170,12 @@ cleanup_opts = [
         help="""
 How many times to retry removing a busy disk before giving up on it.
 
-A disk stays busy while a watcher (for example a QEMU that is still
-exiting) holds it open. After the last retry the disk is moved to the RBD
-trash and reported, never silently left behind.
+A disk that a client has open (a watcher: a running guest, here or on
+another host) is not retried: it is left in place at once and reported as
+busy, never removed or trashed. These retries are for a disk nobody has
+open that librbd still reports busy (an operation on it that is finishing).
+After the last retry that disk is moved to the RBD trash and reported,
+never silently left behind.
 
 Possible values:
 
