@@ -134,7 +134,7 @@ def cleanup(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     with imagebackend.Backend(conf) as backend:
         driver = backend.driver("rbd")
         if args.dry_run:
-            names = [n for n in driver.list_images() if n.startswith(prefix)]
+            names = driver.list_images_named(prefix)
             return {"would_remove": sorted(names), "pool": conf.rbd.pool}, 0
         report = backend.backend("rbd").cleanup_instance(conf, args.instance, driver=driver)
     return report.as_dict(), 0 if report.ok else 1

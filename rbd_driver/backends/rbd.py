@@ -422,8 +422,8 @@ class Rbd(imagebackend.Image):
             # one whose device is in use is left alone and reported.
             busy = _unmap_kernel_mappings(conf, driver, driver.pool,
                                           lambda name: name.startswith(prefix))
-            report = driver.cleanup_volumes(
-                lambda name: name.startswith(prefix) and name not in busy)
+            names = driver.list_images_named(prefix)
+            report = driver.remove_images([n for n in names if n not in busy])
             report.busy.update(busy)
         finally:
             if owned:

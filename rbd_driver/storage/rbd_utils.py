@@ -116,6 +116,8 @@ class SnapshotInfo:
 
 # The pool directory of cls_rbd: image name <-> image id, for format 2 images.
 _DIRECTORY = "rbd_directory"
+# Directory entries read per request when listing by name prefix.
+_DIRECTORY_PAGE = 512
 
 
 def _encode_string(value: str) -> bytes:
@@ -336,6 +338,34 @@ class RBDDriver:
         pool = pool or self.pool
         with self.client.ioctx(pool, op="list images") as ioctx:
             return list(self._rbd_api().list(ioctx))
+
+    def list_images_named(self, prefix: str, pool: str | None = None) -> list[str]:
+        """Return the names in ``pool`` that start with ``prefix``, sorted.
+
+        Read from the pool directory's omap with a server-side key prefix
+        (``name_<prefix>``), so the cost follows the matches, not the pool's
+        size. Format 2 images only: format 1 images are not in that omap, and
+        nothing has created them since Ceph Jewel.
+        """
+        pool = pool or self.pool
+        rados = self.client.rados
+        ioctx = self.client.get_ioctx(pool)
+        key_prefix = "name_" + prefix
+        names: list[str] = []
+        after = ""
+        with self.client.translate("list images", pool=pool):
+            while True:
+                with rados.ReadOpCtx() as op:
+                    entries, _ = ioctx.get_omap_vals(op, after, key_prefix, _DIRECTORY_PAGE)
+                    try:
+                        ioctx.operate_read_op(op, _DIRECTORY)
+                    except rados.ObjectNotFound:
+                        return []  # no image was ever made in this pool
+                    keys = [key for key, _ in entries]
+                names.extend(key[len("name_"):] for key in keys)
+                if len(keys) < _DIRECTORY_PAGE:
+                    return names
+                after = keys[-1]
 
     def parent_info(self, name: str, pool: str | None = None) -> tuple[str, str, str] | None:
         """Return (pool, image, snapshot) of a clone's parent, or None if it has none."""
@@ -955,8 +985,12 @@ class RBDDriver:
                         pool: str | None = None) -> CleanupReport:
         """Remove every image of ``pool`` for which ``filter_fn(name)`` is true."""
         pool = pool or self.pool
+        return self.remove_images([n for n in self.list_images(pool) if filter_fn(n)], pool)
+
+    def remove_images(self, names: list[str], pool: str | None = None) -> CleanupReport:
+        """Remove each of ``names`` from ``pool`` as :meth:`remove_image` does; one report."""
+        pool = pool or self.pool
         report = CleanupReport()
-        for name in self.list_images(pool):
-            if filter_fn(name):
-                report.merge(self.remove_image(name, pool))
+        for name in names:
+            report.merge(self.remove_image(name, pool))
         return report

@@ -166,3 +166,25 @@ def test_snapshot_with_clones_and_no_watcher_still_goes_to_the_trash(
                         driver.rbd.RBD().trash_restore(ioctx, entry["id"], disk)
             assert cls.cleanup_instance(conf, inst, driver=driver).removed == [disk]
     assert disk not in _ls(ceph_admin) + _trash(ceph_admin)
+
+
+def test_prefix_listing_matches_rbd_ls_across_pages(conf, ceph_admin, monkeypatch) -> None:
+    from rbd_driver.storage import rbd_utils
+    from rbd_driver.storage.rbd_utils import RBDDriver
+
+    monkeypatch.setattr(rbd_utils, "_DIRECTORY_PAGE", 2)  # pages of the real omap read
+    inst, other = str(uuid.uuid4()), str(uuid.uuid4())
+    with RBDDriver.from_conf(conf) as driver:
+        made = [f"{inst}_disk.{i}" for i in range(5)] + [f"{other}_disk", inst]
+        for name in made:
+            driver.create(name, 1 << 20)
+        try:
+            expected = sorted(n for n in _ls(ceph_admin) if n.startswith(f"{inst}_"))
+            assert len(expected) == 5
+            assert driver.list_images_named(f"{inst}_") == expected
+            assert driver.list_images_named(f"{inst}_disk.4") == [f"{inst}_disk.4"]
+            assert driver.list_images_named(f"{uuid.uuid4()}_") == []
+            assert driver.list_images_named("x", pool="rbd") == []  # no image ever there
+        finally:
+            assert sorted(driver.remove_images(made).removed) == sorted(made)
+    assert not set(made) & set(_ls(ceph_admin))

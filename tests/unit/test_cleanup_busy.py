@@ -178,3 +178,29 @@ def test_spare_removal_leaves_an_open_spare(tmp_path) -> None:
         assert not [i for i in env.cluster.pool("vms").images.values() if i.trash is not None]
     finally:
         env.close()
+
+
+# -- finding an instance's disks without listing the pool ------------------------------
+
+
+def test_cleanup_finds_disks_by_name_prefix_without_listing_the_pool(env, monkeypatch) -> None:
+    from rbd_driver.storage import rbd_utils
+
+    monkeypatch.setattr(rbd_utils, "_DIRECTORY_PAGE", 3)  # several pages of matches
+    inst = str(uuid.uuid4())
+    mine = [_disk(env, inst, f"disk.{i}") for i in range(7)]
+    others = [_disk(env, str(uuid.uuid4())) for _ in range(20)]
+    env.cluster.add_image("vms", inst, 1 << 20)  # the bare uuid is not one of its disks
+    assert env.driver.list_images_named(f"{inst}_") == sorted(mine)
+    assert env.driver.list_images_named("no-such-prefix") == []
+    env.cluster.calls.clear()
+    report = Rbd.cleanup_instance(env.conf, inst, driver=env.driver)
+    assert sorted(report.removed) == sorted(mine)
+    assert "RBD.list" not in env.cluster.calls and "RBD.list2" not in env.cluster.calls
+    assert env.vms() == sorted(others + [inst])
+
+
+def test_prefix_listing_of_a_pool_that_never_had_an_image(env) -> None:
+    assert env.driver.list_images_named("x", pool="images") == []
+    report = Rbd.cleanup_instance(env.conf, str(uuid.uuid4()), driver=env.driver)
+    assert report.ok and report.removed == []

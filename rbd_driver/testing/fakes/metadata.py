@@ -18,6 +18,10 @@ module reports:
 ``<name>.rbd`` (format 1)
     data: ``rbd_obj_header_ondisk`` followed by the snapshots, newest first,
     then their NUL-terminated names.
+``rbd_directory`` (once the pool has had a format 2 image)
+    omap: ``name_<name>`` -> id and ``id_<id>`` -> name (Ceph strings) of
+    every format 2 image not in the trash, as cls_rbd's ``dir_add_image``
+    writes them.
 
 Snapshot records use the encoding cls_rbd picks from the cluster's
 ``require_osd_release`` (``FakeCluster.require_osd_release``): nautilus and
@@ -43,6 +47,7 @@ __all__ = [
     "snapshot_key",
 ]
 
+RBD_DIRECTORY = "rbd_directory"
 RBD_ID_PREFIX = "rbd_id."
 RBD_HEADER_PREFIX = "rbd_header."
 RBD_SUFFIX = ".rbd"
@@ -186,6 +191,8 @@ def metadata_object(
     ``release`` is the cluster's ``require_osd_release``; ``child_counts``
     maps snapshot id to the clone v2 children attached to it.
     """
+    if key == RBD_DIRECTORY:
+        return _directory(pool)
     if key.startswith(RBD_ID_PREFIX):
         image = pool.image_by_id_object(key[len(RBD_ID_PREFIX) :])
         if image is None:
@@ -203,3 +210,15 @@ def metadata_object(
             return None
         return RadosObject(bytearray(_format1_header(image)), _mtime(image))
     return None
+
+
+def _directory(pool: FakePool) -> RadosObject | None:
+    images = [i for i in pool.images.values() if not i.old_format]
+    if not images:
+        return None
+    omap: dict[str, bytes] = {}
+    for image in images:
+        if image.trash is None and not image.removed:
+            omap[f"name_{image.name}"] = encode_string(image.id)
+            omap[f"id_{image.id}"] = encode_string(image.name)
+    return RadosObject(bytearray(), max(i.created for i in images), dict(sorted(omap.items())))
