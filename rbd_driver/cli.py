@@ -101,8 +101,10 @@ def _build_parser() -> argparse.ArgumentParser:
     sn.add_argument("--protect", action="store_true", help="create: protect it")
     sn.add_argument("--force", action="store_true", help="rm: unprotect it first")
 
-    cu = sub.add_parser("cleanup", help="remove every disk of an instance")
-    cu.add_argument("instance", help="instance UUID")
+    cu = sub.add_parser("cleanup", help="remove every disk of one or more instances")
+    cu.add_argument("instance", nargs="+",
+                    help="instance UUID; several are cleaned up concurrently "
+                         "([rbd] cleanup_concurrency disks at once)")
     cu.add_argument("--dry-run", action="store_true", help="only list what would go")
 
     for group in _GROUPS:

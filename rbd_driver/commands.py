@@ -130,13 +130,18 @@ def snapshot(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
 
 
 def cleanup(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
-    prefix = disk_name_for(args.instance, "")
+    """One instance: its CleanupReport. Several: one report, instance by instance."""
+    instances = list(dict.fromkeys(args.instance))
     with imagebackend.Backend(conf) as backend:
         driver = backend.driver("rbd")
         if args.dry_run:
-            names = driver.list_images_named(prefix)
-            return {"would_remove": sorted(names), "pool": conf.rbd.pool}, 0
-        report = backend.backend("rbd").cleanup_instance(conf, args.instance, driver=driver)
+            names = {u: driver.list_images_named(disk_name_for(u, "")) for u in instances}
+            if len(instances) == 1:
+                return {"would_remove": names[instances[0]], "pool": conf.rbd.pool}, 0
+            return {"would_remove": names, "pool": conf.rbd.pool}, 0
+        report = backend.backend("rbd").cleanup_instances(conf, instances, driver=driver)
+    if len(instances) == 1:
+        return report.instances[instances[0]].as_dict(), 0 if report.ok else 1
     return report.as_dict(), 0 if report.ok else 1
 
 

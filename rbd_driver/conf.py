@@ -202,6 +202,30 @@ Related options:
 * ``destroy_retries``: retries times interval bounds the total wait.
 """,
     ),
+    cfg.IntOpt(
+        "cleanup_concurrency",
+        default=8,
+        min=1,
+        max=64,
+        help="""
+How many disks a bulk cleanup removes at once.
+
+``Rbd.cleanup_instances``, ``cleanup_volumes`` and ``rbd-driver cleanup``
+with several instances keep this many removals in flight on the driver's one
+connection. A removal mostly waits for the OSDs, so a few in flight multiply
+the throughput; each costs some client CPU, so past the number of cores times
+a few there is little to gain. A disk waiting out ``destroy_retries`` holds
+its slot while it waits.
+
+Possible values:
+
+* 1 (one after another) to 64.
+
+Related options:
+
+* ``destroy_retries``, ``destroy_retry_interval``.
+""",
+    ),
 ]
 
 backend_opts = [

@@ -11,11 +11,12 @@ Disk names are ``<instance_uuid>_<disk_name>`` in ``[rbd] pool``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Callable
 
 from oslo_concurrency import lockutils
@@ -26,7 +27,7 @@ from rbd_driver.storage import convert, formats, rados_lock
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
 from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver, SnapshotIdentity
 
-__all__ = ["Rbd", "copy_in", "disk_name_for"]
+__all__ = ["InstancesCleanupReport", "Rbd", "copy_in", "disk_name_for"]
 
 LOG = logging.getLogger(__name__)
 
@@ -37,6 +38,22 @@ _held_locks = threading.local()
 VERDICT_CACHE_SIZE = 4096
 _verdicts: dict[Any, tuple[str, int]] = {}
 _verdicts_lock = threading.Lock()
+
+
+@dataclasses.dataclass
+class InstancesCleanupReport:
+    """What a bulk cleanup did, instance by instance."""
+
+    instances: dict[str, CleanupReport]
+
+    @property
+    def ok(self) -> bool:
+        """True when no instance left a disk behind."""
+        return all(report.ok for report in self.instances.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok,
+                "instances": {u: report.as_dict() for u, report in self.instances.items()}}
 
 
 def disk_name_for(instance_uuid: str, disk_name: str) -> str:
@@ -412,28 +429,50 @@ class Rbd(imagebackend.Image):
 
         Returns the report: removed, trashed (with why), busy (in use, with
         who: left in place, never trashed) and failed (with why). A disk left
-        behind is also logged; it is never only a log line.
+        behind is also logged; it is never only a log line. The disks are
+        found by name prefix in the pool directory, without listing the pool.
         """
+        return cls.cleanup_instances(conf, [instance_uuid], driver).instances[instance_uuid]
+
+    @classmethod
+    def cleanup_instances(cls, conf: cfg.ConfigOpts, instance_uuids: Iterable[str],
+                          driver: RBDDriver | None = None) -> InstancesCleanupReport:
+        """Remove the disks of many instances, ``[rbd] cleanup_concurrency`` at once.
+
+        Each instance's disks are removed as :meth:`cleanup_instance` removes
+        them (busy disks left in place, retries, the trash as last resort).
+        Returns one report with a :class:`CleanupReport` per instance, in the
+        order given; an instance without disks gets an empty one.
+        """
+        uuids = list(dict.fromkeys(instance_uuids))
+        prefixes = tuple(f"{u}_" for u in uuids)
         owned = driver is None
         driver = driver or cls.make_driver(conf)
-        prefix = f"{instance_uuid}_"
+        reports = {u: CleanupReport() for u in uuids}
         try:
             # A disk this host still has mapped (kernelspace) is unmapped first;
             # one whose device is in use is left alone and reported.
             busy = _unmap_kernel_mappings(conf, driver, driver.pool,
-                                          lambda name: name.startswith(prefix))
-            names = driver.list_images_named(prefix)
-            report = driver.remove_images([n for n in names if n not in busy])
-            report.busy.update(busy)
+                                          lambda name: name.startswith(prefixes))
+            listed = driver.map_bounded(driver.list_images_named, list(prefixes))
+            disks = [(u, name) for u, names in zip(uuids, listed) for name in names]
+            for u, name in disks:
+                if name in busy:
+                    reports[u].busy[name] = busy[name]
+            todo = [(u, name) for u, name in disks if name not in busy]
+            removals = driver.map_bounded(lambda disk: driver.remove_image(disk[1]), todo)
+            for (u, _), one in zip(todo, removals):
+                reports[u].merge(one)
         finally:
             if owned:
                 driver.close()
-        for name, why in report.busy.items():
-            LOG.warning("instance %s: disk %s is in use and was left in place: %s",
-                        instance_uuid, name, why)
-        for name, why in report.failed.items():
-            LOG.error("instance %s: disk %s was left behind: %s", instance_uuid, name, why)
-        return report
+        for u, report in reports.items():
+            for name, why in report.busy.items():
+                LOG.warning("instance %s: disk %s is in use and was left in place: %s",
+                            u, name, why)
+            for name, why in report.failed.items():
+                LOG.error("instance %s: disk %s was left behind: %s", u, name, why)
+        return InstancesCleanupReport(reports)
 
     def get_pool_info(self) -> dict[str, int]:
         """Return ``total``, ``free`` and ``used`` bytes of ``[rbd] pool``."""

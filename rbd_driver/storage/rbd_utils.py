@@ -12,6 +12,7 @@ here runs a command.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
@@ -20,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from oslo_config import cfg
 
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 __all__ = ["CleanupReport", "MonitorAddress", "RBDDriver", "SnapshotIdentity", "SnapshotInfo"]
 
 LOG = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 @dataclasses.dataclass
@@ -184,6 +188,7 @@ class RBDDriver:
     :param destroy_retry_interval: seconds between them.
     :param sleep: injectable ``time.sleep`` (tests).
     :param io_window: reads or writes a copy keeps in flight.
+    :param cleanup_concurrency: removals a bulk cleanup keeps in flight.
     """
 
     def __init__(
@@ -194,11 +199,13 @@ class RBDDriver:
         destroy_retry_interval: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         io_window: int = datapath.DEFAULT_WINDOW,
+        cleanup_concurrency: int = 1,
     ) -> None:
         self.client = client
         self.pool = pool
         self.destroy_retries = destroy_retries
         self.destroy_retry_interval = destroy_retry_interval
+        self.cleanup_concurrency = cleanup_concurrency
         self._sleep = sleep
         self.io_window = io_window
         self._fsid: str | None = None
@@ -214,6 +221,7 @@ class RBDDriver:
             destroy_retries=conf.rbd.destroy_retries,
             destroy_retry_interval=conf.rbd.destroy_retry_interval,
             io_window=conf.rbd.io_window,
+            cleanup_concurrency=conf.rbd.cleanup_concurrency,
         )
 
     def close(self) -> None:
@@ -988,9 +996,28 @@ class RBDDriver:
         return self.remove_images([n for n in self.list_images(pool) if filter_fn(n)], pool)
 
     def remove_images(self, names: list[str], pool: str | None = None) -> CleanupReport:
-        """Remove each of ``names`` from ``pool`` as :meth:`remove_image` does; one report."""
+        """Remove each of ``names`` from ``pool`` as :meth:`remove_image` does; one report.
+
+        Up to ``cleanup_concurrency`` removals are in flight at once, on this
+        driver's one connection.
+        """
         pool = pool or self.pool
         report = CleanupReport()
-        for name in names:
-            report.merge(self.remove_image(name, pool))
+        for one in self.map_bounded(lambda name: self.remove_image(name, pool), names):
+            report.merge(one)
         return report
+
+    def map_bounded(self, call: Callable[[_T], _R], items: list[_T]) -> list[_R]:
+        """Return ``[call(item) for item in items]``, with up to
+        ``cleanup_concurrency`` calls running at once: the bulk-cleanup engine.
+
+        Calls share this driver's connection (librados and librbd are
+        thread-safe). An exception from a call is raised here, once every
+        started call has finished.
+        """
+        workers = min(self.cleanup_concurrency, len(items))
+        if workers <= 1:
+            return [call(item) for item in items]
+        with concurrent.futures.ThreadPoolExecutor(
+                workers, thread_name_prefix="rbd-driver-cleanup") as executor:
+            return list(executor.map(call, items))

@@ -100,14 +100,15 @@ def test_open_disk_is_left_in_place_reported_busy_then_removed_once_closed(
         assert report.removed == [local]
         assert list(report.busy) == [disk] and address in report.busy[disk]
         assert not report.trashed and not report.failed and not report.ok
-        assert _ls(ceph_admin) == [disk]  # still listed: the guest keeps its disk
+        mine = [n for n in _ls(ceph_admin) if n.startswith(inst)]
+        assert mine == [disk]  # still listed: the guest keeps its disk
         assert disk not in _trash(ceph_admin)
         snaps = ceph_admin("rbd", "snap", "ls", f"vms/{disk}")
         assert [s["name"] for s in snaps] == ["before"]  # its snapshots untouched too
 
         with pytest.raises(exception.ImageInUse, match=address):
             backend.by_name(inst, "disk").remove()
-        assert _ls(ceph_admin) == [disk]
+        assert disk in _ls(ceph_admin)
 
         holder.close()
         report = cls.cleanup_instance(conf, inst, driver=driver)
@@ -188,3 +189,50 @@ def test_prefix_listing_matches_rbd_ls_across_pages(conf, ceph_admin, monkeypatc
         finally:
             assert sorted(driver.remove_images(made).removed) == sorted(made)
     assert not set(made) & set(_ls(ceph_admin))
+
+
+def test_cleanup_instances_on_a_mix_touches_nothing_else(conf, ceph_admin, hold) -> None:
+    from rbd_driver import imagebackend
+    from rbd_driver.storage.location import RbdLocation
+
+    conf.set_override("cleanup_concurrency", 4, group="rbd")
+    plain, busy, cloned, empty, bystander = (str(uuid.uuid4()) for _ in range(5))
+    with imagebackend.Backend(conf) as backend:
+        cls = backend.backend("rbd")
+        driver = backend.driver("rbd")
+        made = {plain: ["disk", "disk.local", "disk.config"], busy: ["disk", "disk.local"],
+                cloned: ["disk"], bystander: ["disk"]}
+        for inst, disks in made.items():
+            for disk in disks:
+                driver.create(f"{inst}_{disk}", 4 << 20)
+        driver.create_snap(f"{cloned}_disk", "base", protect=True)
+        child = f"{bystander}_from-cloned"
+        driver.clone(RbdLocation(driver.fsid, "vms", f"{cloned}_disk", "base"), child)
+        holder = hold("vms", f"{busy}_disk")
+        (address,) = _watchers(ceph_admin, "vms", f"{busy}_disk")
+        try:
+            report = cls.cleanup_instances(conf, [plain, busy, cloned, empty], driver=driver)
+            r = report.instances
+            assert list(r) == [plain, busy, cloned, empty]
+            assert sorted(r[plain].removed) == sorted(f"{plain}_{d}" for d in made[plain])
+            assert r[busy].removed == [f"{busy}_disk.local"]
+            assert address in r[busy].busy[f"{busy}_disk"] and not r[busy].trashed
+            assert "has clones" in r[cloned].trashed[f"{cloned}_disk"]
+            assert r[empty].removed == [] and r[empty].ok
+            left = _ls(ceph_admin)
+            assert [n for n in left if n.startswith((plain, busy, cloned, empty))] == \
+                [f"{busy}_disk"]
+            assert sorted(n for n in left if n.startswith(bystander)) == \
+                sorted([f"{bystander}_disk", child])
+            assert [n for n in _trash(ceph_admin) if n.startswith((plain, busy, cloned))] == \
+                [f"{cloned}_disk"]
+        finally:
+            holder.close()
+            assert cls.cleanup_instance(conf, bystander, driver=driver).ok
+            with driver.client.ioctx("vms") as ioctx:
+                for entry in driver.rbd.RBD().trash_list(ioctx):
+                    if entry["name"] == f"{cloned}_disk":
+                        driver.rbd.RBD().trash_restore(ioctx, entry["id"], entry["name"])
+            assert cls.cleanup_instances(conf, [busy, cloned], driver=driver).ok
+    assert not [n for n in _ls(ceph_admin) + _trash(ceph_admin)
+                if n.startswith((plain, busy, cloned, bystander))]
