@@ -155,6 +155,11 @@ class Image(abc.ABC):
         return exception.NotSupported(op=op, target=self.path,
                                       detail=f"the {type(self).__name__} backend cannot do it")
 
+    def is_shared_block_storage(self) -> bool:
+        """Return True if every host reaches the same disk (a cluster), so that
+        live migration moves no disk data. False by default (local disks)."""
+        return False
+
     def create_snap(self, name: str, protect: bool = False) -> None:
         """Create snapshot ``name`` (and protect it). Raises NotSupported by default."""
         raise self._unsupported("create_snap")
