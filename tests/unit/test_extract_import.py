@@ -240,7 +240,7 @@ def test_qcow2_interrupted_kills_qemu_img_and_cleans_up(env, monkeypatch) -> Non
     with pytest.raises(KeyboardInterrupt):
         _disk_with_data(env).snapshot_extract(str(env.out / "disk.qcow2"), "qcow2")
     [proc] = fake.procs
-    assert proc.poll() is not None  # killed and reaped, not left running
+    assert proc.returncode == -signal.SIGKILL  # killed and reaped, not left running
     assert os.listdir(env.out) == []
 
 
@@ -250,7 +250,7 @@ def test_qcow2_sigterm_cancels_kills_and_cleans_up(env, monkeypatch, sigterm_rec
     with pytest.raises(exception.OperationCancelled) as err:
         _disk_with_data(env).snapshot_extract(str(env.out / "disk.qcow2"), "qcow2")
     assert "disk.qcow2" in str(err.value) and str(8 * MiB) in str(err.value)
-    assert fake.procs[0].poll() is not None
+    assert fake.procs[0].returncode == -signal.SIGKILL
     assert os.listdir(env.out) == []
     assert sigterm_recorder == [signal.SIGTERM]  # handed on after the cleanup
 
