@@ -197,7 +197,8 @@ def _auth(data: Mapping[str, Any], target: str,
     try:
         secret = str(uuid.UUID(secret))
     except ValueError:
-        raise _bad(target, "data['secret_uuid']", f"is {_show(secret)}, which is not a UUID") from None
+        raise _bad(target, "data['secret_uuid']",
+                   f"is {_show(secret)}, which is not a UUID") from None
     return user.removeprefix("client."), secret
 
 
@@ -219,10 +220,10 @@ def parse_connection_info(connection_info: Any, conf: cfg.ConfigOpts | None = No
     :raises InvalidConnectionInfo: naming the key and what is wrong with it.
     """
     if not isinstance(connection_info, Mapping):
-        raise _bad("(unknown)", "connection_info", f"must be a mapping, not {_show(connection_info)}")
+        raise _bad("(unknown)", "itself", f"must be a mapping, not {_show(connection_info)}")
     data = connection_info.get("data")
     name = data.get("name") if isinstance(data, Mapping) else None
-    target = name if isinstance(name, str) and name else "(unknown)"
+    target = name[:100] if isinstance(name, str) and name else "(unknown)"
     kind = connection_info.get("driver_volume_type")
     if kind is None:
         raise _bad(target, "['driver_volume_type']", "is missing")
@@ -238,7 +239,8 @@ def parse_connection_info(connection_info: Any, conf: cfg.ConfigOpts | None = No
             not part or part != part.strip() or not part.isprintable() or "@" in part
             for part in name.split("/")):
         raise _bad(target, "data['name']",
-                   f"is {_show(name)}; it must be 'pool/volume', both parts non-blank")
+                   f"is {_show(name)}; it must be 'pool/volume', both parts non-blank, "
+                   "without '@'")
     pool, image = name.split("/")
     hosts = _monitors(data, target)
     user, secret = _auth(data, target, conf)

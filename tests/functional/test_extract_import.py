@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
 import pytest
 
 from rbd_driver import exception, imagebackend

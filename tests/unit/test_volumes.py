@@ -184,7 +184,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("qos-float", lambda i: i["data"].update(qos_specs={"total_bytes_sec": 1.5}),
      "data['qos_specs']['total_bytes_sec']"),
     ("serial-int", lambda i: i.update(serial=5), "['serial']"),
-    ("not-a-mapping", None, "connection_info must be a mapping"),
+    ("not-a-mapping", None, "connection_info itself must be a mapping"),
 ]
 
 
