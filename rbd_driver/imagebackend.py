@@ -160,6 +160,18 @@ class Image(abc.ABC):
         live migration moves no disk data. False by default (local disks)."""
         return False
 
+    def snapshot_extract(self, target: str, out_format: str, snapshot: str | None = None,
+                         progress: Callable[[int, int], None] | None = None) -> None:
+        """Write the disk (or its ``snapshot``) to the local file ``target`` as
+        ``out_format``, atomically. Raises NotSupported by default."""
+        raise self._unsupported("snapshot_extract")
+
+    def import_file(self, local_file: str,
+                    progress: Callable[[int, int], None] | None = None) -> None:
+        """Make the local file ``local_file`` this disk; ImageExists if it exists.
+        Raises NotSupported by default."""
+        raise self._unsupported("import_file")
+
     def create_snap(self, name: str, protect: bool = False) -> None:
         """Create snapshot ``name`` (and protect it). Raises NotSupported by default."""
         raise self._unsupported("create_snap")

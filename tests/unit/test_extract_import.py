@@ -91,6 +91,16 @@ def test_shared_block_storage_is_true_only_for_rbd(env, tmp_path) -> None:
     assert imagebackend.Image.is_shared_block_storage(Local("i", "d", flat_conf)) is False
 
 
+def test_a_backend_without_them_says_so(env, tmp_path) -> None:
+    flat = Flat(str(uuid.uuid4()), "disk", env.conf)
+    with pytest.raises(exception.NotSupported) as err:
+        flat.snapshot_extract(str(tmp_path / "x"), "raw")
+    assert "snapshot_extract" in str(err.value)
+    with pytest.raises(exception.NotSupported) as err:
+        flat.import_file(str(tmp_path / "x"))
+    assert "import_file" in str(err.value) and not (tmp_path / "x").exists()
+
+
 # -- snapshot_extract: raw -------------------------------------------------------------------
 
 
