@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 # (not on PyPI), and the real clients we test against (QEMU, libvirt).
 APT_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
               python3-venv qemu-utils qemu-block-extra libvirt-clients libxml2-utils
-              python3-libvirt)
+              python3-libvirt genisoimage)
 
 setup() {
     local missing=() pkg

@@ -29,6 +29,7 @@ every template names the pool, image, snapshot or path at fault::
      ├── ImageHasSnapshots
      ├── ReadOnlyImage
      ├── InvalidArgument
+     │    └── UnsupportedFormat       a disk cannot be written to a file in that format
      ├── NotSupported                 the cluster or image lacks a feature
      ├── DiskSizeTooSmall             a disk can only grow
      ├── BackendNotFound              unknown image_type
@@ -44,6 +45,7 @@ every template names the pool, image, snapshot or path at fault::
      ├── ProvisioningError            a pool or user could not be set up
      ├── KeyringError                 a keyring file is missing, unsafe or bad
      ├── LibvirtSecretError           the libvirt secret could not be defined
+     ├── InvalidConnectionInfo        a volume's connection_info cannot be attached
      └── KernelRbdError               kernelspace (krbd) map or unmap failed
           ├── KernelRbdUnavailable    no rbd kernel module (no /sys/bus/rbd)
           └── LocalOsdRefused         an OSD of the pool runs on this host
@@ -73,6 +75,7 @@ __all__ = [
     "ImageHasSnapshots",
     "ReadOnlyImage",
     "InvalidArgument",
+    "UnsupportedFormat",
     "NotSupported",
     "DiskSizeTooSmall",
     "BackendNotFound",
@@ -89,6 +92,7 @@ __all__ = [
     "ProvisioningError",
     "KeyringError",
     "LibvirtSecretError",
+    "InvalidConnectionInfo",
     "KernelRbdError",
     "KernelRbdUnavailable",
     "LocalOsdRefused",
@@ -201,6 +205,13 @@ class InvalidArgument(RbdDriverError):
     message = "Invalid argument for %(op)s on %(target)s: %(detail)s"
 
 
+class UnsupportedFormat(InvalidArgument):
+    message = (
+        "Cannot write %(target)s as %(out_format)s: the supported formats are "
+        "%(supported)s"
+    )
+
+
 class NotSupported(RbdDriverError):
     message = "Operation %(op)s on %(target)s is not supported: %(detail)s"
 
@@ -287,6 +298,13 @@ class KeyringError(RbdDriverError):
 
 class LibvirtSecretError(RbdDriverError):
     message = "libvirt secret for %(target)s: %(detail)s"
+
+
+class InvalidConnectionInfo(RbdDriverError):
+    message = (
+        "Cannot attach volume %(target)s: connection_info %(key)s %(detail)s; "
+        "nothing was attached"
+    )
 
 
 class KernelRbdError(RbdDriverError):

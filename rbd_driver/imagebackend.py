@@ -155,6 +155,23 @@ class Image(abc.ABC):
         return exception.NotSupported(op=op, target=self.path,
                                       detail=f"the {type(self).__name__} backend cannot do it")
 
+    def is_shared_block_storage(self) -> bool:
+        """Return True if every host reaches the same disk (a cluster), so that
+        live migration moves no disk data. False by default (local disks)."""
+        return False
+
+    def snapshot_extract(self, target: str, out_format: str, snapshot: str | None = None,
+                         progress: Callable[[int, int], None] | None = None) -> None:
+        """Write the disk (or its ``snapshot``) to the local file ``target`` as
+        ``out_format``, atomically. Raises NotSupported by default."""
+        raise self._unsupported("snapshot_extract")
+
+    def import_file(self, local_file: str,
+                    progress: Callable[[int, int], None] | None = None) -> None:
+        """Make the local file ``local_file`` this disk; ImageExists if it exists.
+        Raises NotSupported by default."""
+        raise self._unsupported("import_file")
+
     def create_snap(self, name: str, protect: bool = False) -> None:
         """Create snapshot ``name`` (and protect it). Raises NotSupported by default."""
         raise self._unsupported("create_snap")

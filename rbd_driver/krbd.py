@@ -192,6 +192,8 @@ class KernelRbd:
     :param hostname: this host's name (default ``socket.gethostname()``).
     :param allow_sysfs_secret: without a kernel keyring, pass the key as
         ``secret=`` in the sysfs write (False: refuse instead).
+    :param key: the user's key, when the caller holds it already (a volume's
+        connection_info); then no keyring file is read.
     """
 
     def __init__(self, client: RadosClient, monitors: MonitorCache, user: str | None = None,
@@ -199,7 +201,7 @@ class KernelRbd:
                  writer: Callable[[str, str], None] = _sysfs_write,
                  kernel_keyring: KernelKeyring | None = None,
                  addresses: Iterable[IPAddress] | None = None, hostname: str | None = None,
-                 allow_sysfs_secret: bool = True) -> None:
+                 allow_sysfs_secret: bool = True, key: cephx.CephxKey | None = None) -> None:
         self.client = client
         self.monitors = monitors
         self.user = user or "admin"
@@ -211,6 +213,7 @@ class KernelRbd:
         self._addresses = set(addresses) if addresses is not None else None
         self.hostname = hostname if hostname is not None else socket.gethostname()
         self.allow_sysfs_secret = allow_sysfs_secret
+        self._given_key = key
 
     @classmethod
     def from_conf(cls, conf: Any, client: RadosClient, monitors: MonitorCache | None = None,
@@ -274,6 +277,8 @@ class KernelRbd:
     # -- map and unmap -----------------------------------------------------------------
 
     def _key(self) -> cephx.CephxKey:
+        if self._given_key is not None:
+            return self._given_key
         entity = f"client.{self.user}"
         if self.keyring:
             paths = [self.keyring]

@@ -478,6 +478,78 @@ class Rbd(imagebackend.Image):
         """Return ``total``, ``free`` and ``used`` bytes of ``[rbd] pool``."""
         return self.driver.get_pool_info()
 
+    # -- the disk as a local file: image uploads, config drives, rescue disks --------
+
+    #: The formats :meth:`snapshot_extract` writes.
+    EXTRACT_FORMATS = ("raw", *convert.EXPORT_FORMATS)
+
+    def is_shared_block_storage(self) -> bool:
+        """True: every host of the cluster reaches the same disk (live migration
+        then moves no disk data)."""
+        return True
+
+    def snapshot_extract(self, target: str, out_format: str, snapshot: str | None = None,
+                         progress: Callable[[int, int], None] | None = None) -> None:
+        """Write the disk (or its ``snapshot``) to the local file ``target`` as ``out_format``.
+
+        ``raw`` goes through the parallel sparse export of the data path;
+        ``qcow2`` through qemu-img, which reads the disk with librbd (only
+        the ceph.conf and keyring paths on its command line, never a key).
+        Either way the file is written beside ``target`` under a temporary
+        name and renamed when complete, and removed on failure, ^C or
+        SIGTERM: ``target`` never holds a partial file. A running guest keeps
+        writing: for a consistent copy, take a snapshot (:meth:`create_snap`)
+        and pass its name. ``progress(done, total)`` follows a raw export
+        byte by byte; a qcow2 one reports only its start and end.
+
+        :raises UnsupportedFormat: ``out_format`` is not one of
+            :data:`EXTRACT_FORMATS`; nothing was written.
+        :raises ImageNotFound: / :raises SnapshotNotFound: no such disk or snapshot.
+        :raises ImageConversionFailed: qemu-img failed.
+        :raises OperationCancelled: SIGTERM came during the copy.
+        :raises OSError: writing the local file.
+        """
+        if out_format not in self.EXTRACT_FORMATS:
+            raise exception.UnsupportedFormat(target=target, out_format=out_format,
+                                              supported=", ".join(self.EXTRACT_FORMATS))
+        if out_format == "raw":
+            self.driver.export_file(self.rbd_name, target, snapshot=snapshot, progress=progress)
+            return
+        total = self.driver.size(self.rbd_name, snapshot=snapshot)  # ImageNotFound first
+        if progress:
+            progress(0, total)
+        spec = convert.rbd_spec(self.pool, self.rbd_name, self.conf.rbd.user,
+                                self.conf.rbd.ceph_conf, self.conf.rbd.keyring, snapshot=snapshot)
+        convert.convert_from_rbd(spec, target, out_format, timeout=self.conf.rbd.convert_timeout,
+                                 size=total)
+        if progress:
+            progress(total, total)
+        LOG.info("extracted %s%s to %s as %s", self.rbd_name,
+                 f"@{snapshot}" if snapshot else "", target, out_format)
+
+    def import_file(self, local_file: str,
+                    progress: Callable[[int, int], None] | None = None) -> None:
+        """Make the local file ``local_file`` this disk: a config drive ISO, a rescue image.
+
+        Raw data (an ISO is raw) goes through the data path: parallel,
+        sparse, and atomic (a temporary image renamed when complete, removed
+        on failure, ^C or SIGTERM). Another format (a qcow2 rescue image) is
+        converted to raw on the way in, as :meth:`create_image` does. The
+        disk keeps the file's size. Being ``<instance_uuid>_<name>``, it goes
+        with the instance's other disks in :meth:`cleanup_instance`.
+
+        :raises ImageExists: the disk exists; it is never overwritten
+            (:meth:`remove` it first).
+        :raises FileNotFoundError: no such file.
+        :raises ImageConversionFailed: the file is unsafe or not convertible.
+        :raises OperationCancelled: SIGTERM came during the copy.
+        """
+        with self._disk_lock():
+            if self.exists():
+                raise exception.ImageExists(pool=self.pool, image=self.rbd_name)
+            copy_in(self.driver, self.conf, local_file, self.pool, self.rbd_name, progress)
+        LOG.info("imported %s as %s/%s", local_file, self.pool, self.rbd_name)
+
     # -- libvirt -----------------------------------------------------------------
 
     def libvirt_info(self, disk_info: dict[str, Any] | None = None, cache_mode: str = "none",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import uuid
 from typing import Any
 
@@ -23,10 +24,13 @@ from oslo_concurrency import processutils
 
 from rbd_driver import exception
 from rbd_driver.storage import formats
+from rbd_driver.storage.sigterm import SigtermGuard
 
 __all__ = [
     "SAFE_VMDK_TYPES",
     "check_source",
+    "EXPORT_FORMATS",
+    "convert_from_rbd",
     "convert_to_raw_file",
     "convert_to_rbd",
     "qemu_escape",
@@ -40,6 +44,8 @@ _INFO_LIMITS = processutils.ProcessLimits(address_space=1 << 30, cpu_time=30)
 # Formats qemu-img can read that we accept as sources.
 CONVERTIBLE = frozenset({"qcow2", "qcow", "vmdk", "vhd", "vhdx", "vdi", "qed", "parallels"})
 _QEMU_NAMES = {"vhd": "vpc"}
+# Formats convert_from_rbd writes from a raw RBD image.
+EXPORT_FORMATS = ("qcow2",)
 
 
 def qemu_escape(value: str) -> str:
@@ -48,9 +54,11 @@ def qemu_escape(value: str) -> str:
 
 
 def rbd_spec(pool: str, name: str, user: str | None, ceph_conf: str,
-             keyring: str | None = None) -> str:
-    """Return ``rbd:pool/name:id=user:conf=path[:keyring=path]``; never a key."""
+             keyring: str | None = None, snapshot: str | None = None) -> str:
+    """Return ``rbd:pool/name[@snapshot]:id=user:conf=path[:keyring=path]``; never a key."""
     spec = f"rbd:{qemu_escape(pool)}/{qemu_escape(name)}"
+    if snapshot:
+        spec += f"@{qemu_escape(snapshot)}"
     if user:
         spec += f":id={qemu_escape(user)}"
     spec += f":conf={qemu_escape(ceph_conf)}"
@@ -69,9 +77,10 @@ def sniff_file(path: str) -> str:
     return formats.detect_format(head, tail)
 
 
-def _qemu_img(*args: str, timeout: int, limits: Any = None) -> str:
+def _qemu_img(*args: str, timeout: int, limits: Any = None, **kwargs: Any) -> str:
     try:
-        out, _err = processutils.execute("qemu-img", *args, timeout=timeout, prlimit=limits)
+        out, _err = processutils.execute("qemu-img", *args, timeout=timeout, prlimit=limits,
+                                         **kwargs)
     except processutils.ProcessExecutionError as err:
         raise exception.ImageConversionFailed(
             path=args[-1], source_format=args[2] if len(args) > 2 else "?",
@@ -137,3 +146,60 @@ def convert_to_rbd(src: str, source_format: str, spec: str, timeout: int = 3600)
     check_source(src, source_format)
     _qemu_img("convert", "-f", _QEMU_NAMES.get(source_format, source_format), "-O", "raw",
               "-W", "-m", "16", src, spec, timeout=timeout)
+
+
+def convert_from_rbd(spec: str, dest: str, out_format: str, timeout: int = 3600,
+                     size: int | None = None) -> None:
+    """Write the raw RBD image at ``spec`` (see :func:`rbd_spec`) to the local file
+    ``dest`` in ``out_format``, atomically.
+
+    qemu-img reads the image through librbd, sparse, and writes
+    ``dest.part-<hex>`` beside ``dest``, renamed over it when complete. ``size``
+    (the image's, when known) only completes a cancellation's message. On
+    any failure, ^C or SIGTERM (in the main thread) qemu-img is killed and
+    the temporary file removed; ``dest`` is left as it was.
+
+    :raises UnsupportedFormat: ``out_format`` is not in :data:`EXPORT_FORMATS`.
+    :raises ImageConversionFailed: qemu-img failed.
+    :raises OperationCancelled: a SIGTERM came (then re-raised to its handler).
+    """
+    if out_format not in EXPORT_FORMATS:
+        raise exception.UnsupportedFormat(target=dest, out_format=out_format,
+                                          supported=", ".join(EXPORT_FORMATS))
+    temp = f"{dest}.part-{uuid.uuid4().hex[:8]}"
+    started: list[subprocess.Popen[Any]] = []
+
+    def cancelled() -> exception.OperationCancelled:
+        return exception.OperationCancelled(op=f"writing {out_format}", target=dest,
+                                            done="an unknown part",
+                                            total="?" if size is None else size)
+
+    with SigtermGuard(cancelled) as guard:
+        made = True  # set before the call: an interrupt right after it must clean up
+        try:
+            try:
+                # Created first, mode 0600 (disks hold private data); qemu-img keeps the mode.
+                os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                                 0o600))
+            except FileExistsError:
+                made = False
+                raise
+            try:
+                _qemu_img("convert", "-f", "raw", "-O", out_format, "-m", "16", spec, temp,
+                          timeout=timeout, on_execute=started.append)
+            except exception.ImageConversionFailed as err:
+                raise exception.ImageConversionFailed(
+                    path=spec, source_format="raw",
+                    detail=f"writing {out_format} to {dest}: {err.kwargs.get('detail')}"
+                ) from err.__cause__
+            guard.disarm()
+            os.rename(temp, dest)
+        except BaseException:
+            for proc in started:  # interrupted mid-copy: qemu-img must not write on
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if made:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+            raise
