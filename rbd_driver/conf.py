@@ -262,8 +262,14 @@ How many ready-made clones ("spares") of each golden snapshot to keep in
 A librbd clone costs about 35 ms, most of it client CPU; taking a spare is
 a rename done with four small RADOS calls (about 4 ms). After each launch
 from a snapshot, one background thread per driver clones new spares of it
-until there are this many again. A burst of launches faster than that
+until the pool holds this many again. A burst of launches faster than that
 thread can refill falls back to ordinary clones.
+
+The count is the pool's, not the host's: every host sharing ``pool`` counts
+and takes the spares any host made (found by name prefix in the pool
+directory), so the pool holds about this many spares per golden snapshot
+whatever the number of hosts. Hosts refilling the same snapshot at the same
+moment may overshoot it by one spare each. Give every host the same value.
 
 The cost: spares are real images in ``pool``, named
 ``rbd-driver-spare.<pool id>.<image id>.<snapshot id>.<random>``, visible

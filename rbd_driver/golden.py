@@ -29,8 +29,9 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from oslo_config import cfg
@@ -44,6 +45,11 @@ from rbd_driver.storage.spares import is_spare_name
 __all__ = ["CloneResult", "FlattenQueue", "GoldenImage", "GoldenImages"]
 
 LOG = logging.getLogger(__name__)
+
+#: Seconds a golden delete waits for other hosts to finish a spare clone they
+#: had started before the hold, and how often it looks again.
+SPARES_WAIT = 30.0
+SPARES_POLL = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -334,7 +340,11 @@ class GoldenImages:
             neither removed nor trashed.
         :raises CleanupFailed: it (or one of its spares) could not be removed.
         """
-        self._remove_spares(name)
+        with self._spares_held(name):
+            self._remove_spares(name)
+            return self._delete(name, force)
+
+    def _delete(self, name: str, force: bool) -> str:
         children = self.children(name)
         if children:
             if not force:
@@ -352,19 +362,43 @@ class GoldenImages:
             raise exception.CleanupFailed(pool=self.pool, image=name, detail=report.failed[name])
         return "trashed" if report.trashed else "removed"
 
+    @contextlib.contextmanager
+    def _spares_held(self, name: str) -> Iterator[None]:
+        """Hold every host's spare refills of golden ``name`` while the block runs."""
+        location = RbdLocation(self.driver.fsid, self.pool, name, self.snapshot)
+        try:
+            identity = self.driver.snapshot_identity(location)
+        except (exception.ImageNotFound, exception.SnapshotNotFound):
+            identity = None  # nothing to clone from, so nothing to refill
+        if identity is None:
+            yield
+            return
+        with self.driver.spares.hold_everywhere(identity):
+            yield
+
     def _remove_spares(self, name: str) -> None:
         """Remove the spare clones of golden image ``name``, in whichever pools they are.
 
-        A host refilling spares while this runs may make a new one: looked for
-        again, three rounds at most; one left after that counts as a clone.
+        Every host's refills are held (:meth:`_spares_held`), but a host may
+        be finishing a clone it started: looked for again, every
+        :data:`SPARES_POLL` seconds for up to :data:`SPARES_WAIT`; one left
+        after that counts as a clone.
         """
         location = RbdLocation(self.driver.fsid, self.pool, name, self.snapshot)
-        for _ in range(3):
-            pools = sorted({c["pool"] for c in self.driver.snap_children(name, self.snapshot,
-                                                                        self.pool)
-                            if not c["trash"] and is_spare_name(c["image"])})
-            identity = self.driver.snapshot_identity(location) if pools else None
+        deadline = time.monotonic() + SPARES_WAIT
+        pools = self._spare_pools(name)
+        while pools:
+            identity = self.driver.snapshot_identity(location)
             if identity is None:  # no spares (spares need a known identity)
                 return
             for pool in pools:
                 self.driver.remove_spares(pool, identity)
+            pools = self._spare_pools(name)
+            if not pools or time.monotonic() >= deadline:
+                return
+            time.sleep(SPARES_POLL)
+
+    def _spare_pools(self, name: str) -> list[str]:
+        """The pools holding spare clones of golden ``name`` (made, being made or removed)."""
+        return sorted({c["pool"] for c in self.driver.snap_children(name, self.snapshot, self.pool)
+                       if not c["trash"] and is_spare_name(c["image"])})

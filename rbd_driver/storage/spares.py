@@ -19,16 +19,29 @@ directory long before it is finished, and a half-made clone taken by
 another host would be destroyed under the disk by the error path of the
 clone that was making it.
 
+Counts are the pool's. Every host sharing an instance pool sees the same
+spares: the spares of one snapshot are found by their name prefix in the
+pool directory (one omap read, whatever the pool's size), before a claim
+finds none in memory and before each clone of a refill. So ``clone_spares``
+is the number of spares per golden snapshot in the pool, whichever hosts made
+them; hosts refilling at the same moment can overshoot it by at most one
+spare each.
+
+A golden image being deleted holds every host's refills of its snapshot:
+:meth:`Spares.hold_everywhere` writes a small RADOS object
+(``rbd_driver_spares_hold.<image id>.<snap id>``, holding a deadline) in the
+golden's pool, which every refill reads before each clone.
+
 This module is mechanics: it keeps the spares it knows of in memory, per
-(instance pool, snapshot), reads the pool listing once per pool to adopt
-spares left by an earlier process (or another host), claims them, refills
-them on one background thread, and removes them. How many to keep, and
-when to claim, is decided in :mod:`rbd_driver.backends.rbd`.
+(instance pool, snapshot), claims them, refills them on one background
+thread, and removes them. How many to keep, and when to claim, is decided
+in :mod:`rbd_driver.backends.rbd`.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import random
@@ -36,6 +49,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from rbd_driver import exception
@@ -63,6 +77,8 @@ _NAME = re.compile(
 HOLD_SECONDS = 60.0
 # Consecutive name collisions after which a refill gives up (they never happen).
 _MAX_COLLISIONS = 3
+# The RADOS object, in the golden's pool, that holds every host's refills.
+_HOLD_OBJECT = "rbd_driver_spares_hold.{image_id}.{snap_id}"
 
 
 def spare_prefix(parent_pool_id: int, identity: SnapshotIdentity) -> str:
@@ -75,17 +91,11 @@ def is_spare_name(name: str) -> bool:
     return _NAME.match(name) is not None
 
 
-def _prefix_of(name: str) -> str | None:
-    """The spare prefix of a spare's name, or None (also for one being made or removed)."""
-    if not name.startswith(SPARE_PREFIX) or not is_spare_name(name):
-        return None
-    return name[: -8]
-
-
 @dataclasses.dataclass(frozen=True)
 class _Job:
     key: tuple[str, str]  # (instance pool, spare prefix)
     location: RbdLocation
+    identity: SnapshotIdentity
     target: int
 
 
@@ -101,9 +111,7 @@ class Spares:
         self.driver = driver
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
-        self._adopt_lock = threading.Lock()
         self._free: dict[tuple[str, str], list[str]] = {}
-        self._adopted: set[str] = set()
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._hold: dict[tuple[str, str], float] = {}  # key -> monotonic time refills resume
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -122,46 +130,42 @@ class Spares:
 
     # -- claiming ------------------------------------------------------------
 
-    def _adopt(self, pool: str) -> None:
-        """Learn the spares already in ``pool`` (read its listing once per process)."""
-        if pool in self._adopted:
-            return
-        with self._adopt_lock:
-            if pool in self._adopted:
-                return
-            names = self.driver.list_images(pool)
-            found = 0
-            with self._lock:
-                for name in names:
-                    prefix = _prefix_of(name)
-                    if prefix is None:
-                        continue
-                    free = self._free.setdefault((pool, prefix), [])
-                    if name not in free:
-                        free.append(name)
-                        found += 1
-                self._adopted.add(pool)
-            if found:
-                LOG.info("adopted %d spare clones already in pool %s", found, pool)
+    def _look(self, key: tuple[str, str]) -> int:
+        """Learn the spares of ``key`` in its pool, every host's; return how many.
+
+        One omap read of the pool directory by name prefix: a spare name
+        (never a making- or removing- one) is complete and free.
+        """
+        pool, prefix = key
+        names = self.driver.list_images_named(prefix, pool)
+        with self._lock:
+            self._free[key] = names
+        return len(names)
 
     def claim(self, identity: SnapshotIdentity, name: str, pool: str | None = None) -> str | None:
         """Rename a spare of ``identity`` in ``pool`` to ``name``; return the spare's old name.
 
-        Returns None when no spare is left (the caller clones). A spare taken
-        meanwhile by another host is forgotten and the next one tried.
+        Returns None when no spare is left in the pool (the caller clones).
+        When none is known here, the pool is looked at once, so spares made
+        by other hosts are taken too. A spare taken meanwhile by another host
+        is forgotten and the next one tried.
 
         :raises ImageExists: ``name`` exists (the spare stays a spare).
         """
         pool = pool or self.driver.pool
         key = self.key(identity, pool)
-        self._adopt(pool)
+        looked = False
         while True:
             with self._lock:
                 free = self._free.get(key)
-                if not free:
+                spare = free.pop(random.randrange(len(free))) if free else None
+            if spare is None:
+                if looked:
                     return None
-                # A random one: hosts sharing the pool rarely reach for the same spare.
-                spare = free.pop(random.randrange(len(free)))
+                looked = True
+                self._look(key)
+                continue
+            # A random one: hosts sharing the pool rarely reach for the same spare.
             if self.driver.claim_rename(spare, name, pool):
                 return spare
             LOG.debug("spare %s/%s was taken by another host; trying the next", pool, spare)
@@ -185,7 +189,7 @@ class Spares:
             if self._executor is None:
                 self._executor = concurrent.futures.ThreadPoolExecutor(
                     max_workers=1, thread_name_prefix="rbd-driver-spares")
-            job = _Job(key, location, target)
+            job = _Job(key, location, identity, target)
             self._jobs[key] = job
             self._executor.submit(self._run, job)
         return True
@@ -209,12 +213,13 @@ class Spares:
         pool, prefix = job.key
         finished = False
         try:
-            self._prune(job.key)
             collisions = 0
             while True:
+                # The pool's count, every host's spares; and every host's hold.
+                enough = (self._look(job.key) >= job.target
+                          or self._held_everywhere(job.location.pool, job.identity))
                 with self._lock:
-                    if (self._closing or self._held(job.key)
-                            or len(self._free.get(job.key, ())) >= job.target):
+                    if self._closing or self._held(job.key) or enough:
                         # Under the lock, so a refill asked for from now on queues a new job.
                         self._done(job.key)
                         finished = True
@@ -255,16 +260,44 @@ class Spares:
                           report.left_behind(making))
             raise
 
-    def _prune(self, key: tuple[str, str]) -> None:
-        """Forget known spares that no longer exist (claimed by another host, removed)."""
-        pool, _ = key
-        with self._lock:
-            names = list(self._free.get(key, []))
-        gone = [name for name in names if not self.driver.exists(name, pool)]
-        if gone:
-            with self._lock:
-                free = self._free.get(key, [])
-                self._free[key] = [n for n in free if n not in gone]
+    # -- holding every host's refills --------------------------------------------
+
+    def _held_everywhere(self, golden_pool: str, identity: SnapshotIdentity) -> bool:
+        """True while a hold on the refills of ``identity`` stands in ``golden_pool``."""
+        ioctx = self.driver.client.get_ioctx(golden_pool)
+        oid = _HOLD_OBJECT.format(image_id=identity.image_id, snap_id=identity.snap_id)
+        with self.driver.client.translate("read spare hold", pool=golden_pool):
+            try:
+                raw = ioctx.read(oid, 64)
+            except self.driver.client.rados.ObjectNotFound:
+                return False
+        try:
+            return time.time() < float(raw.decode())
+        except ValueError:
+            return True  # unreadable: err on the side of making no clone
+
+    @contextlib.contextmanager
+    def hold_everywhere(self, identity: SnapshotIdentity,
+                        seconds: float = HOLD_SECONDS) -> Iterator[None]:
+        """Hold every host's refills of ``identity`` while the block runs.
+
+        Writes the hold object in the golden's pool (with a deadline
+        ``seconds`` away, so a crash here cannot hold refills for good) and
+        removes it afterwards. A refill that already started finishes the
+        clone it is making, then stops. Needs write access to the golden's pool.
+        """
+        ioctx = self.driver.client.get_ioctx(identity.pool)
+        oid = _HOLD_OBJECT.format(image_id=identity.image_id, snap_id=identity.snap_id)
+        with self.driver.client.translate("write spare hold", pool=identity.pool):
+            ioctx.write_full(oid, f"{time.time() + seconds:.3f}".encode())
+        try:
+            yield
+        finally:
+            try:
+                with self.driver.client.translate("remove spare hold", pool=identity.pool):
+                    ioctx.remove_object(oid)
+            except exception.RbdDriverError as err:  # it expires by itself
+                LOG.warning("could not remove %s/%s: %s", identity.pool, oid, err)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until no refill is queued or running; return False on timeout."""
@@ -279,16 +312,20 @@ class Spares:
 
         Each spare is first claimed under a ``rbd-driver-spare-removing.`` name,
         so a launch can never take one being removed. Images left under a
-        making- or removing- name (by a crash, or being made by another host
-        right now) are removed too. Refills of ``parent`` (of every snapshot,
-        without it) are put on hold for :data:`HOLD_SECONDS`.
+        making- or removing- name (by a crash) are removed too; one that
+        another host is making right now has that host as a watcher, and is
+        left for it to finish (the caller looks again: see
+        :meth:`GoldenImages.delete <rbd_driver.golden.GoldenImages.delete>`).
+        This process's refills of ``parent`` (of every snapshot, without it)
+        are put on hold for :data:`HOLD_SECONDS`; :meth:`hold_everywhere`
+        holds every host's.
 
         :raises ImageInUse: a spare is open by a client (left in place).
         :raises CleanupFailed: a spare could be neither removed nor trashed.
         """
         pool = pool or self.driver.pool
         prefix = spare_prefix(self.driver.pool_id(parent.pool), parent) if parent else None
-        names = self.driver.list_images(pool)
+        names = self.driver.list_images_named(SPARE_PREFIX.rstrip("."), pool)
         with self._lock:
             until = time.monotonic() + HOLD_SECONDS
             keys = {k for k in (*self._free, *self._jobs)
@@ -315,6 +352,10 @@ class Spares:
             elif not name.split(".", 1)[1].startswith(ids):
                 continue
             report = self.driver.remove_image(doomed, pool)
+            if doomed in report.busy and name.startswith(MAKING_PREFIX):
+                LOG.info("spare %s/%s is being made by %s; left to finish", pool, name,
+                         report.busy[doomed])
+                continue
             if doomed in report.busy:
                 raise exception.ImageInUse(pool=pool, image=doomed, watchers=report.busy[doomed])
             if report.failed:
