@@ -75,18 +75,25 @@ def mad(values: Iterable[float]) -> float:
 def compare(ours: list[float], theirs: list[float]) -> dict[str, Any]:
     """median(ours) / median(theirs), the noise of the two series and a verdict.
 
-    The noise is the sum of the two series' relative spreads, each its median
-    absolute deviation over its median (so with 5 runs, how far the typical
-    run strays from the median). A ratio within 1 +/- noise is a *tie*: the
-    two medians differ by less than the runs of either scatter around them.
-    Outside it, ours is *faster* (ratio below) or *slower* (above). The
-    verdict also counts in how many rounds ours was faster (pairs by index).
+    ``ours[i]`` and ``theirs[i]`` ran in the same round, close in time. The
+    noise is the sum of the two series' relative spreads, each its median
+    absolute deviation over its median (how far the typical run strays from
+    the median). Ours is *faster* when both estimates of the ratio, the ratio
+    of the medians and the median of the per-round ratios (which cancels
+    drift of the machine's load between rounds), are below 1 - noise;
+    *slower* when both are above 1 + noise; otherwise the difference is inside
+    the noise, or the two estimates disagree: a *tie*.
     """
     mo, mt = statistics.median(ours), statistics.median(theirs)
     noise = mad(ours) / mo + mad(theirs) / mt
     ratio = mo / mt
-    verdict = "tie" if abs(ratio - 1.0) <= noise else ("faster" if ratio < 1.0 else "slower")
-    return {"ratio": ratio, "noise": noise, "verdict": verdict,
+    per_round = statistics.median(a / b for a, b in zip(ours, theirs))
+    verdict = "tie"
+    if max(ratio, per_round) < 1.0 - noise:
+        verdict = "faster"
+    elif min(ratio, per_round) > 1.0 + noise:
+        verdict = "slower"
+    return {"ratio": ratio, "per_round_ratio": per_round, "noise": noise, "verdict": verdict,
             "rounds_faster": sum(a < b for a, b in zip(ours, theirs)),
             "rounds": min(len(ours), len(theirs))}
 

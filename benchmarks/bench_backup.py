@@ -45,9 +45,8 @@ non-admin cephx user:
    and its trash are empty, and stops the cluster (also on errors).
 
 Statistics: medians of the rounds; ratios are from this one run, each
-comparison of ours with the CLI with its noise (the sum of the two series'
-relative median absolute deviations): a ratio within 1 +/- noise is a tie,
-which does not fail a target. Each run's JSON and printed report are kept in
+comparison of ours with the CLI with its noise and verdict (faster, slower
+or a tie: see ``_benchlib.compare``); a tie does not fail a target. Each run's JSON and printed report are kept in
 ``--results`` (``benchmarks/results/bench_backup-<UTC time>-<commit>.json/.txt``,
 and copied to ``bench_backup.json/.txt``), with the git commit measured.
 Exit status: 0 when every target passes, 1 when one fails, 2 when the
@@ -320,8 +319,8 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, list[fl
     print()
     for key, value in ratios.items():
         c = comparisons.get(key)
-        verdict = (f"  +/-{c['noise']:.3f}: {c['verdict']} ({c['rounds_faster']}/{c['rounds']}"
-                   " rounds faster)") if c else ""
+        verdict = (f" (per round {c['per_round_ratio']:.3f}) +/-{c['noise']:.3f}: {c['verdict']}"
+                   f" ({c['rounds_faster']}/{c['rounds']} rounds faster)") if c else ""
         print(f"  {key:<40} = {value:.3f}{verdict}")
     print("\n  targets:")
     for name, ok in targets.items():
