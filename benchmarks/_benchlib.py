@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -130,6 +131,11 @@ def git_commit(*paths: str) -> dict[str, Any]:
     except OSError:
         head, dirty = "", False
     return {"commit": head or "unknown", "modified_since_commit": dirty}
+
+
+def command_line(bench: str) -> str:
+    """How this run was started, quoted so that it can be run again."""
+    return shlex.join([f"benchmarks/{bench}.py", *sys.argv[1:]])
 
 
 def rbd_argv(state: ClusterState) -> list[str]:

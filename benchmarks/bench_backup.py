@@ -66,7 +66,7 @@ import tempfile
 import time
 from typing import Any
 
-from _benchlib import (DISK_POOL, GIB, MIB, add_output_args, bluestore_cluster,
+from _benchlib import (DISK_POOL, GIB, MIB, add_output_args, bluestore_cluster, command_line,
                        compare, environment, finish, rbd_argv, summarize)
 
 from rbd_driver.backup import BackupManager
@@ -327,7 +327,7 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, list[fl
         print(f"    {'PASS' if ok else 'FAIL'}  {name}")
     print(f"  left behind: {left or 'nothing'}")
     doc = {"environment": env,
-           "command": "benchmarks/bench_backup.py " + " ".join(sys.argv[1:]),
+           "command": command_line("bench_backup"),
            "parameters": vars(args), "series": series, "ratios": ratios,
            "comparisons": comparisons,
            "targets": {k: "PASS" if v else "FAIL" for k, v in targets.items()},

@@ -72,9 +72,8 @@ import time
 import uuid
 from typing import Any
 
-from _benchlib import (DISK_POOL, GIB, GOLDEN_POOL, RAW, add_output_args,
-                       bluestore_cluster, environment, finish, make_golden, rbd_argv,
-                       summarize)
+from _benchlib import (DISK_POOL, GIB, GOLDEN_POOL, RAW, add_output_args, bluestore_cluster,
+                       command_line, environment, finish, make_golden, rbd_argv, summarize)
 
 from rbd_driver import imagebackend
 from rbd_driver.testing.cluster import ClusterState, make_conf
@@ -435,7 +434,7 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
 
     doc = {
         "environment": env,
-        "command": "benchmarks/bench_clone.py " + " ".join(sys.argv[1:]),
+        "command": command_line("bench_clone"),
         "parameters": {
             "clones": args.clones, "block": args.block, "size_clones": args.size_clones,
             "clone_spares": args.spares, "burst": args.burst,

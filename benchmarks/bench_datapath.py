@@ -98,8 +98,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _benchlib import (CLK_TCK, DISK_POOL, GIB, MIB, add_output_args,
-                       bluestore_cluster, compare, environment, finish, git_commit, machine_cpu,
+from _benchlib import (CLK_TCK, DISK_POOL, GIB, MIB, add_output_args, bluestore_cluster,
+                       command_line, compare, environment, finish, git_commit, machine_cpu,
                        other_processes_cpu, others_delta, own_cpu, rbd_argv, summarize)
 
 from rbd_driver.storage import convert, datapath
@@ -1019,7 +1019,7 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
 
     doc = {
         "environment": env,
-        "command": "benchmarks/bench_datapath.py " + " ".join(sys.argv[1:]),
+        "command": command_line("bench_datapath"),
         "parameters": {
             "runs": args.runs, "warmup": args.warmup, "window": args.window,
             "osd_size_gib": args.osd_size_gib, "objectstore": "bluestore", "osds": 1,
