@@ -30,16 +30,27 @@ non-admin cephx user:
    b. *taking its own snapshot*: ``incremental_backup()`` also creates its
       snapshot and, by retention (``--retention`` 2), removes an old one: two
       monitor commits on top of the data, the steady state of scheduled
-      backups. Reference: ``rbd snap create``, ``rbd export-diff`` plus an
-      fsync, ``rbd snap rm``; and the monitor's cost alone is timed too (one
-      librbd snapshot create and remove);
+      backups. Reference: ``rbd snap create``, ``rbd export-diff`` to that
+      snapshot plus an fsync, ``rbd snap rm``; and the monitor's cost alone
+      is timed too (one librbd snapshot create and remove);
+
+   The monitor commits OSD map changes (each snapshot create or remove is
+   one) at most once per ``paxos_propose_interval`` (1 s), so a call that
+   follows another's commits waits for the cycle, and the order of the
+   series would decide their times. So each timed call starts after a pause
+   of ``--settle`` (1.5 s, untimed), and the order rotates: (a)'s two
+   alternate, (b)'s three take each position equally often over six rounds;
 
 4. removes the disk and its snapshots through the library, checks the pool
    and its trash are empty, and stops the cluster (also on errors).
 
-Statistics: medians of the rounds; ratios are from this one run. Exit
-status: 0 when every target passes, 1 when one fails, 2 when the cleanup
-left something behind.
+Statistics: medians of the rounds; ratios are from this one run, each
+comparison of ours with the CLI with its noise and verdict (faster, slower
+or a tie: see ``_benchlib.compare``); a tie does not fail a target. Each run's JSON and printed report are kept in
+``--results`` (``benchmarks/results/bench_backup-<UTC time>-<commit>.json/.txt``,
+and copied to ``bench_backup.json/.txt``), with the git commit measured.
+Exit status: 0 when every target passes, 1 when one fails, 2 when the
+cleanup left something behind.
 """
 
 from __future__ import annotations
@@ -53,16 +64,27 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
-from _benchlib import DISK_POOL, GIB, MIB, environment, summarize, write_json
+from _benchlib import (DISK_POOL, GIB, MIB, add_output_args, bluestore_cluster, command_line,
+                       compare, environment, finish, rbd_argv, summarize)
 
 from rbd_driver.backup import BackupManager
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing.cluster import ClusterState, LocalCluster, make_conf
+from rbd_driver.testing.cluster import ClusterState, make_conf
 
 DISK = "bench-disk"
 TARGET_INCREMENTAL_RATIO = 0.10  # incremental <= 10% of a full backup
 TARGET_FULL_RATIO = 1.0  # full RAW backup no slower than `rbd export`
+#: The series reported (their keys) and what each round calls them.
+FULL_SERIES = {"full_backup": "ours", "full_backup_no_fsync": "ours_no_fsync",
+               "rbd_export": "cli", "rbd_export_fsync": "cli_fsync"}
+INCREMENTAL_SERIES = {"incremental_backup": "ours", "rbd_export_diff_fsync": "cli_diff",
+                      "incremental_backup_own_snapshot": "own",
+                      "rbd_snap_export_diff_cycle": "cli_cycle",
+                      "snapshot_create_remove": "fixed"}
+#: The orders of the series of incrementals taking their own snapshot, one per round.
+OWN_SNAPSHOT_ORDERS = list(itertools.permutations(("ours", "cli", "fixed")))
 
 
 def _fill(driver: RBDDriver, size: int, fill: int) -> None:
@@ -87,8 +109,7 @@ def _change(driver: RBDDriver, size: int, pct: float, rng: random.Random) -> int
 
 
 def _cli(state: ClusterState, *args: str) -> float:
-    argv = ["rbd", "-c", state.conf_path, "--id", state.user, "--keyring",
-            state.user_keyring, "--no-progress", *args]
+    argv = rbd_argv(state) + ["--no-progress", *args]
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, timeout=600, check=False)
     elapsed = time.perf_counter() - start
@@ -110,11 +131,7 @@ def _fsync(path: str) -> float:
 def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, list[float]]:
     conf = make_conf(state)
     driver = RBDDriver.from_conf(conf)
-    samples: dict[str, list[float]] = {k: [] for k in (
-        "full_backup", "full_backup_no_fsync", "rbd_export", "rbd_export_fsync",
-        "incremental_backup",
-        "rbd_export_diff_fsync", "incremental_backup_own_snapshot",
-        "rbd_snap_export_diff_cycle", "snapshot_create_remove")}
+    samples: dict[str, list[float]] = {k: [] for k in (*FULL_SERIES, *INCREMENTAL_SERIES)}
     size = 2 * GIB
     try:
         driver.create(DISK, size)
@@ -146,10 +163,8 @@ def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, l
                     took[tool] = ours(tool == "ours")
             shutil.rmtree(target)
             if round_:
-                samples["full_backup"].append(took["ours"])
-                samples["full_backup_no_fsync"].append(took["ours_no_fsync"])
-                samples["rbd_export"].append(took["cli"])
-                samples["rbd_export_fsync"].append(took["cli_fsync"])
+                for key, name in FULL_SERIES.items():
+                    samples[key].append(took[name])
             print(f"  full round {round_}: ours {took['ours']:.2f} s (backup_fsync false "
                   f"{took['ours_no_fsync']:.2f} s), rbd export {took['cli']:.2f} s (+fsync "
                   f"{took['cli_fsync']:.2f} s)", file=sys.stderr)
@@ -157,53 +172,81 @@ def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, l
         manager = BackupManager(driver, os.path.join(work, "chain"), retention=args.retention)
         manager.full_backup(DISK)
         rng = random.Random(1)
+        path = os.path.join(work, "cli.diff")
+
+        def settle() -> None:
+            # Every snapshot create or remove is an OSD map change, and the
+            # monitor commits at most one per paxos_propose_interval (1 s):
+            # a series that follows another's commits waits for the cycle. So
+            # each timed call starts after the cycle has passed.
+            time.sleep(args.settle)
+
         for round_ in range(args.rounds + 1):
+            took: dict[str, float] = {}
             # (a) The caller snapshots (untimed, as for the full series) and the
             # backup extracts that snapshot: the like-for-like of a full backup.
             _change(driver, size, args.change_pct, rng)
             snap = f"frozen-{round_}"
             driver.create_snap(DISK, snap)
             previous = manager.list_backups(DISK)[-1].snapshot["name"]
-            start = time.perf_counter()
-            backup = manager.incremental_backup(DISK, snapshot=snap)
-            took = time.perf_counter() - start
-            path = os.path.join(work, f"cli-{round_}.diff")
-            cli_diff = (_cli(state, "export-diff", "--from-snap", previous,
-                              f"{DISK_POOL}/{DISK}@{snap}", path) + _fsync(path))
-            os.unlink(path)
+            backups = []
+
+            def ours_of_snapshot() -> None:
+                start = time.perf_counter()
+                backups.append(manager.incremental_backup(DISK, snapshot=snap))
+                took["ours"] = time.perf_counter() - start
+
+            def cli_diff() -> None:
+                took["cli_diff"] = (_cli(state, "export-diff", "--from-snap", previous,
+                                         f"{DISK_POOL}/{DISK}@{snap}", path) + _fsync(path))
+                os.unlink(path)
+
+            for step in ((ours_of_snapshot, cli_diff) if round_ % 2 == 0
+                         else (cli_diff, ours_of_snapshot)):
+                settle()
+                step()
             # (b) The backup takes its own snapshot, and retention removes an old
-            # one: two monitor commits on top of the data.
+            # one: two monitor commits on top of the data. Against the CLI doing
+            # the same (its own snapshot made, diffed to and removed) and the
+            # monitor's part alone (one librbd snapshot create and remove).
             _change(driver, size, args.change_pct, rng)
-            previous = backup.snapshot["name"]
-            start = time.perf_counter()
-            own = manager.incremental_backup(DISK)
-            took_own = time.perf_counter() - start
-            # The CLI doing (b)'s work: one snapshot made and one removed, and the
-            # same diff exported and made durable.
-            spare = f"{DISK_POOL}/{DISK}@cli-{round_}"
-            cli_cycle = (_cli(state, "snap", "create", spare)
-                         + _cli(state, "export-diff", "--from-snap", previous,
-                                f"{DISK_POOL}/{DISK}@{own.snapshot['name']}", path)
-                         + _fsync(path) + _cli(state, "snap", "rm", spare))
-            os.unlink(path)
-            # The monitor's part alone: one librbd snapshot create and remove.
-            start = time.perf_counter()
-            driver.create_snap(DISK, f"fixed-{round_}")
-            driver.remove_snap(DISK, f"fixed-{round_}")
-            fixed = time.perf_counter() - start
+            previous = backups[0].snapshot["name"]
+
+            def ours_own() -> None:
+                start = time.perf_counter()
+                manager.incremental_backup(DISK)
+                took["own"] = time.perf_counter() - start
+
+            def cli_cycle() -> None:
+                spare = f"{DISK_POOL}/{DISK}@cli-{round_}"
+                took["cli_cycle"] = (_cli(state, "snap", "create", spare)
+                                     + _cli(state, "export-diff", "--from-snap", previous,
+                                            spare, path)
+                                     + _fsync(path) + _cli(state, "snap", "rm", spare))
+                os.unlink(path)
+
+            def fixed() -> None:
+                start = time.perf_counter()
+                driver.create_snap(DISK, f"fixed-{round_}")
+                driver.remove_snap(DISK, f"fixed-{round_}")
+                took["fixed"] = time.perf_counter() - start
+
+            # Each in each position equally often, over six rounds.
+            for step in OWN_SNAPSHOT_ORDERS[round_ % len(OWN_SNAPSHOT_ORDERS)]:
+                settle()
+                {"ours": ours_own, "cli": cli_cycle, "fixed": fixed}[step]()
             if round_ > 1:  # the caller's own retention, untimed: keep its last two
                 driver.remove_snap(DISK, f"frozen-{round_ - 2}")
             if round_:
-                samples["incremental_backup"].append(took)
-                samples["rbd_export_diff_fsync"].append(cli_diff)
-                samples["incremental_backup_own_snapshot"].append(took_own)
-                samples["rbd_snap_export_diff_cycle"].append(cli_cycle)
-                samples["snapshot_create_remove"].append(fixed)
-            print(f"  incremental round {round_}: of a snapshot {took:.2f} s "
-                  f"({backup.data_bytes >> 20} MiB of data; rbd export-diff + fsync "
-                  f"{cli_diff:.2f} s); taking its own snapshot {took_own:.2f} s (rbd snap "
-                  f"create + export-diff + fsync + snap rm {cli_cycle:.2f} s); snapshot "
-                  f"create + remove alone {fixed:.2f} s", file=sys.stderr)
+                for key, name in INCREMENTAL_SERIES.items():
+                    samples[key].append(took[name])
+            print(f"  incremental round {round_}: of a snapshot {took['ours']:.2f} s "
+                  f"({backups[0].data_bytes >> 20} MiB of data; rbd export-diff + fsync "
+                  f"{took['cli_diff']:.2f} s); taking its own snapshot {took['own']:.2f} s "
+                  f"(rbd snap create + export-diff + fsync + snap rm {took['cli_cycle']:.2f} "
+                  f"s); snapshot create + remove alone {took['fixed']:.2f} s; order "
+                  f"{'/'.join(OWN_SNAPSHOT_ORDERS[round_ % len(OWN_SNAPSHOT_ORDERS)])}",
+                  file=sys.stderr)
     finally:
         driver.remove_image(DISK)
         driver.close()
@@ -221,29 +264,9 @@ def cleanup_check(state: ClusterState) -> list[str]:
         driver.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Time backups on a throwaway cluster.")
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (>= 5)")
-    parser.add_argument("--fill-mib", type=int, default=2048, help="MiB of data on the disk")
-    parser.add_argument("--change-pct", type=float, default=1.0,
-                        help="percent of the disk rewritten before each incremental")
-    parser.add_argument("--retention", type=int, default=2,
-                        help="backup retention in the incremental series (default 2)")
-    parser.add_argument("--osd-size-gib", type=int, default=8)
-    parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args(argv)
-    env = environment()
-    work = tempfile.mkdtemp(prefix="bench-backup-")
-    cluster = LocalCluster(osds=1, objectstore="bluestore", osd_size_gib=args.osd_size_gib)
-    print(f"starting a bluestore cluster ({args.osd_size_gib} GiB OSD file)...", file=sys.stderr)
-    state = cluster.start()
-    try:
-        raw = run(state, args, work)
-        left = cleanup_check(state)
-    finally:
-        cluster.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    env["loadavg_end"] = list(os.getloadavg())
+def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, list[float]],
+           left: list[str]) -> tuple[dict[str, Any], int]:
+    """Print the tables; return the JSON document and the exit status."""
     series = {key: summarize(values) for key, values in raw.items()}
     med = {key: s["median_ms"] / 1000 for key, s in series.items()}
     ratios = {
@@ -259,44 +282,84 @@ def main(argv: list[str] | None = None) -> int:
         / med["rbd_snap_export_diff_cycle"],
         "snapshot_create_remove_over_full": med["snapshot_create_remove"] / med["full_backup"],
     }
+    # Ours against the CLI, with the noise of the two series (see _benchlib.compare).
+    comparisons = {name: compare(raw[ours], raw[theirs]) for name, ours, theirs in (
+        ("full_backup_over_rbd_export_fsync", "full_backup", "rbd_export_fsync"),
+        ("full_backup_no_fsync_over_rbd_export", "full_backup_no_fsync", "rbd_export"),
+        ("full_backup_over_rbd_export", "full_backup", "rbd_export"),
+        ("incremental_over_rbd_export_diff_fsync", "incremental_backup",
+         "rbd_export_diff_fsync"),
+        ("incremental_own_snapshot_over_rbd_cycle", "incremental_backup_own_snapshot",
+         "rbd_snap_export_diff_cycle"))}
     # A full backup is compared with `rbd export` at the same durability: the
     # default (fsync) with `rbd export` + fsync, backup_fsync=false with plain
-    # `rbd export`, which returns with its data still in the page cache.
+    # `rbd export`, which returns with its data still in the page cache. Met
+    # unless ours is slower by more than the noise.
     targets = {
         f"median(incremental of a snapshot) / median(full of a snapshot) <= "
         f"{TARGET_INCREMENTAL_RATIO}":
             ratios["incremental_over_full_backup"] <= TARGET_INCREMENTAL_RATIO,
         f"median(full RAW backup, default: fsynced) / median(rbd export + fsync) <= "
-        f"{TARGET_FULL_RATIO}":
-            ratios["full_backup_over_rbd_export_fsync"] <= TARGET_FULL_RATIO,
+        f"{TARGET_FULL_RATIO} (a tie within the noise)":
+            comparisons["full_backup_over_rbd_export_fsync"]["verdict"] != "slower",
         f"median(full RAW backup, backup_fsync=false) / median(rbd export) <= "
-        f"{TARGET_FULL_RATIO}":
-            ratios["full_backup_no_fsync_over_rbd_export"] <= TARGET_FULL_RATIO,
+        f"{TARGET_FULL_RATIO} (a tie within the noise)":
+            comparisons["full_backup_no_fsync_over_rbd_export"]["verdict"] != "slower",
     }
     print(f"\nBackup benchmark, {env['date_utc']}; {env['cpus']} CPUs ({env['cpu_model']}), "
           f"load {env['loadavg_start'][0]:.2f} -> {env['loadavg_end'][0]:.2f}; {env['ceph']}")
     print(f"  2 GiB disk, {args.fill_mib} MiB written; {args.change_pct}% rewritten before "
-          f"each incremental; {args.rounds} rounds (+1 warm-up), full series in rotating order\n")
-    print(f"  {'series (seconds)':<34}{'n':>4}{'median':>9}{'min':>9}{'max':>9}")
+          f"each incremental; {args.rounds} rounds (+1 warm-up), full series in rotating order; "
+          f"incremental series in rotating order, each call after a {args.settle:g} s pause "
+          "(the monitor's commit cycle)\n")
+    print(f"  {'series (seconds)':<34}{'n':>4}{'median':>9}{'min':>9}{'max':>9}{'MAD':>9}")
     for key, s in series.items():
         print(f"  {key:<34}{s['n']:>4}{s['median_ms'] / 1000:>9.3f}{s['min_ms'] / 1000:>9.3f}"
-              f"{s['max_ms'] / 1000:>9.3f}")
+              f"{s['max_ms'] / 1000:>9.3f}{s['mad_ms'] / 1000:>9.3f}")
     print()
     for key, value in ratios.items():
-        print(f"  {key:<40} = {value:.3f}")
+        c = comparisons.get(key)
+        verdict = (f" (per round {c['per_round_ratio']:.3f}) +/-{c['noise']:.3f}: {c['verdict']}"
+                   f" ({c['rounds_faster']}/{c['rounds']} rounds faster)") if c else ""
+        print(f"  {key:<40} = {value:.3f}{verdict}")
     print("\n  targets:")
     for name, ok in targets.items():
         print(f"    {'PASS' if ok else 'FAIL'}  {name}")
     print(f"  left behind: {left or 'nothing'}")
-    if args.json:
-        write_json(args.json, {
-            "environment": env, "command": "benchmarks/bench_backup.py " + " ".join(sys.argv[1:]),
-            "parameters": vars(args), "series": series, "ratios": ratios,
-            "targets": {k: "PASS" if v else "FAIL" for k, v in targets.items()},
-            "samples_s": raw, "left_behind": left})
+    doc = {"environment": env,
+           "command": command_line("bench_backup"),
+           "parameters": vars(args), "series": series, "ratios": ratios,
+           "comparisons": comparisons,
+           "targets": {k: "PASS" if v else "FAIL" for k, v in targets.items()},
+           "samples_s": raw, "left_behind": left}
     if left:
-        return 2
-    return 0 if all(targets.values()) else 1
+        return doc, 2
+    return doc, 0 if all(targets.values()) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Time backups on a throwaway cluster.")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds (>= 5)")
+    parser.add_argument("--fill-mib", type=int, default=2048, help="MiB of data on the disk")
+    parser.add_argument("--change-pct", type=float, default=1.0,
+                        help="percent of the disk rewritten before each incremental")
+    parser.add_argument("--retention", type=int, default=2,
+                        help="backup retention in the incremental series (default 2)")
+    parser.add_argument("--settle", type=float, default=1.5,
+                        help="seconds to wait before each timed incremental call, longer than "
+                             "the monitor's paxos_propose_interval (default 1.5)")
+    parser.add_argument("--osd-size-gib", type=int, default=8)
+    add_output_args(parser)
+    args = parser.parse_args(argv)
+    env = environment()
+    work = tempfile.mkdtemp(prefix="bench-backup-")
+    try:
+        with bluestore_cluster(args.osd_size_gib, env) as state:
+            raw = run(state, args, work)
+            left = cleanup_check(state)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return finish("bench_backup", args, env, lambda: report(env, args, raw, left))
 
 
 if __name__ == "__main__":

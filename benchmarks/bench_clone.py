@@ -19,11 +19,13 @@ cluster's non-admin cephx user:
    many bare librbd ``RBD().clone()`` calls on the driver's connection (the
    floor of any librbd clone; skip with ``--no-librbd-floor``), and as many
    ``direct_fetch`` calls that claim a spare clone: a second ``Backend``
-   with ``[rbd] clone_spares = --spares`` (4), on its own connection, where
-   the benchmark waits (untimed) for the background refill before and after
-   each timed call, so the series measures the launch latency at a launch
-   rate the refill keeps up with, and no refill runs while another series
-   is timed. In blocks of ``--block``: ours, spare, librbd, CLI in even
+   with ``[rbd] clone_spares = --spares`` (4), on its own connection. A
+   spare is ready before each call (the benchmark waits for the refill,
+   untimed); after the call it waits for the background refill again,
+   timed: the refill's wall and CPU time per launch (the refill is a thread
+   of this process) are reported beside the claim, as is their sum, the
+   launch all told. No refill runs while another series is timed. In
+   blocks of ``--block``: ours, spare, librbd, CLI in even
    blocks and CLI, librbd, spare, ours in odd ones (ABBA for each of ours
    against the CLI), so the drift of a shared machine hits every series
    alike;
@@ -43,22 +45,25 @@ the ``RBD().clone()`` call, or ``subprocess.run`` for the CLI; CPU time is
 ``time.process_time`` of this process, or the rbd process's rusage. Warm-up
 calls (``--warmup`` of each kind) are not counted.
 
-Targets (issue #3): median <= 15 ms and median(CLI) / median >= 3 are
-judged for both launch series: plain ``direct_fetch`` (a librbd clone each
-time, which cannot meet them: the bare librbd clone alone takes longer) and
-``direct_fetch`` claiming a spare. Size flatness is judged on the plain
-series.
+Targets (issue #3): median <= 15 ms, median(CLI) / median >= 3, and size
+flatness are judged on the like-for-like series, plain ``direct_fetch``: a
+librbd clone per launch, as the CLI makes one per run. The claim of a spare
+is shown against the same targets, but not judged: its clone was made
+beforehand in the background, and what that costs per launch is reported
+beside it.
 
-Exit status: 0 when the spare series meets both issue targets and the size
-series is flat, 1 otherwise, 2 when the cleanup left something behind. The
-plain series' verdicts are printed but do not set the status.
+Each run's JSON and printed report are kept in ``--results``
+(``benchmarks/results/bench_clone-<UTC time>-<commit>.json/.txt``, and
+copied to ``bench_clone.json/.txt``), with the git commit measured.
+
+Exit status: 0 when the like-for-like series meets the targets, 1
+otherwise, 2 when the cleanup left something behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import resource
 import subprocess
@@ -67,11 +72,11 @@ import time
 import uuid
 from typing import Any
 
-from _benchlib import (DISK_POOL, GIB, GOLDEN_POOL, RAW, environment,
-                       make_golden, summarize, write_json)
+from _benchlib import (DISK_POOL, GIB, GOLDEN_POOL, RAW, add_output_args, bluestore_cluster,
+                       command_line, environment, finish, make_golden, rbd_argv, summarize)
 
 from rbd_driver import imagebackend
-from rbd_driver.testing.cluster import ClusterState, LocalCluster, make_conf
+from rbd_driver.testing.cluster import ClusterState, make_conf
 
 #: Targets from the issue, and the tolerance we chose for "flat in size".
 TARGET_MEDIAN_MS = 15.0
@@ -112,6 +117,7 @@ class Bench:
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)
         self.spare_instances: list[str] = []
+        self.all_in: list[tuple[float, float]] = []  # claim + refill, per launch
         self.instances: list[str] = []
         self.cli_disks: list[str] = []
         self.bare_disks: list[str] = []
@@ -131,10 +137,13 @@ class Bench:
         return time.perf_counter() - start, time.process_time() - start_cpu
 
     def spare(self, golden: str, wait: bool = True) -> tuple[float, float]:
-        """One direct_fetch with ``clone_spares`` set; return (wall, CPU) seconds.
+        """One direct_fetch with ``clone_spares`` set; return its (wall, CPU) seconds.
 
-        With ``wait``, the refill is waited for (untimed) before and after,
-        so a spare is ready and no refill overlaps other measurements.
+        With ``wait``, the refill is waited for before (untimed, so a spare is
+        ready) and after the call: then the time from the call's start until
+        the background refill has made the spare that replaces the one
+        claimed, wall and CPU (this process: the refill is a thread of it),
+        is appended to ``all_in``: what the launch costs, all told.
         """
         if wait and not self.spare_driver.wait_spares(120):
             raise RuntimeError("the spare refill did not finish within 120 s")
@@ -145,8 +154,10 @@ class Bench:
         start, start_cpu = time.perf_counter(), time.process_time()
         disk.direct_fetch("bench-image", RAW, locations)
         elapsed = time.perf_counter() - start, time.process_time() - start_cpu
-        if wait and not self.spare_driver.wait_spares(120):
-            raise RuntimeError("the spare refill did not finish within 120 s")
+        if wait:
+            if not self.spare_driver.wait_spares(120):
+                raise RuntimeError("the spare refill did not finish within 120 s")
+            self.all_in.append((time.perf_counter() - start, time.process_time() - start_cpu))
         return elapsed
 
     def claimed(self, count: int) -> int:
@@ -158,9 +169,8 @@ class Bench:
         """One ``rbd clone`` process into a new disk; return (wall, its CPU) seconds."""
         name = f"cli-{len(self.cli_disks)}"
         self.cli_disks.append(name)
-        argv = ["rbd", "-c", self.state.conf_path, "--id", self.state.user,
-                "--keyring", self.state.user_keyring,
-                "clone", f"{GOLDEN_POOL}/{golden}@snap", f"{DISK_POOL}/{name}"]
+        argv = rbd_argv(self.state) + [
+            "clone", f"{GOLDEN_POOL}/{golden}@snap", f"{DISK_POOL}/{name}"]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         proc = subprocess.run(argv, capture_output=True, timeout=120, check=False)
@@ -259,6 +269,7 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
         bench.cli("golden")
         if args.librbd_floor:
             bench.bare("golden")
+    bench.all_in.clear()
 
     samples: dict[str, list[tuple[float, float]]] = {"ours": [], "cli": [], "librbd": [],
                                                      "spare": []}
@@ -300,14 +311,19 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     else:
         burst_claimed = 0
     return {"ours": samples["ours"], "cli": samples["cli"], "librbd": samples["librbd"],
-            "spare": samples["spare"], "size_1g": small, "size_100g": large,
+            "spare": samples["spare"], "spare_all_in": list(bench.all_in),
+            "spare_refill": [(a - w, ac - c) for (w, c), (a, ac)
+                             in zip(samples["spare"], bench.all_in)],
+            "size_1g": small, "size_100g": large,
             "burst": burst, "spare_claimed": spare_claimed, "burst_claimed": burst_claimed}
 
 
 SERIES = (
     # key in the report, key in the raw samples, label
     ("direct_fetch", "ours", "direct_fetch, 1 GiB golden"),
-    ("direct_fetch_spare", "spare", "direct_fetch claiming a spare, 1 GiB"),
+    ("direct_fetch_spare", "spare", "claiming a ready spare (the launch)"),
+    ("spare_refill", "spare_refill", "  its refill afterwards (background)"),
+    ("spare_all_in", "spare_all_in", "  claim + refill, all told"),
     ("rbd_clone_cli", "cli", "rbd clone CLI, 1 GiB golden"),
     ("librbd_clone", "librbd", "bare librbd clone (floor), 1 GiB"),
     ("direct_fetch_1g", "size_1g", "direct_fetch, 1 GiB (size series)"),
@@ -331,26 +347,33 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
     spare_speedup = cli_median / spare_median
     size_ratio = (series["direct_fetch_100g"]["median_ms"]
                   / series["direct_fetch_1g"]["median_ms"])
-    ratios = {"cli_over_direct_fetch": speedup, "cli_over_spare": spare_speedup,
-              "size_100g_over_1g": size_ratio}
+    all_in = series["spare_all_in"]
+    ratios = {"cli_over_direct_fetch": speedup, "cli_over_spare_claim": spare_speedup,
+              "size_100g_over_1g": size_ratio,
+              "spare_all_in_cpu_over_direct_fetch_cpu":
+                  all_in["cpu_median_ms"] / series["direct_fetch"]["cpu_median_ms"],
+              "spare_all_in_wall_over_direct_fetch": all_in["median_ms"] / ours_median}
     if "librbd_clone" in series:
         ratios["direct_fetch_over_librbd_clone"] = ours_median / series["librbd_clone"][
             "median_ms"]
         ratios["cli_over_librbd_clone"] = (series["rbd_clone_cli"]["median_ms"]
                                            / series["librbd_clone"]["median_ms"])
-    # Judged: the spare series (what is meant to meet the issue's targets)
-    # and size flatness. Reported only: the plain series against the same targets.
+    # Judged: the like-for-like series, a librbd clone per launch, as the CLI
+    # makes one per run; and size flatness. The spare series is reported
+    # beside it for what it is: the claim of a clone made beforehand, whose
+    # making (the refill) is timed apart, in the background.
     targets = {
-        f"spare series: median <= {TARGET_MEDIAN_MS:g} ms": spare_median <= TARGET_MEDIAN_MS,
-        f"spare series: CLI median / median >= {TARGET_SPEEDUP:g}":
-            spare_speedup >= TARGET_SPEEDUP,
-        f"plain series: 100 GiB / 1 GiB median in [{SIZE_RATIO_RANGE[0]}, "
+        f"like-for-like (a clone per launch): median <= {TARGET_MEDIAN_MS:g} ms":
+            ours_median <= TARGET_MEDIAN_MS,
+        f"like-for-like: CLI median / median >= {TARGET_SPEEDUP:g}": speedup >= TARGET_SPEEDUP,
+        f"like-for-like: 100 GiB / 1 GiB median in [{SIZE_RATIO_RANGE[0]}, "
         f"{SIZE_RATIO_RANGE[1]}]": SIZE_RATIO_RANGE[0] <= size_ratio <= SIZE_RATIO_RANGE[1],
     }
     informational = {
-        f"plain series (a librbd clone per launch): median <= {TARGET_MEDIAN_MS:g} ms":
-            ours_median <= TARGET_MEDIAN_MS,
-        f"plain series: CLI median / median >= {TARGET_SPEEDUP:g}": speedup >= TARGET_SPEEDUP,
+        f"claim of a ready spare: median <= {TARGET_MEDIAN_MS:g} ms":
+            spare_median <= TARGET_MEDIAN_MS,
+        f"claim of a ready spare: CLI median / median >= {TARGET_SPEEDUP:g}":
+            spare_speedup >= TARGET_SPEEDUP,
     }
 
     print(f"\nClone benchmark, {env['date_utc']}")
@@ -365,7 +388,8 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
           f"1 GiB / 100 GiB alternating one by one (ABBA); {args.warmup} warm-up call(s) "
           "of each kind not counted")
     print(f"  spare series: [rbd] clone_spares = {args.spares}, second agent on its own "
-          "connection; refill waited for (untimed) before and after each call; "
+          "connection; a spare ready before each call (waited for, untimed); after it, "
+          "the refill timed until the spares were full again; "
           f"{raw['spare_claimed']} of {len(raw['spare'])} launches took a spare")
     if raw["burst"]:
         print(f"  burst: {len(raw['burst'])} launches back to back with {args.spares} spares "
@@ -379,19 +403,26 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
             s = series[key]
             print(f"  {label:<38}{s['n']:>5}{s['median_ms']:>9.2f}{s['p90_ms']:>9.2f}"
                   f"{s['min_ms']:>9.2f}{s['max_ms']:>9.2f}{s['cpu_median_ms']:>9.2f}")
-    print("  (CPU: this process for direct_fetch and librbd, the rbd process for the CLI)")
+    print("  (CPU: this process for direct_fetch, librbd and the spares, refill thread "
+          "included; the rbd process for the CLI)")
+    print("  (refill: from the claim's return until the spares are full again; all told: from "
+          "the claim's start)")
     print(f"\n  median(CLI) / median(direct_fetch)          = {speedup:.2f}x")
-    print(f"  median(CLI) / median(spare series)          = {spare_speedup:.2f}x")
+    print(f"  median(CLI) / median(claim of a spare)      = {spare_speedup:.2f}x")
+    print(f"  claim + refill, all told / direct_fetch     = "
+          f"{ratios['spare_all_in_wall_over_direct_fetch']:.2f} (wall), "
+          f"{ratios['spare_all_in_cpu_over_direct_fetch_cpu']:.2f} (CPU)")
     print(f"  median(100 GiB) / median(1 GiB)             = {size_ratio:.3f}")
     if "direct_fetch_over_librbd_clone" in ratios:
         print(f"  median(direct_fetch) / median(bare librbd)  = "
               f"{ratios['direct_fetch_over_librbd_clone']:.2f}")
         print(f"  median(CLI) / median(bare librbd)           = "
               f"{ratios['cli_over_librbd_clone']:.2f}")
-    print("\n  targets (judged; they set the exit status):")
+    print("\n  targets, judged on the like-for-like series (they set the exit status):")
     for name, ok in targets.items():
         print(f"    {'PASS' if ok else 'FAIL'}  {name}")
-    print("  the same issue targets for the plain series (reported, not judged):")
+    print("  the same targets for the claim of a spare made beforehand in the background "
+          "(reported, not judged):")
     for name, ok in informational.items():
         print(f"    {'pass' if ok else 'fail'}  {name}")
     print(f"\n  cleanup: {cleanup['disks_removed']} disks, {cleanup['spares_removed']} spares "
@@ -403,7 +434,7 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
 
     doc = {
         "environment": env,
-        "command": "benchmarks/bench_clone.py " + " ".join(sys.argv[1:]),
+        "command": command_line("bench_clone"),
         "parameters": {
             "clones": args.clones, "block": args.block, "size_clones": args.size_clones,
             "clone_spares": args.spares, "burst": args.burst,
@@ -414,7 +445,10 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
                      "librbd, spare, ours in odd ones; 1 GiB/100 GiB alternating one by one "
                      "(ABBA); then the burst",
             "spare_series": "second Backend with clone_spares set, own connection; "
-                            "wait_spares() untimed before and after each timed call",
+                            "wait_spares() untimed before each timed claim; after it, "
+                            "wait_spares() timed: refill = until it returns, all-in = claim "
+                            "start until it returns (wall, and process CPU: the refill is "
+                            "a thread of this process)",
             "timer": "time.perf_counter around direct_fetch / RBD().clone / subprocess.run",
             "cpu": "time.process_time (this process) / RUSAGE_CHILDREN (the rbd process)",
             "percentile": "nearest rank",
@@ -452,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-librbd-floor", dest="librbd_floor", action="store_false",
                         help="skip the bare librbd clone series (the floor)")
     parser.add_argument("--osd-size-gib", type=int, default=8)
-    parser.add_argument("--json", help="also write the results (and raw samples) here")
+    add_output_args(parser)
     args = parser.parse_args(argv)
     if args.clones < 1 or args.block < 1 or args.size_clones < 1 or args.spares < 1:
         parser.error("--clones, --block, --size-clones and --spares must be positive")
@@ -460,11 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--burst must not be negative")
 
     env = environment()
-    cluster = LocalCluster(osds=1, objectstore="bluestore", osd_size_gib=args.osd_size_gib)
-    print(f"starting a bluestore cluster ({args.osd_size_gib} GiB OSD file)...",
-          file=sys.stderr)
-    state = cluster.start()
-    try:
+    with bluestore_cluster(args.osd_size_gib, env) as state:
         bench = Bench(state, spares=args.spares)
         cleanup: dict[str, Any] = {}
         try:
@@ -473,13 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             print("cleaning up...", file=sys.stderr)
             cleanup = bench.cleanup()
-    finally:
-        cluster.stop()
-    env["loadavg_end"] = list(os.getloadavg())
-    doc, status = report(env, args, raw, cleanup)
-    if args.json:
-        write_json(args.json, doc)
-    return status
+    return finish("bench_clone", args, env, lambda: report(env, args, raw, cleanup))
 
 
 if __name__ == "__main__":
