@@ -148,8 +148,8 @@ def test_constants() -> None:
 
 @needs_qemu_img
 @pytest.mark.parametrize("name, expected", SAMPLES)
-def test_detects_qemu_img_images(samples: Samples, name: str,
-                                 expected: str) -> None:
+def test_detects_sample_images(samples: Samples, name: str,
+                                expected: str) -> None:
     header, tail = read_ends(samples[name])
     assert detect_format(header, tail) == expected
     assert detect_format(header) == expected
