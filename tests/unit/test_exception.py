@@ -37,8 +37,13 @@ def test_every_template_names_what_is_at_fault(cls: type[exception.RbdDriverErro
 
 
 def test_missing_keyword_still_shows_something_useful() -> None:
+    # The template cannot be filled without "image": the error still reads as
+    # the template, followed by the keywords that were given.
     err = exception.ImageNotFound(pool="vms")
-    assert "vms" in str(err) and "ImageNotFound" not in str(err) or "image" in str(err)
+    text = str(err)
+    assert text.startswith(exception.ImageNotFound.message), text  # what went wrong
+    assert text.endswith(" ({'pool': 'vms'})"), text  # and where
+    assert err.kwargs == {"pool": "vms"}
 
 
 def test_explicit_message_wins() -> None:

@@ -129,6 +129,7 @@ def test_delete_refuses_with_children_names_and_force_moves_to_trash(env) -> Non
 
 def test_flatten_queue_bounds_concurrency_and_deduplicates() -> None:
     running, peak, lock, release = [0], [0], threading.Lock(), threading.Event()
+    two_running = threading.Event()
 
     class SlowDriver:
         pool = "vms"
@@ -140,6 +141,8 @@ def test_flatten_queue_bounds_concurrency_and_deduplicates() -> None:
             with lock:
                 running[0] += 1
                 peak[0] = max(peak[0], running[0])
+                if running[0] == 2:
+                    two_running.set()
             release.wait(10)
             time.sleep(0.01)
             with lock:
@@ -148,7 +151,8 @@ def test_flatten_queue_bounds_concurrency_and_deduplicates() -> None:
     queue = FlattenQueue(SlowDriver(), concurrency=2)  # type: ignore[arg-type]
     futures = [queue.submit("vms", f"disk{i}") for i in range(6)]
     assert queue.submit("vms", "disk0") is futures[0]
-    time.sleep(0.2)
+    # Both workers are held inside flatten until release: never set with one.
+    assert two_running.wait(10), f"only {peak[0]} flatten(s) ran at once"
     assert peak[0] == 2 and len(queue.pending()) == 6
     release.set()
     assert queue.wait(timeout=10)
