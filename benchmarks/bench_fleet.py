@@ -18,7 +18,9 @@ non-admin user, in one run:
    ``direct_fetch`` launches from one golden snapshot, with and without
    ``clone_spares``; against the same launches from one thread of one process.
    Launches per second, p50 and p99, and the CPU of the hosts and of the
-   cluster's daemons per launch (what limits the storm).
+   cluster's daemons per launch (what limits the storm). The same launches
+   from one process with as many threads show whether anything per process
+   (our locks, the one connection) limits it.
 4. **Image cache under a storm.** ``--hosts`` processes launch at once from an
    image that is not cloneable and not yet cached (``[rbd] image_cache_pool``):
    the number of copies made (must be 1) and each host's first launch time.
@@ -237,7 +239,10 @@ def storms(state: ClusterState, url: str, args: argparse.Namespace) -> dict[str,
     base = {"ceph_conf": state.conf_path, "user": state.user, "keyring": state.user_keyring,
             "pool": "vms"}
     out: dict[str, Any] = {}
+    # The same 32 launches in flight from one process (one connection) tells
+    # whether anything per process (our locks, the connection) limits a storm.
     series = [("one_thread", 1, 1, 0), ("storm", args.hosts, args.threads, 0),
+              ("one_process", 1, args.hosts * args.threads, 0),
               ("storm_spares", args.hosts, args.threads, args.spares)]
     for name, hosts, threads, spares in series:
         result = _storm(state, hosts, threads, args.launches,
@@ -309,6 +314,7 @@ def report(env: dict[str, Any], args: argparse.Namespace,
         for name, s in raw["storm"].items():
             label = {"one_thread": "1 process x 1 thread",
                      "storm": f"{s['hosts']} hosts x {s['threads']} threads",
+                     "one_process": f"1 host x {s['threads']} threads",
                      "storm_spares": f"... with clone_spares {args.spares}"}[name]
             print(f"  {label:26} {s['per_s']:9.1f} {s['p50_ms']:8.1f} {s['p99_ms']:8.1f} "
                   f"{s['hosts_cpu_ms_per_launch']:18.1f} {s['all_cpu_ms_per_launch']:18.1f}")
