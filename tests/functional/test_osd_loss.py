@@ -83,7 +83,10 @@ def _wait_marked_down(cluster: LocalCluster, osd: int, timeout: float = 90) -> f
 
 
 def _restart(cluster: LocalCluster, osd: int) -> None:
-    cluster.restart_osd(osd)
+    """Start osd.N again if it is not running (a failed kill leaves it running)."""
+    assert cluster.state is not None
+    if not _pid_alive(cluster.state.pids[f"osd.{osd}"]):
+        cluster.restart_osd(osd)
     cluster.wait_healthy(180)
     assert _osd_up(cluster, osd)
 
