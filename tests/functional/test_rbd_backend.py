@@ -518,12 +518,13 @@ def test_unknown_backend_lists_the_available_ones(backend) -> None:
     assert "'lvm'" in str(info.value) and "flat, rbd" in str(info.value)
 
 
-def test_checksum_of_clone_equals_golden(backend, make_golden, instances) -> None:
+def test_checksum_of_clone_equals_golden(backend, make_golden, instances,
+                                         pools: ClonePools) -> None:
     payload = os.urandom(1 << 20)
     url = make_golden(data=payload)
     disk = backend.by_name(_new_instance(instances), "disk")
     disk.direct_fetch("img", RAW, [{"url": url}])
-    with backend.driver("rbd").client.open_image("vms", disk.rbd_name, read_only=True) as im:
+    with backend.driver("rbd").client.open_image(pools.vms, disk.rbd_name, read_only=True) as im:
         assert hashlib.sha256(im.read(0, len(payload))).digest() == \
             hashlib.sha256(payload).digest()
 
