@@ -37,8 +37,15 @@ def cache_backend(rbd_conf) -> Any:
         yield backend
 
 
+def _left(ceph_admin: Any, pool: str, part: str) -> list[str]:
+    """Images of ``pool`` whose name holds ``part``, listed or in the trash (rbd CLI as admin)."""
+    listed = [n for n in ceph_admin("rbd", "ls", pool) or [] if part in n]
+    trashed = [e["name"] for e in ceph_admin("rbd", "trash", "ls", pool) or [] if part in e["name"]]
+    return sorted(listed + trashed)
+
+
 @pytest.fixture
-def image_id(cache_backend) -> Any:
+def image_id(cache_backend, ceph_admin) -> Any:
     """A fresh image id; its cached golden and all clones are removed afterwards."""
     ident = f"img-{uuid.uuid4().hex[:8]}"
     made: list[str] = []
@@ -50,7 +57,9 @@ def image_id(cache_backend) -> Any:
         assert report.ok and not report.trashed, report
     report = driver.remove_image(f"cached-{ident}", pool=CACHE_POOL)
     assert report.removed, report
-    assert [n for n in driver.list_images(CACHE_POOL) if ident in n] == []
+    assert _left(ceph_admin, CACHE_POOL, ident) == []
+    for inst in made:
+        assert _left(ceph_admin, "vms", inst) == []
 
 
 WORKER = textwrap.dedent("""
@@ -172,7 +181,7 @@ def _qcow2(path: str, backing: str | None = None) -> None:
 
 @pytest.mark.parametrize("via", ["direct", "local"])
 def test_qcow2_download_is_converted_without_keys_on_command_lines(
-        backend, rbd_conf, tmp_path, via, spawned, ceph_cluster) -> None:
+        backend, rbd_conf, tmp_path, via, spawned, ceph_cluster, ceph_admin) -> None:
     rbd_conf.set_override("convert_via", via, group="rbd")
     inst = str(uuid.uuid4())
     disk = backend.by_name(inst, "disk")
@@ -190,16 +199,17 @@ def test_qcow2_download_is_converted_without_keys_on_command_lines(
         assert qemu and not any(key in c for c in spawned_now)
         if via == "direct":
             assert any(f"conf={ceph_cluster.conf_path}" in c for c in qemu)
-        assert not [n for n in backend.driver("rbd").list_images() if inst in n and n != disk.rbd_name]
+        assert _left(ceph_admin, "vms", inst) == [disk.rbd_name]  # no temporary left
     finally:
         backend.backend("rbd").cleanup_instance(rbd_conf, inst, driver=backend.driver("rbd"))
+    assert _left(ceph_admin, "vms", inst) == []
 
 
 def test_qcow2_with_backing_file_is_refused_and_nothing_created(backend, rbd_conf,
-                                                                tmp_path) -> None:
+                                                                tmp_path, ceph_admin) -> None:
     inst = str(uuid.uuid4())
     disk = backend.by_name(inst, "disk")
     with pytest.raises(exception.ImageConversionFailed, match="backing file '/etc/hostname'"):
         disk.create_image(lambda target: _qcow2(target, backing="/etc/hostname"),
                           str(tmp_path / "base"), None)
-    assert not [n for n in backend.driver("rbd").list_images() if inst in n]
+    assert _left(ceph_admin, "vms", inst) == []

@@ -24,19 +24,20 @@ SNAPS = ["s0", "s1"]
 
 
 @pytest.fixture
-def model_env(backend, ceph_admin):
+def model_env(backend, ceph_admin, pools):
+    """Runs once per clone format; on format 2 the golden's snapshot is not protected."""
     driver = backend.driver("rbd")
     golden = f"model-golden-{uuid.uuid4().hex[:6]}"
-    driver.create(golden, 16 << 20, pool="images")
-    with driver.client.open_image("images", golden) as image:
+    driver.create(golden, 16 << 20, pool=pools.images)
+    with driver.client.open_image(pools.images, golden) as image:
         image.write(b"golden", 0)
-    driver.create_snap(golden, "snap", protect=True, pool="images")
-    yield backend, ceph_admin, f"rbd://{driver.fsid}/images/{golden}/snap", golden
-    assert driver.remove_image(golden, pool="images").removed == [golden]
+    driver.create_snap(golden, "snap", protect=pools.format == 1, pool=pools.images)
+    yield backend, ceph_admin, f"rbd://{driver.fsid}/{pools.images}/{golden}/snap", golden, pools
+    assert driver.remove_image(golden, pool=pools.images).removed == [golden]
 
 
 def test_random_sequences_match_the_ceph_cli(model_env, tmp_path) -> None:
-    backend, ceph_admin, url, golden = model_env
+    backend, ceph_admin, url, golden, pools = model_env
     run = uuid.uuid4().hex[:6]
     backups = BackupManager(backend.driver("rbd"), str(tmp_path / "backups"), retention=100)
 
@@ -121,15 +122,15 @@ def test_random_sequences_match_the_ceph_cli(model_env, tmp_path) -> None:
         @invariant()
         def library_equals_cli(self) -> None:
             ours = sorted(n for n in backend.driver("rbd").list_images() if n.startswith(self.prefix))
-            cli = sorted(n for n in ceph_admin("rbd", "ls", "vms") if n.startswith(self.prefix))
+            cli = sorted(n for n in ceph_admin("rbd", "ls", pools.vms) if n.startswith(self.prefix))
             assert ours == cli == sorted(f"{self.prefix}{i}_disk" for i in self.disks)
             for inst, expected in self.disks.items():
                 name = f"{self.prefix}{inst}_disk"
                 snaps = {s["name"]: s["protected"] for s in backend.driver("rbd").list_snaps(name)}
                 cli_snaps = {s["name"]: s["protected"] == "true"
-                             for s in ceph_admin("rbd", "snap", "ls", f"vms/{name}")}
+                             for s in ceph_admin("rbd", "snap", "ls", f"{pools.vms}/{name}")}
                 assert snaps == cli_snaps == expected["snaps"]
-                info = ceph_admin("rbd", "info", f"vms/{name}")
+                info = ceph_admin("rbd", "info", f"{pools.vms}/{name}")
                 assert info["size"] == self.disk(inst).get_disk_size() == expected["size"]
                 assert ("parent" in info) == (self.disk(inst).parent_info() is not None) \
                     == expected["parent"]
@@ -138,8 +139,8 @@ def test_random_sequences_match_the_ceph_cli(model_env, tmp_path) -> None:
             for inst in list(self.disks):
                 backend.backend("rbd").cleanup_instance(backend.conf, f"{self.prefix}{inst}",
                                                         driver=backend.driver("rbd"))
-            left = [n for n in ceph_admin("rbd", "ls", "vms") if n.startswith(self.prefix)]
-            trash = [e for e in ceph_admin("rbd", "trash", "ls", "vms") or []
+            left = [n for n in ceph_admin("rbd", "ls", pools.vms) if n.startswith(self.prefix)]
+            trash = [e for e in ceph_admin("rbd", "trash", "ls", pools.vms) or []
                      if e["name"].startswith(self.prefix)]
             assert left == [] and trash == []
 
@@ -147,5 +148,5 @@ def test_random_sequences_match_the_ceph_cli(model_env, tmp_path) -> None:
                                        suppress_health_check=list(HealthCheck))
     Model.TestCase().runTest()
     # Nothing of the run remains, and the golden has no children left.
-    assert not [n for n in ceph_admin("rbd", "ls", "vms") if n.startswith(f"m{run}")]
-    assert ceph_admin("rbd", "children", f"images/{golden}@snap") == []
+    assert not [n for n in ceph_admin("rbd", "ls", pools.vms) if n.startswith(f"m{run}")]
+    assert ceph_admin("rbd", "children", f"{pools.images}/{golden}@snap") == []

@@ -190,8 +190,10 @@ def test_pool_without_caps_fails_naming_the_pool(as_user) -> None:
 
 
 def test_qemu_img_opens_a_disk_as_the_user_with_id_and_conf_only(
-        provisioned, as_user, spawned) -> None:
+        provisioned, as_user, ceph_cluster) -> None:
     as_user.create("qemu", 16 << 20)
+    with as_user.client.open_image(provisioned["pool"], "qemu") as image:
+        image.write(b"\x5a" * 4096, 1 << 20)
     spec = convert.rbd_spec(provisioned["pool"], "qemu", provisioned["user"],
                             provisioned["conf"].rbd.ceph_conf)
     assert ":keyring=" not in spec and ":key=" not in spec
@@ -199,7 +201,27 @@ def test_qemu_img_opens_a_disk_as_the_user_with_id_and_conf_only(
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert '"virtual-size": 16777216' in proc.stdout
-    assert any("qemu-img" in event for event in spawned())
+    # QEMU reads what the user wrote...
+    read = subprocess.run(["qemu-io", "-f", "raw", "-r", "-c", "read -P 0x5a 1M 4k", spec],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert read.returncode == 0 and "read 4096/4096 bytes" in read.stdout, read.stdout + read.stderr
+    # ... and it is that user, with its narrow caps, not an identity that could
+    # open anything: an image in pool vms (no caps there) is refused to it.
+    outside = f"outside-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["rbd", "-c", ceph_cluster.conf_path, "create", "--size", "1M",
+                    f"vms/{outside}"], check=True, capture_output=True, timeout=60)
+    try:
+        denied = subprocess.run(
+            ["qemu-img", "info", "-f", "raw",
+             convert.rbd_spec("vms", outside, provisioned["user"],
+                              provisioned["conf"].rbd.ceph_conf)],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert denied.returncode != 0
+        assert "Operation not permitted" in denied.stderr or "ermission" in denied.stderr, \
+            denied.stderr
+    finally:
+        subprocess.run(["rbd", "-c", ceph_cluster.conf_path, "rm", "--no-progress",
+                        f"vms/{outside}"], check=True, capture_output=True, timeout=60)
 
 
 def test_ensure_user_is_idempotent_and_narrows_widened_caps(provisioned, admin, ceph_admin) -> None:

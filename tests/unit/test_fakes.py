@@ -481,6 +481,66 @@ def test_clone_needs_layering(env: Env) -> None:
         image.protect_snap("s")
 
 
+def test_clone_format_2(env: Env) -> None:
+    """What pacific's librbd did on a real cluster with clone format 2 (see
+    tests/functional/test_rbd_backend.py): an unprotected snapshot clones; a
+    protected one with clones cannot be unprotected; removing an unprotected
+    one with clones moves it to the trash namespace under a new name; it goes
+    with its last clone."""
+    rbd, ioctx, cluster = env.rbd, env.ioctx, env.cluster
+    cluster.clone_format = 2
+    base = cluster.add_image("vms", "base", 8 * MiB, data=b"B" * MiB)
+    base.create_snap("s")
+    base.create_snap("p", protect=True)
+    rbd.RBD().clone(ioctx, "base", "s", ioctx, "c1")  # unprotected: fine on v2
+    rbd.RBD().clone(ioctx, "base", "p", ioctx, "c2")
+    cluster.image("vms", "c1").create_snap("cs")
+    rbd.RBD().clone(ioctx, "c1", "cs", ioctx, "grandchild")
+    with rbd.Image(ioctx, "base") as image:
+        with pytest.raises(rbd.ImageBusy):
+            image.unprotect_snap("p")
+        with pytest.raises(rbd.ImageBusy):  # protected: refused before anything else
+            image.remove_snap("p")
+        image.remove_snap("s")
+        trashed, kept = image.list_snaps()
+        assert trashed["namespace"] == 2 and trashed["trash"] == {"original_name": "s"}
+        assert trashed["name"] != "s" and trashed["id"] == base.trashed_snaps()[0].id
+        assert kept == {"id": kept["id"], "size": 8 * MiB, "name": "p", "namespace": 0}
+        with pytest.raises(rbd.ImageNotFound):
+            image.set_snap("s")  # the old name no longer finds it
+        image.create_snap("s")  # and is free again
+        image.remove_snap("s")
+        assert [d["image"] for d in image.list_descendants()] == ["c1", "c2", "grandchild"]
+    assert cluster.image("vms", "c1").read(0, 2) == b"BB"  # the clone still reads through
+    with pytest.raises(rbd.ImageHasSnapshots):
+        rbd.RBD().remove(ioctx, "base")
+    rbd.RBD().trash_move(ioctx, "c1")  # a trashed clone still holds the snapshot
+    assert len(base.trashed_snaps()) == 1
+    with rbd.Image(ioctx, "grandchild") as grandchild:
+        grandchild.flatten()
+    [entry] = rbd.RBD().trash_list(ioctx)
+    with rbd.Image(ioctx, image_id=entry["id"]) as c1:
+        c1.remove_snap("cs")
+    rbd.RBD().trash_remove(ioctx, entry["id"])
+    assert base.trashed_snaps() == []  # went with its last clone
+    with rbd.Image(ioctx, "base", read_only=True) as image:
+        assert [s["name"] for s in image.list_snaps()] == ["p"]
+
+
+def test_clone_format_1_refuses_what_2_allows(env: Env) -> None:
+    rbd, ioctx, cluster = env.rbd, env.ioctx, env.cluster
+    assert cluster.clone_format == 1  # the default, as pacific's auto under luminous
+    base = cluster.add_image("vms", "base", MiB)
+    base.create_snap("s")
+    with pytest.raises(rbd.InvalidArgument, match="protected"):
+        rbd.RBD().clone(ioctx, "base", "s", ioctx, "c")
+    cluster.clone_format = 2
+    rbd.RBD().clone(ioctx, "base", "s", ioctx, "c")
+    cluster.clone_format = 1
+    with rbd.Image(ioctx, "base") as image, pytest.raises(rbd.ImageBusy):
+        image.remove_snap("s")  # v1 semantics: a snapshot with clones stays
+
+
 def test_flatten(env: Env) -> None:
     rbd, ioctx, cluster = env.rbd, env.ioctx, env.cluster
     cluster.add_image("vms", "base", 8 * MiB, data=b"B" * MiB).create_snap("snap", protect=True)

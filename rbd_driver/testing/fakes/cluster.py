@@ -50,7 +50,8 @@ class FakeCluster:
     (capacity reported by ``df``/``get_cluster_stats``), ``allow_pool_delete``
     (False makes ``delete_pool`` fail with EPERM, as a real cluster does by
     default), ``clone_format`` (1: clone needs a protected snapshot; 2: it
-    does not), ``aio_mode`` (``"sync"``: aio completes before ``aio_*``
+    does not, and removing a snapshot that clones still read from moves it
+    to the trash namespace, as librbd does with clone v2), ``aio_mode`` (``"sync"``: aio completes before ``aio_*``
     returns; ``"thread"``: on a separate thread), ``mon_commands`` (prefix ->
     handler, pre-filled with status, health, fsid, df and mon dump),
     ``require_osd_release`` (``"pacific"``; ``"luminous"`` or ``"mimic"``
@@ -239,9 +240,30 @@ class FakeCluster:
         image = pool.images[image_id] = FakeImage(pool, image_id, name, size, order, features, old_format)
         return image
 
-    def children(self, image: FakeImage, snap_ids: Iterable[int]) -> list[FakeImage]:
-        """Return the images whose head or snapshots are cloned from ``image@snap_ids``."""
-        wanted = set(snap_ids)
+    def descendants(self, image: FakeImage) -> list[FakeImage]:
+        """Return the clones of every snapshot of ``image``, and theirs, recursively."""
+        found: list[FakeImage] = []
+        pending = [image]
+        while pending:
+            for child in self.children(pending.pop(), None):
+                if child not in found:
+                    found.append(child)
+                    pending.append(child)
+        return sorted(found, key=lambda c: (c.pool.name, c.name))
+
+    def prune_trashed_snaps(self) -> None:
+        """Drop the trash-namespace snapshots no clone reads from any more, as
+        librbd does when the last clone of such a snapshot detaches."""
+        for pool in self.pools.values():
+            for image in pool.images.values():
+                for snap in image.trashed_snaps():
+                    if not self.children(image, [snap.id]):
+                        del image.snaps[snap.id]
+
+    def children(self, image: FakeImage, snap_ids: Iterable[int] | None) -> list[FakeImage]:
+        """Return the images whose head or snapshots are cloned from ``image@snap_ids``
+        (from any snapshot of ``image`` when ``snap_ids`` is None)."""
+        wanted = set(image.snaps if snap_ids is None else snap_ids)
         found = []
         for pool in self.pools.values():
             for child in pool.images.values():

@@ -12,6 +12,7 @@ removed or trashed until they are closed.
 from __future__ import annotations
 
 import errno
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Literal
@@ -21,7 +22,7 @@ from rbd_driver.testing.fakes.aio import Completion, Outcome, submit
 from rbd_driver.testing.fakes.cluster import api
 from rbd_driver.testing.fakes.errors import RbdErrors, check_bytes, check_str, check_uint, rbd_error
 from rbd_driver.testing.fakes.features import RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_LAYERING
-from rbd_driver.testing.fakes.model import FakeImage, FakeSnapshot
+from rbd_driver.testing.fakes.model import SNAP_NAMESPACE_TRASH, FakeImage, FakeSnapshot
 from rbd_driver.testing.fakes.rados import Ioctx
 from rbd_driver.testing.fakes.rbd import rbd_pool
 from rbd_driver.testing.fakes.storage import Chunk, View
@@ -329,20 +330,35 @@ class Image:
 
     @api
     def remove_snap(self, name: str) -> None:
-        """Delete a snapshot; raises ImageNotFound, ImageBusy (protected or has children)."""
+        """Delete a snapshot; raises ImageNotFound, ImageBusy (protected, or has
+        children under clone format 1).
+
+        Under clone format 2 a snapshot that clones still read from is not
+        deleted but moved to the trash namespace, as librbd does.
+        """
         snap = self._snap(name, "removing")
         image = self._meta_writable("removing snapshot")
         if snap.protected:
             raise rbd_error(errno.EBUSY, f"error removing snapshot {name} from {self.name}: protected")
         if self._cluster.children(image, [snap.id]):
-            raise rbd_error(errno.EBUSY, f"error removing snapshot {name} from {self.name}: has children")
+            if self._cluster.clone_format != 2:
+                raise rbd_error(errno.EBUSY, f"error removing snapshot {name} from {self.name}: has children")
+            snap.original_name, snap.name = snap.name, str(uuid.uuid4())
+            snap.namespace = SNAP_NAMESPACE_TRASH
+            return
         del image.snaps[snap.id]
 
     @api
     def list_snaps(self) -> Iterator[dict[str, Any]]:
-        """Yield ``{"id", "size", "name", "namespace"}`` per snapshot, oldest first."""
-        snaps = self._live().snaps.values()
-        return iter([{"id": s.id, "size": s.size, "name": s.name, "namespace": 0} for s in snaps])
+        """Yield ``{"id", "size", "name", "namespace"}`` per snapshot, oldest first;
+        a snapshot in the trash namespace also has ``"trash": {"original_name"}``."""
+        found = []
+        for s in self._live().snaps.values():
+            entry: dict[str, Any] = {"id": s.id, "size": s.size, "name": s.name, "namespace": s.namespace}
+            if s.namespace == SNAP_NAMESPACE_TRASH:
+                entry["trash"] = {"original_name": s.original_name}
+            found.append(entry)
+        return iter(found)
 
     @api
     def get_snap_timestamp(self, snap_id: int) -> datetime:
@@ -414,6 +430,7 @@ class Image:
             for snap in self._image.snaps.values():
                 storage.materialize(snap.view, cache)
         storage.materialize(head, cache)
+        self._cluster.prune_trashed_snaps()
         if on_progress is not None:
             on_progress(1, 1)
 
@@ -434,6 +451,15 @@ class Image:
     def list_children2(self) -> Iterator[dict[str, Any]]:
         """Yield ``{"pool", "pool_namespace", "image", "id", "trash"}`` per clone."""
         return iter(self._children_info())
+
+    @api
+    def list_descendants(self) -> Iterator[dict[str, Any]]:
+        """Yield ``{"pool", "pool_namespace", "image", "id", "trash"}`` per clone of
+        any snapshot of the image, and per clone of those clones, recursively."""
+        return iter([
+            {"pool": c.pool.name, "pool_namespace": "", "image": c.name, "id": c.id, "trash": c.trash is not None}
+            for c in self._cluster.descendants(self._live())
+        ])
 
     def diff_iterate(
         self,

@@ -21,7 +21,18 @@ from rbd_driver.testing.fakes.storage import ParentLink, View, read_view, write_
 if TYPE_CHECKING:
     from rbd_driver.testing.fakes.image import Image
 
-__all__ = ["FakeImage", "FakePool", "FakeSnapshot", "Locker", "RadosObject", "Trash", "decode_id", "encode_id"]
+__all__ = [
+    "SNAP_NAMESPACE_TRASH",
+    "SNAP_NAMESPACE_USER",
+    "FakeImage",
+    "FakePool",
+    "FakeSnapshot",
+    "Locker",
+    "RadosObject",
+    "Trash",
+    "decode_id",
+    "encode_id",
+]
 
 ID_PREFIX = "rbd_id."
 
@@ -50,15 +61,29 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# librbd's snapshot namespaces (rbd.RBD_SNAP_NAMESPACE_TYPE_*).
+SNAP_NAMESPACE_USER = 0
+SNAP_NAMESPACE_TRASH = 2
+
+
 @dataclass
 class FakeSnapshot:
-    """A snapshot of a :class:`FakeImage`; ``view`` shares its chunks with the head."""
+    """A snapshot of a :class:`FakeImage`; ``view`` shares its chunks with the head.
+
+    A snapshot removed while clone format 2 children still read from it moves
+    to the trash namespace, as librbd does: ``namespace`` becomes
+    :data:`SNAP_NAMESPACE_TRASH`, ``name`` a fresh UUID (so the old name is
+    free and no longer finds it) and ``original_name`` the name it had. It
+    goes for good when its last clone is removed or flattened.
+    """
 
     id: int
     name: str
     view: View
     protected: bool = False
     timestamp: datetime = field(default_factory=utcnow)
+    namespace: int = SNAP_NAMESPACE_USER
+    original_name: str | None = None
 
     @property
     def size(self) -> int:
@@ -169,6 +194,10 @@ class FakeImage:
 
     def snap_by_name(self, name: str) -> FakeSnapshot | None:
         return next((s for s in self.snaps.values() if s.name == name), None)
+
+    def trashed_snaps(self) -> list[FakeSnapshot]:
+        """Snapshots in the trash namespace (removed while clones still held them)."""
+        return [s for s in self.snaps.values() if s.namespace == SNAP_NAMESPACE_TRASH]
 
     def watchers(self) -> list[Image]:
         """Open handles that hold a watch (librbd takes none for read-only opens)."""

@@ -43,14 +43,18 @@ def rbd_pool(ioctx: Any) -> FakePool:
     return ioctx._pool
 
 
-def _remove_image(image: FakeImage) -> None:
-    """Delete an image's record; raises ImageHasSnapshots or ImageBusy."""
+def _remove_image(ioctx: Ioctx, image: FakeImage) -> None:
+    """Delete an image's record; raises ImageHasSnapshots or ImageBusy.
+
+    A clone's parent snapshot in the trash namespace goes with its last clone.
+    """
     if image.snaps:
         raise rbd_error(errno.ENOTEMPTY, "error removing image: image has snapshots")
     if image.watchers():
         raise rbd_error(errno.EBUSY, "error removing image: image has watchers")
     image.removed = True
     del image.pool.images[image.id]
+    ioctx._cluster.prune_trashed_snaps()
 
 
 def _trash_entry(image: FakeImage) -> dict[str, Any]:
@@ -171,7 +175,7 @@ class RBD:
         image = rbd_pool(ioctx).image_by_name(name)
         if image is None:
             raise rbd_error(errno.ENOENT, f"error removing image {name}")
-        _remove_image(image)
+        _remove_image(ioctx, image)
         if on_progress is not None:
             on_progress(1, 1)
 
@@ -223,7 +227,7 @@ class RBD:
         assert image.trash is not None
         if not force and time.time() < image.trash.deferment_end:
             raise rbd_error(errno.EPERM, "error deleting image from trash: deferment time has not expired")
-        _remove_image(image)
+        _remove_image(ioctx, image)
         if on_progress is not None:
             on_progress(1, 1)
 
