@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import statistics
 import sys
@@ -114,7 +115,8 @@ def values(raw: Any, scale: float, field: str = "wall") -> list[float] | None:
             item = item.get(field)
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             return None
-        out.append(float(item) * scale)
+        if math.isfinite(item):  # json.dump writes NaN for a sample that failed
+            out.append(float(item) * scale)
     return out
 
 
@@ -140,7 +142,8 @@ def chart(name: str, title: str, unit: str, *panels: Panel | None, note: str = "
 
 def run_label(bench: str, doc: dict[str, Any]) -> str:
     """``bench_clone, commit cea497e, 2026-11-29 05:26 UTC`` (what the run recorded)."""
-    git = dig(doc, "environment", "git") or {}
+    git = dig(doc, "environment", "git")
+    git = git if isinstance(git, dict) else {}
     commit = str(git.get("commit") or "unknown")
     if git.get("modified_since_commit"):
         commit += " (modified)"
@@ -328,9 +331,9 @@ def draw(c: Chart, subtitle: str, path: str) -> None:
         top = max(max(s.samples) for p in c.panels for s in p.series)
         for ax, p in zip(axes, c.panels):
             _draw_panel(ax, p, c.unit)
-            ax.set_xlim(0, top * 1.3)
+            ax.set_xlim(0, top * 1.3 or 1.0)
         fig.supxlabel(f"{c.unit}; dots: every sample (in run order, bottom to top), "
-                            "box: quartiles, whiskers: min to max, black bar: median", fontsize=8)
+                      "box: quartiles, whiskers: min to max, black bar: median", fontsize=8)
         fig.suptitle("\n".join([c.title, subtitle] + ([c.note] if c.note else [])))
         fig.savefig(path, format="svg", metadata=METADATA)
 

@@ -226,12 +226,15 @@ def test_drawing_twice_gives_the_same_bytes(drawn: tuple[pathlib.Path, pathlib.P
 def test_missing_and_unreadable_documents_are_skipped(tmp_path: pathlib.Path) -> None:
     results = _write(tmp_path / "results", {"bench_clone": CLONE})
     (results / "bench_backup.json").write_text("{not json", encoding="utf-8")
+    (results / "bench_fleet.json").write_text(json.dumps(
+        {"environment": {"git": "f1ee7ed"}, "results": {"bulk": [1, 2], "pool": "big"}}),
+        encoding="utf-8")
     proc = _run(results, tmp_path / "out")
     assert sorted(p.stem for p in (tmp_path / "out").iterdir()) == [
         "clone_launch", "clone_size", "clone_spares"]
     assert f"skipped bench_datapath: no {results / 'bench_datapath.json'}" in proc.stderr
-    assert f"skipped bench_fleet: no {results / 'bench_fleet.json'}" in proc.stderr
     assert "skipped bench_backup: cannot read" in proc.stderr
+    assert proc.stderr.count("skipped a chart of bench_fleet: unexpected document") == 2
     assert "Traceback" not in proc.stderr
 
 
