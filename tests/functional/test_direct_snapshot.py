@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from oslo_config import cfg
 
-from rbd_driver import exception, imagebackend
+from rbd_driver import exception, imagebackend, provision
+from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.location import parse_location
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.testing.cluster import ClusterState, make_conf
@@ -154,6 +155,34 @@ def test_a_user_without_profile_rbd_on_the_image_pool_leaves_nothing(
     assert "pool images" in str(info.value) and f"client.{user}" in str(info.value)
     assert sorted(ceph_admin("rbd", "ls", "images")) == before
     assert ceph_admin("rbd", "snap", "ls", f"vms/{disk.rbd_name}") == []
+
+
+def test_provisioning_grants_the_image_pool_only_when_asked(
+        backend, driver, golden, made, ceph_cluster, ceph_admin, tmp_path) -> None:
+    disk = _launch(backend, driver.fsid, "images", golden, made)
+    user = f"prov{uuid.uuid4().hex[:6]}"
+    conf = make_conf(ceph_cluster)
+    conf.set_override("user", user, group="rbd")
+    conf.set_override("keyring", str(tmp_path / f"{user}.keyring"), group="rbd")
+    conf.set_override("image_pools", ["images"], group="rbd")
+    image_id = f"snap-{uuid.uuid4().hex[:8]}"
+    try:
+        with RadosClient(ceph_cluster.conf_path, user="admin",
+                         keyring=ceph_cluster.admin_keyring) as admin:
+            provision.provision_from_conf(conf, admin)  # least privilege
+            with imagebackend.Backend(conf) as limited:
+                same = limited.by_name(disk.instance_uuid, "disk", image_type="rbd")
+                with pytest.raises(exception.PermissionDenied, match=f"client.{user}"):
+                    same.direct_snapshot("nova-snap", "raw", image_id)
+            assert image_id not in ceph_admin("rbd", "ls", "images")
+            provision.provision_from_conf(conf, admin, allow_snapshots=True)
+            with imagebackend.Backend(conf) as allowed:
+                same = allowed.by_name(disk.instance_uuid, "disk", image_type="rbd")
+                same.direct_snapshot("nova-snap", "raw", image_id)
+            made.append(("images", image_id))
+            assert ceph_admin("rbd", "snap", "ls", f"images/{image_id}")[0]["name"] == "snap"
+    finally:
+        ceph_admin("ceph", "auth", "del", f"client.{user}")
 
 
 _SIGTERM_CHILD = textwrap.dedent("""
