@@ -257,18 +257,31 @@ class GoldenImages:
 
     # -- deleting ---------------------------------------------------------------
 
-    def delete(self, name: str, *, force: bool = False) -> str:
+    def delete(self, name: str, *, force: bool = False, flatten_images: bool = False) -> str:
         """Delete golden image ``name``; return ``"removed"`` or ``"trashed"``.
 
         Its spare clones (``[rbd] clone_spares``) are not instance disks: they
-        are removed first, then the rule on clones applies.
+        are removed first, then the rule on clones applies. Golden images
+        made from it in its own pool (instance snapshots that share its data,
+        see ``[rbd] snapshot_flatten``) are clones too; with ``flatten_images``
+        they are flattened first (a full copy each; with librbd's deep-flatten
+        feature their snapshots are detached too), so they no longer hold it.
 
         :raises GoldenImageHasClones: it has clones and ``force`` is false; the
-            message names them.
+            message names them, marking the golden images made from it.
         :raises CleanupFailed: it (or one of its spares) could not be removed.
         """
         self._remove_spares(name)
+        if flatten_images:
+            for image in self._derived_goldens(name):
+                self.driver.flatten(image, self.pool)
+                LOG.info("flattened golden image %s/%s, made from %s, before deleting it",
+                         self.pool, image, name)
         children = self.children(name)
+        derived = {f"{self.pool}/{image}" for image in self._derived_goldens(name)}
+        if derived and not force and not flatten_images:
+            children = [c + (" (a golden image made from it: --flatten-images)"
+                             if c in derived else "") for c in children]
         if children:
             if not force:
                 raise exception.GoldenImageHasClones(pool=self.pool, image=name,
@@ -282,6 +295,18 @@ class GoldenImages:
         if report.failed:
             raise exception.CleanupFailed(pool=self.pool, image=name, detail=report.failed[name])
         return "trashed" if report.trashed else "removed"
+
+    def _derived_goldens(self, name: str) -> builtins.list[str]:
+        """Return the golden images of this pool that are clones of ``name``'s snapshot."""
+        found = []
+        for child in self.driver.snap_children(name, self.snapshot, self.pool):
+            if child["pool"] != self.pool or child["trash"]:
+                continue
+            with contextlib.suppress(exception.ImageNotFound):
+                snaps = self.driver.list_snapshots(child["image"], self.pool)
+                if any(s.name == self.snapshot and s.protected for s in snaps):
+                    found.append(child["image"])
+        return found
 
     def _remove_spares(self, name: str) -> None:
         """Remove the spare clones of golden image ``name``, in whichever pools they are.

@@ -267,3 +267,31 @@ def test_cleanup_direct_snapshot(backend, driver, golden, made, ceph_admin) -> N
     assert ceph_admin("rbd", "snap", "ls", f"images/{image_id}") == []
     disk.cleanup_direct_snapshot(url, also_destroy_volume=True)
     assert image_id not in ceph_admin("rbd", "ls", "images")
+
+
+def test_golden_rm_flattens_the_snapshot_images_that_share_it(
+        backend, driver, made, ceph_cluster, ceph_admin, tmp_path) -> None:
+    from rbd_driver.golden import GoldenImages
+
+    name = f"golden-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "g.raw"
+    with open(path, "wb") as f:
+        f.truncate(8 * MIB)
+        f.write(os.urandom(2 * MIB))
+    with GoldenImages(driver, pool="images") as goldens:
+        goldens.register(name, str(path))
+        made.append(("images", name))
+        disk = _launch(backend, driver.fsid, "images", name, made)
+        image_id = f"snap-{uuid.uuid4().hex[:8]}"
+        disk.direct_snapshot("nova-snap", "raw", image_id)
+        made.append(("images", image_id))
+        assert ceph_admin("rbd", "info", f"images/{image_id}")["parent"]["image"] == name
+        before = _export(ceph_cluster, f"images/{image_id}@snap", tmp_path / "before.raw")
+        assert driver.remove_image(disk.rbd_name).ok
+        with pytest.raises(exception.GoldenImageHasClones, match=image_id):
+            goldens.delete(name)
+        assert goldens.delete(name, flatten_images=True) == "removed"
+    assert name not in ceph_admin("rbd", "ls", "images")
+    assert "parent" not in ceph_admin("rbd", "info", f"images/{image_id}@snap")
+    assert filecmp.cmp(before, _export(ceph_cluster, f"images/{image_id}@snap",
+                                       tmp_path / "after.raw"), shallow=False)

@@ -261,3 +261,21 @@ def test_a_golden_depth_is_remembered(env) -> None:
     for _ in range(3):
         env.launched()
     assert env.cluster.calls.count("Image.parent_info") == opens  # no walk again
+
+
+# -- golden rm and the images that share a golden ------------------------------------
+
+
+def test_golden_rm_names_and_can_flatten_the_snapshot_images_sharing_it(env) -> None:
+    from rbd_driver.golden import GoldenImages
+
+    disk = env.launched(b"changed")
+    disk.direct_snapshot("tmp", "raw", "snap-img")
+    env.driver.remove_image(disk.rbd_name)
+    before = env.cluster.image("images", "snap-img").read(0, GOLDEN, snapshot="snap")
+    golden = GoldenImages(env.driver, pool="images")
+    with pytest.raises(exception.GoldenImageHasClones, match="snap-img .a golden image made"):
+        golden.delete("golden")
+    assert golden.delete("golden", flatten_images=True) == "removed"
+    assert env.images("images") == ["snap-img"]
+    assert env.cluster.image("images", "snap-img").read(0, GOLDEN, snapshot="snap") == before
