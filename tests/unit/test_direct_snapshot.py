@@ -279,3 +279,12 @@ def test_golden_rm_names_and_can_flatten_the_snapshot_images_sharing_it(env) -> 
     assert golden.delete("golden", flatten_images=True) == "removed"
     assert env.images("images") == ["snap-img"]
     assert env.cluster.image("images", "snap-img").read(0, GOLDEN, snapshot="snap") == before
+
+
+def test_the_flat_backend_refuses_so_the_caller_falls_back(env) -> None:
+    from rbd_driver.backends.flat import Flat
+
+    disk = Flat("i", "disk", env.conf)
+    with pytest.raises(exception.ImageUnacceptable, match="Flat backend"):
+        disk.direct_snapshot("s", "raw", "img")
+    disk.cleanup_direct_snapshot("rbd://x", ignore_errors=True)
