@@ -122,8 +122,9 @@ def test_other_formats_and_taken_names_are_refused_with_nothing_made(env) -> Non
     assert env.images("images") == ["golden"]
 
 
-STEPS = ["Image.create_snap", "Image.protect_snap", "RBD.clone", "Image.resize",
-         "Image.aio_write", "Image.flatten", "Image.remove_snap", "RBD.rename"]
+STEPS = ["Image.create_snap", "Image.protect_snap", "Image.overlap", "RBD.clone",
+         "Image.resize", "Image.diff_iterate", "Image.aio_read", "Image.aio_write",
+         "Image.flush", "Image.flatten", "Image.remove_snap", "RBD.rename"]
 
 
 @pytest.mark.parametrize("flatten", [False, True])
