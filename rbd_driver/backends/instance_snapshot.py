@@ -124,10 +124,16 @@ def direct_snapshot(disk: Rbd, snapshot_name: str, image_format: str, image_id: 
     temp = f"{image_id}.snapshotting-{uuid.uuid4().hex[:8]}"
     target = f"{pool}/{image_id}"
     state = {"snap": False, "temp": False}
+    seen = [0, 0]  # the last progress (done, total), for the message of a SIGTERM
+
+    def relay(done: int, total: int) -> None:
+        seen[:] = [done, total]
+        if progress is not None:
+            progress(done, total)
 
     def cancelled() -> exception.OperationCancelled:
-        return exception.OperationCancelled(op="direct_snapshot", target=target, done=0,
-                                            total=0)
+        return exception.OperationCancelled(op="direct_snapshot", target=target, done=seen[0],
+                                            total=seen[1])
 
     with SigtermGuard(cancelled) as guard:
         try:
@@ -158,9 +164,9 @@ def direct_snapshot(disk: Rbd, snapshot_name: str, image_format: str, image_id: 
                     driver.resize(temp, size, pool)
                 snapshot_copy.copy_changes(driver.client, disk.pool, disk.rbd_name,
                                            snapshot_name, pool, temp, window=driver.io_window,
-                                           progress=progress, cancel=cancel)
+                                           progress=relay, cancel=cancel)
             else:
-                snapshot_copy.flatten_image(driver.client, pool, temp, progress=progress,
+                snapshot_copy.flatten_image(driver.client, pool, temp, progress=relay,
                                             cancel=cancel)
             driver.remove_snap(disk.rbd_name, snapshot_name, force=True)
             state["snap"] = False

@@ -145,15 +145,16 @@ def _join(worker: threading.Thread) -> None:
         raise held
 
 
-def _own_extents(image: Any, size: int, chunk_size: int,
-                 cancel: threading.Event | None) -> list[tuple[int, int]]:
+def _own_extents(image: Any, size: int, chunk_size: int, cancel: threading.Event | None,
+                 target: str) -> list[tuple[int, int]]:
     """Return ``(offset, length)`` pieces, at most ``chunk_size`` long, of what the
     open snapshot holds itself (its parent's data left out), merged and sorted."""
     found: list[tuple[int, int]] = []
 
     def collect(offset: int, length: int, exists: bool) -> int:
         if cancel is not None and cancel.is_set():
-            raise exception.OperationCancelled(op="copy changes", target="", done=0, total=0)
+            raise exception.OperationCancelled(op="copy changes", target=target, done=0,
+                                               total=0)
         # exists=False too: the disk now reads zeros there, which must hide the parent.
         if length:
             found.append((offset, offset + length))
@@ -234,7 +235,7 @@ def copy_changes(client: RadosClient, src_pool: str, src_name: str, src_snapshot
             client.open_image(dst_pool, dst_name, op="write changes") as dst:
         with client.translate("list changes", pool=src_pool, image=src_name,
                               snapshot=src_snapshot):
-            pieces = _own_extents(src, int(src.size()), chunk_size, cancel)
+            pieces = _own_extents(src, int(src.size()), chunk_size, cancel, target)
         total = sum(length for _, length in pieces)
         done = 0
         pipe = _Pipe(window)
