@@ -45,6 +45,9 @@ def add_parsers(sub: Any) -> None:
     rm.add_argument("name", metavar="NAME")
     rm.add_argument("--force", action="store_true",
                     help="with clones: move it to the RBD trash, where they can still read it")
+    rm.add_argument("--flatten-images", action="store_true",
+                    help="first flatten the golden images made from it in its pool "
+                         "(instance snapshots sharing its data), a full copy each")
 
 
 @contextlib.contextmanager
@@ -64,7 +67,9 @@ def golden(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
         if args.action == "children":
             return {"golden": where, "children": images.children(args.name)}, 0
         if args.action == "rm":
-            return {"golden": where, "outcome": images.delete(args.name, force=args.force)}, 0
+            outcome = images.delete(args.name, force=args.force,
+                                    flatten_images=args.flatten_images)
+            return {"golden": where, "outcome": outcome}, 0
         started = time.monotonic()
         image = images.register(args.name, args.file, progress=progress_bar(not args.json))
         return {**dataclasses.asdict(image),

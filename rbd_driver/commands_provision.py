@@ -65,6 +65,10 @@ def add_parsers(sub: Any) -> None:
                          "/etc/ceph/ceph.client.<user>.keyring)")
     fc.add_argument("--define-secret", action="store_true",
                     help="also define the libvirt ceph secret on [rbd] libvirt_uri")
+    fc.add_argument("--allow-snapshots", action="store_true",
+                    help="grant 'profile rbd' (not read-only) on [rbd] snapshot_pool and "
+                         "[rbd] image_pools, so that direct_snapshot can write instance "
+                         "snapshots there (default: read-only, least privilege)")
 
 
 def _quiet_libvirt() -> None:
@@ -109,7 +113,8 @@ def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
             _quiet_libvirt()
         report = provision.provision_from_conf(conf, prov.client, keyring=keyring,
                                                pg_num=args.pg_num,
-                                               define_secret=args.define_secret)
+                                               define_secret=args.define_secret,
+                                               allow_snapshots=args.allow_snapshots)
     return {"pools": [dataclasses.asdict(p) for p in report.pools],
             "user": _user_doc(report.user), "secret_uuid": report.secret_uuid}, 0
 

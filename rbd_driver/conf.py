@@ -713,8 +713,63 @@ Related options:
     ),
 ]
 
+snapshot_opts = [
+    cfg.StrOpt(
+        "snapshot_pool",
+        default=None,
+        help="""
+Pool where ``direct_snapshot`` writes an instance snapshot as a new golden
+image, when neither the caller (``parent_pool``) nor the disk says where.
+
+Which pool wins: the ``parent_pool`` argument; else the pool of the golden
+image the disk was cloned from; else this option. With none of the three,
+``direct_snapshot`` refuses (``ImageUnacceptable``) and the caller falls back
+to ``snapshot_extract`` and an upload.
+
+Writing there needs ``profile rbd`` on the pool for ``user``; provisioning
+grants it only when asked (``rbd-driver provision from-conf
+--allow-snapshots``), since a compute user that may write to the image pool
+may also overwrite other tenants' images.
+
+Possible values:
+
+* The name of a pool with the ``rbd`` application (usually the image pool).
+* Unset (default): only ``parent_pool`` or the disk's parent decide.
+
+Related options:
+
+* ``image_pools``, ``snapshot_flatten``.
+""",
+    ),
+    cfg.BoolOpt(
+        "snapshot_flatten",
+        default=False,
+        help="""
+Make every instance snapshot a full, standalone copy.
+
+By default, when the disk is a clone of a golden image in the pool the
+snapshot goes to (and that golden is shallow enough, see
+``clone_depth_soft_limit``), the new image is made a clone of the same golden
+snapshot holding only what the instance changed: much less data is copied,
+but the golden image then has a child in its own pool, so it can only be
+deleted after that snapshot image is (or with ``golden rm --force``, which
+moves it to the RBD trash, where it stays readable). With true, the new
+image is flattened: a full copy with no parent.
+
+Possible values:
+
+* false (default): share the golden image's data when possible.
+* true: always a full copy.
+
+Related options:
+
+* ``snapshot_pool``, ``max_clone_depth``.
+""",
+    ),
+]
+
 ALL_OPTS = (connection_opts + cleanup_opts + backend_opts + datapath_opts + access_opts
-            + backup_opts + golden_opts)
+            + backup_opts + golden_opts + snapshot_opts)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -38,6 +38,7 @@ from oslo_config import cfg
 
 from rbd_driver import exception
 from rbd_driver.storage import convert
+from rbd_driver.storage.flatten_queue import FlattenQueue
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage.spares import is_spare_name
@@ -78,71 +79,6 @@ class CloneResult:
     depth: int
     flatten: str
     future: concurrent.futures.Future[None] | None = None
-
-
-class FlattenQueue:
-    """Flatten images in the background, at most ``concurrency`` at a time.
-
-    Asking twice for the same image while its flatten is pending returns the
-    same future. A failure is logged and kept in the future.
-    """
-
-    def __init__(self, driver: RBDDriver, concurrency: int = 2) -> None:
-        if concurrency < 1:
-            raise exception.InvalidArgument(op="flatten queue", target=driver.pool,
-                                            detail=f"concurrency must be >= 1, not {concurrency}")
-        self.driver = driver
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="rbd-driver-flatten")
-        self._futures: dict[tuple[str, str], concurrent.futures.Future[None]] = {}
-        self._lock = threading.Lock()
-
-    def submit(self, pool: str, image: str) -> concurrent.futures.Future[None]:
-        """Queue a flatten of ``pool/image``; return its future."""
-        key = (pool, image)
-        with self._lock:
-            future = self._futures.get(key)
-            if future is not None and not future.done():
-                return future
-            future = self._pool.submit(self._flatten, pool, image)
-            self._futures[key] = future
-        def done(finished: concurrent.futures.Future[None]) -> None:
-            self._done(key, finished)
-
-        # Outside the lock: a future already done runs the callback right here.
-        future.add_done_callback(done)
-        return future
-
-    def _flatten(self, pool: str, image: str) -> None:
-        try:
-            if self.driver.parent_info(image, pool) is not None:
-                self.driver.flatten(image, pool)
-                LOG.info("flattened %s/%s in the background", pool, image)
-        except exception.ImageNotFound:
-            LOG.info("%s/%s was removed before its background flatten", pool, image)
-
-    def _done(self, key: tuple[str, str], future: concurrent.futures.Future[None]) -> None:
-        with self._lock:
-            if self._futures.get(key) is future:
-                del self._futures[key]
-        if not future.cancelled() and future.exception() is not None:
-            LOG.error("background flatten of %s/%s failed: %s", *key, future.exception())
-
-    def pending(self) -> list[str]:
-        """Return ``pool/image`` of the flattens queued or running."""
-        with self._lock:
-            return sorted(f"{p}/{i}" for p, i in self._futures)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the flattens queued so far; return True if all finished in time."""
-        with self._lock:
-            futures = list(self._futures.values())
-        _, not_done = concurrent.futures.wait(futures, timeout=timeout)
-        return not not_done
-
-    def close(self, wait: bool = True) -> None:
-        """Stop taking work; with ``wait``, finish what was queued."""
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
 
 class GoldenImages:
@@ -328,24 +264,37 @@ class GoldenImages:
 
     # -- deleting ---------------------------------------------------------------
 
-    def delete(self, name: str, *, force: bool = False) -> str:
+    def delete(self, name: str, *, force: bool = False, flatten_images: bool = False) -> str:
         """Delete golden image ``name``; return ``"removed"`` or ``"trashed"``.
 
         Its spare clones (``[rbd] clone_spares``) are not instance disks: they
-        are removed first, then the rule on clones applies.
+        are removed first, then the rule on clones applies. Golden images
+        made from it in its own pool (instance snapshots that share its data,
+        see ``[rbd] snapshot_flatten``) are clones too; with ``flatten_images``
+        they are flattened first (a full copy each; with librbd's deep-flatten
+        feature their snapshots are detached too), so they no longer hold it.
 
         :raises GoldenImageHasClones: it has clones and ``force`` is false; the
-            message names them.
+            message names them, marking the golden images made from it.
         :raises ImageInUse: it (or one of its spares) is open by a client; it was
             neither removed nor trashed.
         :raises CleanupFailed: it (or one of its spares) could not be removed.
         """
         with self._spares_held(name):
             self._remove_spares(name)
-            return self._delete(name, force)
+            return self._delete(name, force, flatten_images)
 
-    def _delete(self, name: str, force: bool) -> str:
+    def _delete(self, name: str, force: bool, flatten_images: bool) -> str:
+        if flatten_images:
+            for image in self._derived_goldens(name):
+                self.driver.flatten(image, self.pool)
+                LOG.info("flattened golden image %s/%s, made from %s, before deleting it",
+                         self.pool, image, name)
         children = self.children(name)
+        derived = {f"{self.pool}/{image}" for image in self._derived_goldens(name)}
+        if derived and not force and not flatten_images:
+            children = [c + (" (a golden image made from it: --flatten-images)"
+                             if c in derived else "") for c in children]
         if children:
             if not force:
                 raise exception.GoldenImageHasClones(pool=self.pool, image=name,
@@ -375,6 +324,18 @@ class GoldenImages:
             return
         with self.driver.spares.hold_everywhere(identity):
             yield
+
+    def _derived_goldens(self, name: str) -> builtins.list[str]:
+        """Return the golden images of this pool that are clones of ``name``'s snapshot."""
+        found = []
+        for child in self.driver.snap_children(name, self.snapshot, self.pool):
+            if child["pool"] != self.pool or child["trash"]:
+                continue
+            with contextlib.suppress(exception.ImageNotFound):
+                snaps = self.driver.list_snapshots(child["image"], self.pool)
+                if any(s.name == self.snapshot and s.protected for s in snaps):
+                    found.append(child["image"])
+        return found
 
     def _remove_spares(self, name: str) -> None:
         """Remove the spare clones of golden image ``name``, in whichever pools they are.

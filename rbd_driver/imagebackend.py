@@ -184,6 +184,23 @@ class Image(abc.ABC):
         """Roll the disk back to snapshot ``name``. Raises NotSupported by default."""
         raise self._unsupported("rollback_to_snap")
 
+    def direct_snapshot(self, snapshot_name: str, image_format: str, image_id: str,
+                        parent_pool: str | None = None, **kwargs: Any) -> str:
+        """Make this disk a new image inside the storage; return its location.
+
+        By default the backend cannot: raises ImageUnacceptable, so the caller
+        falls back to extracting the disk to a file and uploading it.
+        """
+        raise exception.ImageUnacceptable(
+            image_id=image_id,
+            reason=f"the {type(self).__name__} backend cannot make an image in place")
+
+    def cleanup_direct_snapshot(self, location: str, also_destroy_volume: bool = False,
+                                ignore_errors: bool = False) -> None:
+        """Remove what :meth:`direct_snapshot` made. Raises NotSupported by default."""
+        if not ignore_errors:
+            raise self._unsupported("cleanup_direct_snapshot")
+
     def flatten(self) -> None:
         """Copy the parent's data into the disk so it stands alone. NotSupported by default."""
         raise self._unsupported("flatten")

@@ -38,6 +38,7 @@ __all__ = [
     "Provisioner",
     "default_keyring_path",
     "provision_from_conf",
+    "snapshot_pools",
     "user_caps",
 ]
 
@@ -307,9 +308,27 @@ class Provisioner:
         LOG.info("removed cephx user client.%s", user)
 
 
+def snapshot_pools(conf: Any) -> list[str]:
+    """Return the pools ``direct_snapshot`` may write to under ``conf``: ``[rbd]
+    snapshot_pool`` (if set) and the ``image_pools`` (a disk's snapshot goes to
+    its golden image's pool by default).
+
+    :raises ConfigError: neither is set.
+    """
+    group = conf.rbd
+    pools = list(dict.fromkeys(([group.snapshot_pool] if group.snapshot_pool else [])
+                               + list(group.image_pools)))
+    if not pools:
+        raise exception.ConfigError(
+            detail="allowing instance snapshots needs [rbd] snapshot_pool or [rbd] image_pools "
+                   "to name the pool(s) they are written to")
+    return pools
+
+
 def provision_from_conf(conf: Any, admin: RadosClient, *, keyring: str | None = None,
                         pg_num: int = DEFAULT_PG_NUM, define_secret: bool = False,
-                        libvirt_conn: Any = None) -> ProvisionReport:
+                        libvirt_conn: Any = None,
+                        allow_snapshots: bool = False) -> ProvisionReport:
     """Set up what the ``[rbd]`` options describe, for ``[rbd] user``.
 
     Creates ``pool`` (and ``image_cache_pool``, and ``cache_tier_pool`` as a
@@ -320,7 +339,13 @@ def provision_from_conf(conf: Any, admin: RadosClient, *, keyring: str | None = 
     defines the libvirt ceph secret (``[rbd] secret_uuid`` if set) on
     ``libvirt_conn`` or ``[rbd] libvirt_uri``.
 
-    :raises ConfigError: ``[rbd] user`` is unset.
+    With ``allow_snapshots`` (off by default: least privilege), the user gets
+    ``profile rbd`` instead of ``rbd-read-only`` on the pools instance
+    snapshots are written to (:func:`snapshot_pools`), which ``direct_snapshot``
+    needs; ``snapshot_pool`` is created if missing.
+
+    :raises ConfigError: ``[rbd] user`` is unset; ``allow_snapshots`` without
+        a pool to allow (checked before anything is created).
     :raises KeyringError: the keyring's directory is missing or not writable
         (checked before anything is created).
     """
@@ -331,9 +356,14 @@ def provision_from_conf(conf: Any, admin: RadosClient, *, keyring: str | None = 
     # Before any pool is made: a half-done provisioning is worse than none.
     cephx.check_keyring_path(path, "keyring argument" if keyring else
                              "[rbd] keyring" if group.keyring else "default keyring path")
+    extra = snapshot_pools(conf) if allow_snapshots else []
     prov = Provisioner(admin)
     writable = [group.pool] + ([group.image_cache_pool] if group.image_cache_pool else [])
+    if allow_snapshots and group.snapshot_pool:
+        writable.append(group.snapshot_pool)
+    writable = list(dict.fromkeys(writable))
     pools = [prov.create_pool(p, pg_num) for p in writable]
+    writable += [p for p in extra if p not in writable]
     if group.cache_tier_pool:
         pools.append(prov.add_cache_tier(group.pool, group.cache_tier_pool, pg_num))
     user = prov.ensure_user(group.user, writable, list(group.image_pools), keyring=path)

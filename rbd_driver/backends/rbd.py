@@ -23,6 +23,7 @@ from oslo_concurrency import lockutils
 from oslo_config import cfg
 
 from rbd_driver import exception, imagebackend, krbd, libvirt_config
+from rbd_driver.backends import clone_depth, instance_snapshot
 from rbd_driver.storage import convert, formats, rados_lock
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
 from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver, SnapshotIdentity
@@ -203,6 +204,10 @@ class Rbd(imagebackend.Image):
         one is ready (see :mod:`rbd_driver.storage.spares`), and a background
         refill is asked for; otherwise it is cloned here.
 
+        The clone-depth policy applies (see :mod:`rbd_driver.backends.clone_depth`):
+        a disk deeper than ``[rbd] max_clone_depth`` is flattened before this
+        returns, one deeper than ``clone_depth_soft_limit`` in the background.
+
         :raises ImageUnacceptable: no location qualified; the message gives each
             location's reason, and nothing was created.
         """
@@ -228,6 +233,11 @@ class Rbd(imagebackend.Image):
                 except exception.RbdDriverError as err:
                     reasons.append(f"location {index + 1} ({_shorten(url)}): clone failed: {err}")
                     continue
+                try:
+                    self._limit_depth(location, identity)
+                except exception.RbdDriverError as err:
+                    reasons.append(f"location {index + 1} ({_shorten(url)}): flatten failed: {err}")
+                    continue
                 if spares:
                     assert identity is not None
                     self._refill_spares(location, identity, spares)
@@ -247,6 +257,20 @@ class Rbd(imagebackend.Image):
             if not reasons:
                 reasons.append("no locations were given")
             raise exception.ImageUnacceptable(image_id=image_id, reason="; ".join(reasons))
+
+    def _limit_depth(self, location: RbdLocation, identity: SnapshotIdentity | None) -> None:
+        """Apply the clone-depth policy to this new disk (see :mod:`.clone_depth`).
+
+        :raises RbdDriverError: flattening failed; the disk was removed.
+        """
+        depth = clone_depth.snapshot_depth(self.driver, location, identity) + 1
+        try:
+            clone_depth.apply_policy(self.driver, self.conf, self.pool, self.rbd_name, depth)
+        except BaseException as err:
+            report = self.driver.remove_image(self.rbd_name)
+            if not report.ok:
+                err.add_note(f"{self.pool}/{self.rbd_name} was left behind: {report.failed}")
+            raise
 
     def _claim_spare(self, identity: SnapshotIdentity | None, spares: int) -> str | None:
         """Rename a spare clone of ``identity`` to this disk; return its old name, or
@@ -399,6 +423,34 @@ class Rbd(imagebackend.Image):
     def parent_info(self) -> tuple[str, str, str] | None:
         """Return (pool, image, snapshot) of the golden image, or None when flat."""
         return self.driver.parent_info(self.rbd_name)
+
+    # -- instance snapshots to golden images (backends/instance_snapshot.py) ------
+
+    def direct_snapshot(self, snapshot_name: str, image_format: str, image_id: str,
+                        parent_pool: str | None = None,
+                        progress: Callable[[int, int], None] | None = None,
+                        cancel: threading.Event | None = None) -> str:
+        """Make this disk a new golden image ``image_id`` inside the cluster; return
+        its ``rbd://fsid/pool/image_id/snap`` location, cloneable by :meth:`direct_fetch`.
+
+        The image pool is ``parent_pool``, else the pool of this disk's parent,
+        else ``[rbd] snapshot_pool``. Atomic: on any failure, ^C or SIGTERM
+        nothing is left. ``progress(done, total)`` follows the data copied.
+        See :mod:`rbd_driver.backends.instance_snapshot`.
+
+        :raises ImageUnacceptable: ``image_format`` is not ``raw``, or no pool is
+            known; nothing was made (fall back to ``snapshot_extract``).
+        :raises PermissionDenied: the user lacks ``profile rbd`` on the image pool.
+        """
+        return instance_snapshot.direct_snapshot(self, snapshot_name, image_format, image_id,
+                                                 parent_pool, progress=progress, cancel=cancel)
+
+    def cleanup_direct_snapshot(self, location: str, also_destroy_volume: bool = False,
+                                ignore_errors: bool = False) -> None:
+        """Remove the snapshot at ``location`` (with ``also_destroy_volume``, its whole
+        image); see :func:`rbd_driver.backends.instance_snapshot.cleanup_direct_snapshot`."""
+        instance_snapshot.cleanup_direct_snapshot(self, location, also_destroy_volume,
+                                                  ignore_errors)
 
     def remove(self) -> None:
         """Remove this disk and its snapshots (a missing disk counts as removed).

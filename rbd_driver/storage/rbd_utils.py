@@ -31,6 +31,7 @@ from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rados_client import RadosClient
 
 if TYPE_CHECKING:
+    from rbd_driver.storage.flatten_queue import FlattenQueue
     from rbd_driver.storage.spares import Spares
 
 __all__ = ["CleanupReport", "MonitorAddress", "RBDDriver", "SnapshotIdentity", "SnapshotInfo"]
@@ -189,6 +190,7 @@ class RBDDriver:
     :param sleep: injectable ``time.sleep`` (tests).
     :param io_window: reads or writes a copy keeps in flight.
     :param cleanup_concurrency: removals a bulk cleanup keeps in flight.
+    :param flatten_concurrency: background flattens at once (:attr:`flattener`).
     """
 
     def __init__(
@@ -200,6 +202,7 @@ class RBDDriver:
         sleep: Callable[[float], None] = time.sleep,
         io_window: int = datapath.DEFAULT_WINDOW,
         cleanup_concurrency: int = 1,
+        flatten_concurrency: int = 2,
     ) -> None:
         self.client = client
         self.pool = pool
@@ -211,6 +214,8 @@ class RBDDriver:
         self._fsid: str | None = None
         self._spares: Spares | None = None
         self._spares_lock = threading.Lock()
+        self.flatten_concurrency = flatten_concurrency
+        self._flattener: FlattenQueue | None = None
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, **modules: Any) -> RBDDriver:
@@ -222,16 +227,24 @@ class RBDDriver:
             destroy_retry_interval=conf.rbd.destroy_retry_interval,
             io_window=conf.rbd.io_window,
             cleanup_concurrency=conf.rbd.cleanup_concurrency,
+            flatten_concurrency=conf.rbd.flatten_concurrency,
         )
 
     def close(self) -> None:
         """Stop the spare-refill worker (queued refills are cancelled, a running
-        clone is waited for), then close the connection (reopened on next use)."""
+        clone is waited for) and the background flattens (queued ones are
+        cancelled, running ones waited for), then close the connection
+        (reopened on next use)."""
         try:
             if self._spares is not None:
                 self._spares.close()
         finally:
-            self.client.close()
+            try:
+                if self._flattener is not None:
+                    self._flattener.close(wait=True, cancel_queued=True)
+                    self._flattener = None
+            finally:
+                self.client.close()
 
     def __enter__(self) -> RBDDriver:
         return self
@@ -255,6 +268,16 @@ class RBDDriver:
 
                 self._spares = Spares(self)
             return self._spares
+
+    @property
+    def flattener(self) -> FlattenQueue:
+        """The queue of background flattens of this driver (clone-depth policy)."""
+        with self._spares_lock:
+            if self._flattener is None:
+                from rbd_driver.storage.flatten_queue import FlattenQueue
+
+                self._flattener = FlattenQueue(self, self.flatten_concurrency)
+            return self._flattener
 
     def wait_spares(self, timeout: float | None = None) -> bool:
         """Wait until no spare refill is queued or running; False on timeout."""

@@ -212,6 +212,15 @@ class Image:
         return (link.image.pool.name, link.image.name, link.image.snaps[link.snap_id].name)
 
     @api
+    def overlap(self) -> int:
+        """Return how many bytes of the parent the image (at its snapshot) sees;
+        raises ImageNotFound if it has no parent."""
+        link = self._view().parent
+        if link is None:
+            raise rbd_error(errno.ENOENT, f"error getting overlap for image {self.name}")
+        return int(link.overlap)
+
+    @api
     def watchers_list(self) -> Iterator[dict[str, Any]]:
         """Yield ``{"addr", "id", "cookie"}`` of each handle watching the image."""
         ids = [(h._rados._instance_id, h._cookie) for h in self._live().watchers()]

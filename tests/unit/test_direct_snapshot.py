@@ -1,0 +1,291 @@
+"""direct_snapshot, cleanup_direct_snapshot and the clone-depth policy of direct_fetch, on fakes."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import pytest
+from oslo_config import cfg
+
+from rbd_driver import conf as conf_module
+from rbd_driver import exception
+from rbd_driver.backends import clone_depth
+from rbd_driver.backends.rbd import Rbd
+from rbd_driver.storage.location import parse_location
+from rbd_driver.storage.rados_client import RadosClient
+from rbd_driver.storage.rbd_utils import RBDDriver
+from rbd_driver.testing import fakes
+
+MIB = 1 << 20
+GOLDEN = 16 * MIB
+RAW = {"disk_format": "raw"}
+GOLDEN_DATA = b"golden data " * 1000
+
+
+class Env:
+    def __init__(self, tmp_path: Any) -> None:
+        ceph_conf = tmp_path / "ceph.conf"
+        ceph_conf.write_text("[global]\n")
+        self.rados, self.rbd = fakes.make_modules()
+        self.cluster = self.rados._cluster
+        for pool in ("vms", "images", "snaps"):
+            self.cluster.add_pool(pool)
+        self.conf = cfg.ConfigOpts()
+        conf_module.register_opts(self.conf)
+        self.conf([], project="rbd_driver", default_config_files=[])
+        self.conf.set_override("ceph_conf", str(ceph_conf), group="rbd")
+        self.conf.set_override("user", "compute", group="rbd")
+        self.driver = RBDDriver(
+            RadosClient(str(ceph_conf), user="compute", rados=self.rados, rbd=self.rbd),
+            pool="vms", destroy_retries=0, sleep=lambda s: None)
+        self.fsid = self.driver.fsid
+        image = self.cluster.add_image("images", "golden", GOLDEN, data=GOLDEN_DATA)
+        image.create_snap("snap", protect=True)
+        self.golden_url = f"rbd://{self.fsid}/images/golden/snap"
+
+    def launched(self, written: bytes = b"", offset: int = 5 * MIB) -> Rbd:
+        disk = Rbd(str(uuid.uuid4()), "disk", self.conf, driver=self.driver)
+        disk.direct_fetch("img", RAW, [{"url": self.golden_url, "metadata": {}}])
+        if written:
+            self.cluster.image("vms", disk.rbd_name).write(written, offset)
+        return disk
+
+    def images(self, pool: str) -> list[str]:
+        return self.cluster.pool(pool).image_names()
+
+    def snaps(self, pool: str, name: str) -> list[str]:
+        return sorted(s.name for s in self.cluster.image(pool, name).snaps.values())
+
+
+@pytest.fixture
+def env(tmp_path: Any) -> Env:
+    return Env(tmp_path)
+
+
+def _expected(disk_bytes: bytes) -> bytes:
+    return disk_bytes
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_snapshot_has_the_disk_bytes_and_launches(env, flatten) -> None:
+    env.conf.set_override("snapshot_flatten", flatten, group="rbd")
+    disk = env.launched(b"written after launch" * 100)
+    before = env.cluster.image("vms", disk.rbd_name).read(0, GOLDEN)
+    seen: list[tuple[int, int]] = []
+    url = disk.direct_snapshot("tmp-snap", "raw", "snap-img",
+                               progress=lambda d, t: seen.append((d, t)))
+    env.cluster.image("vms", disk.rbd_name).write(b"LATER", 5 * MIB)  # after: not in it
+    loc = parse_location(url)
+    assert (loc.pool, loc.image, loc.snapshot) == ("images", "snap-img", "snap")
+    made = env.cluster.image("images", "snap-img")
+    assert made.snap_by_name("snap").protected
+    assert made.read(0, GOLDEN, snapshot="snap") == before
+    parent = made.head.parent
+    if flatten:
+        assert parent is None
+    else:  # shares the golden, never the instance disk
+        assert parent is not None and parent.image.name == "golden"
+    assert env.snaps("vms", disk.rbd_name) == []  # the temporary snapshot is gone
+    assert env.images("images") == ["golden", "snap-img"]
+    assert seen and seen[-1][0] == seen[-1][1]
+    again = Rbd(str(uuid.uuid4()), "disk", env.conf, driver=env.driver)
+    again.direct_fetch("snap-img", RAW, [{"url": url, "metadata": {}}])
+    assert env.cluster.image("vms", again.rbd_name).read(0, GOLDEN) == before
+    env.driver.close()
+    env.cluster.assert_no_open_handles()
+
+
+def test_a_flat_disk_goes_to_snapshot_pool_and_parent_pool_wins(env) -> None:
+    disk = Rbd(str(uuid.uuid4()), "disk", env.conf, driver=env.driver)
+    env.cluster.add_image("vms", disk.rbd_name, 4 * MIB, data=b"flat disk")
+    with pytest.raises(exception.ImageUnacceptable, match="snapshot_pool is unset"):
+        disk.direct_snapshot("s", "raw", "x")
+    env.conf.set_override("snapshot_pool", "snaps", group="rbd")
+    assert parse_location(disk.direct_snapshot("s", "raw", "x")).pool == "snaps"
+    assert parse_location(disk.direct_snapshot("s", "raw", "y", parent_pool="images")).pool \
+        == "images"
+    assert env.cluster.image("snaps", "x").read(0, 9, snapshot="snap") == b"flat disk"
+
+
+def test_other_formats_and_taken_names_are_refused_with_nothing_made(env) -> None:
+    disk = env.launched(b"x")
+    with pytest.raises(exception.ImageUnacceptable, match="qcow2"):
+        disk.direct_snapshot("s", "qcow2", "new")
+    with pytest.raises(exception.ImageExists):
+        disk.direct_snapshot("s", "raw", "golden")
+    env.cluster.image("vms", disk.rbd_name).create_snap("mine")
+    with pytest.raises(exception.ImageExists):
+        disk.direct_snapshot("mine", "raw", "new")
+    assert env.snaps("vms", disk.rbd_name) == ["mine"]  # not ours to remove
+    assert env.images("images") == ["golden"]
+
+
+STEPS = ["Image.create_snap", "Image.protect_snap", "Image.overlap", "RBD.clone",
+         "Image.resize", "Image.diff_iterate", "Image.aio_read", "Image.aio_write",
+         "Image.flush", "Image.flatten", "Image.remove_snap", "RBD.rename"]
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+@pytest.mark.parametrize("step,after", [(s, a) for s in STEPS for a in (0, 1)])
+def test_a_fault_at_any_step_leaves_nothing(env, step, after, flatten) -> None:
+    env.conf.set_override("snapshot_flatten", flatten, group="rbd")
+    disk = env.launched(b"changed" * 1000)
+    if step == "Image.resize":
+        env.driver.resize(disk.rbd_name, GOLDEN + 4 * MIB)
+    env.cluster.fail_next(step, env.rbd.IOError, after=after)
+    try:
+        disk.direct_snapshot("tmp", "raw", "snap-img")
+    except exception.RbdDriverError:
+        pass
+    else:  # this path does not make that call (twice): it must have worked
+        assert env.images("images") == ["golden", "snap-img"]
+        return
+    env.cluster.clear_failures()
+    assert env.images("images") == ["golden"]
+    assert env.snaps("vms", disk.rbd_name) == []
+    assert env.cluster.image("images", "golden").read(0, len(GOLDEN_DATA)) == GOLDEN_DATA
+    env.driver.close()
+    env.cluster.assert_no_open_handles()
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_an_interrupt_leaves_nothing(env, flatten) -> None:
+    env.conf.set_override("snapshot_flatten", flatten, group="rbd")
+    disk = env.launched(b"changed" * 1000)
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        disk.direct_snapshot("tmp", "raw", "snap-img", progress=interrupt)
+    assert env.images("images") == ["golden"]
+    assert env.snaps("vms", disk.rbd_name) == []
+
+
+def test_cancel_leaves_nothing(env) -> None:
+    disk = env.launched(b"changed" * 1000)
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(exception.OperationCancelled):
+        disk.direct_snapshot("tmp", "raw", "snap-img", cancel=cancel)
+    assert env.images("images") == ["golden"]
+
+
+def test_a_shrunk_disk_is_flattened_not_shared(env) -> None:
+    disk = env.launched(b"x")
+    image = env.cluster.image("vms", disk.rbd_name)
+    env.driver.resize(disk.rbd_name, GOLDEN // 2)
+    env.driver.resize(disk.rbd_name, GOLDEN)  # regrown: the parent's second half no longer shows through
+    before = image.read(0, GOLDEN)
+    url = disk.direct_snapshot("tmp", "raw", "snap-img")
+    made = env.cluster.image("images", parse_location(url).image)
+    assert made.head.parent is None
+    assert made.read(0, GOLDEN, snapshot="snap") == before
+
+
+def test_cleanup_direct_snapshot(env) -> None:
+    disk = env.launched(b"x")
+    url = disk.direct_snapshot("tmp", "raw", "snap-img")
+    disk.cleanup_direct_snapshot(url)
+    assert env.snaps("images", "snap-img") == []
+    disk.cleanup_direct_snapshot(url)  # again: already gone
+    disk.cleanup_direct_snapshot(url, also_destroy_volume=True)
+    assert env.images("images") == ["golden"]
+    with pytest.raises(exception.InvalidArgument):
+        disk.cleanup_direct_snapshot("rbd://nope")
+    disk.cleanup_direct_snapshot("rbd://nope", ignore_errors=True)
+
+
+def test_no_cap_on_the_image_pool_is_named(env) -> None:
+    disk = env.launched(b"x")
+    env.cluster.fail_next("RBD.clone", env.rbd.PermissionError)
+    with pytest.raises(exception.PermissionDenied) as info:
+        disk.direct_snapshot("tmp", "raw", "snap-img")
+    assert "pool images" in str(info.value) and "client.compute" in str(info.value)
+    assert env.images("images") == ["golden"]
+    assert env.snaps("vms", disk.rbd_name) == []
+
+
+# -- the clone-depth policy of direct_fetch -------------------------------------------
+
+
+def _chain(env: Env, depth: int) -> str:
+    """Return the location of a golden snapshot of depth ``depth`` in images."""
+    parent = "golden"
+    for level in range(depth):
+        name = f"level{level + 1}"
+        env.rbd.RBD().clone(env.driver.client.get_ioctx("images"), parent, "snap",
+                            env.driver.client.get_ioctx("images"), name)
+        env.cluster.image("images", name).create_snap("snap", protect=True)
+        parent = name
+    return f"rbd://{env.fsid}/images/{parent}/snap"
+
+
+def test_direct_fetch_flattens_past_max_clone_depth(env) -> None:
+    env.conf.set_override("max_clone_depth", 2, group="rbd")
+    env.conf.set_override("clone_depth_soft_limit", 2, group="rbd")
+    url = _chain(env, 2)  # a new disk would be depth 3
+    disk = Rbd(str(uuid.uuid4()), "disk", env.conf, driver=env.driver)
+    disk.direct_fetch("img", RAW, [{"url": url, "metadata": {}}])
+    assert disk.parent_info() is None
+    assert env.cluster.image("vms", disk.rbd_name).read(0, len(GOLDEN_DATA)) == GOLDEN_DATA
+
+
+def test_direct_fetch_queues_a_flatten_past_the_soft_limit(env) -> None:
+    env.conf.set_override("max_clone_depth", 5, group="rbd")
+    env.conf.set_override("clone_depth_soft_limit", 1, group="rbd")
+    url = _chain(env, 1)
+    disk = Rbd(str(uuid.uuid4()), "disk", env.conf, driver=env.driver)
+    disk.direct_fetch("img", RAW, [{"url": url, "metadata": {}}])
+    assert env.driver.flattener.wait(10)
+    assert disk.parent_info() is None
+    shallow = env.launched()
+    assert shallow.parent_info() == ("images", "golden", "snap")  # depth 1: left alone
+
+
+def test_a_failed_flatten_removes_the_disk_and_says_why(env) -> None:
+    env.conf.set_override("max_clone_depth", 1, group="rbd")
+    url = _chain(env, 1)
+    env.cluster.fail_next("Image.flatten", env.rbd.IOError)
+    disk = Rbd(str(uuid.uuid4()), "disk", env.conf, driver=env.driver)
+    with pytest.raises(exception.ImageUnacceptable, match="flatten failed"):
+        disk.direct_fetch("img", RAW, [{"url": url, "metadata": {}}])
+    assert not disk.exists()
+
+
+def test_a_golden_depth_is_remembered(env) -> None:
+    clone_depth._depths.clear()
+    env.launched()
+    opens = env.cluster.calls.count("Image.parent_info")
+    for _ in range(3):
+        env.launched()
+    assert env.cluster.calls.count("Image.parent_info") == opens  # no walk again
+
+
+# -- golden rm and the images that share a golden ------------------------------------
+
+
+def test_golden_rm_names_and_can_flatten_the_snapshot_images_sharing_it(env) -> None:
+    from rbd_driver.golden import GoldenImages
+
+    disk = env.launched(b"changed")
+    disk.direct_snapshot("tmp", "raw", "snap-img")
+    env.driver.remove_image(disk.rbd_name)
+    before = env.cluster.image("images", "snap-img").read(0, GOLDEN, snapshot="snap")
+    golden = GoldenImages(env.driver, pool="images")
+    with pytest.raises(exception.GoldenImageHasClones, match="snap-img .a golden image made"):
+        golden.delete("golden")
+    assert golden.delete("golden", flatten_images=True) == "removed"
+    assert env.images("images") == ["snap-img"]
+    assert env.cluster.image("images", "snap-img").read(0, GOLDEN, snapshot="snap") == before
+
+
+def test_the_flat_backend_refuses_so_the_caller_falls_back(env) -> None:
+    from rbd_driver.backends.flat import Flat
+
+    disk = Flat("i", "disk", env.conf)
+    with pytest.raises(exception.ImageUnacceptable, match="Flat backend"):
+        disk.direct_snapshot("s", "raw", "img")
+    disk.cleanup_direct_snapshot("rbd://x", ignore_errors=True)
