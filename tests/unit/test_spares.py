@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -58,6 +60,21 @@ class Env:
 
     def disk(self, driver: RBDDriver | None = None, inst: str | None = None) -> Rbd:
         return Rbd(inst or str(uuid.uuid4()), "disk", self.conf, driver=driver or self.driver)
+
+    @contextlib.contextmanager
+    def refills_deferred(self, driver: RBDDriver | None = None) -> Iterator[None]:
+        """Refills asked for in the block start when it ends, so that counting
+        the launch's own clones cannot race the background refill."""
+        spares = (driver or self.driver).spares
+        real = spares.refill
+        asked: list[tuple[Any, Any]] = []
+        spares.refill = lambda *a, **k: asked.append((a, k)) or True  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            spares.refill = real  # type: ignore[method-assign]
+            for a, k in asked:
+                real(*a, **k)
 
     def launch(self, driver: RBDDriver | None = None, url: str | None = None) -> Rbd:
         disk = self.disk(driver)
@@ -118,8 +135,9 @@ def test_first_launch_clones_then_launches_take_spares(env: Env) -> None:
     assert len(spares) == 2 and all(s.startswith(prefix) for s in spares)
 
     clones_before = env.cluster.calls.count("RBD.clone")
-    second = env.launch()
-    assert env.cluster.calls.count("RBD.clone") == clones_before  # no clone at launch
+    with env.refills_deferred():
+        second = env.launch()
+        assert env.cluster.calls.count("RBD.clone") == clones_before  # no clone at launch
     assert second.exists() and second.parent_info() == ("images", "golden", "snap")
     assert second.get_disk_size() == 16 * MIB
     assert len(env.spares()) == 1
@@ -193,9 +211,10 @@ def test_claim_lost_to_another_host_falls_back_to_a_clone(env: Env) -> None:
 
     env.driver._read_id = read_then_lose  # type: ignore[method-assign]
     clones_before = env.cluster.calls.count("RBD.clone")
-    disk = env.launch()
-    assert sorted(stolen) == sorted(spares)
-    assert env.cluster.calls.count("RBD.clone") == clones_before + 1  # fell back
+    with env.refills_deferred():
+        disk = env.launch()
+        assert sorted(stolen) == sorted(spares)
+        assert env.cluster.calls.count("RBD.clone") == clones_before + 1  # fell back
     assert disk.parent_info() == ("images", "golden", "snap")
     env.driver._read_id = real_read  # type: ignore[method-assign]
     assert env.driver.wait_spares(5)
@@ -299,9 +318,10 @@ def test_a_new_process_adopts_the_spares_already_in_the_pool(env: Env) -> None:
     spare_ids = {env.cluster.image("vms", s).id for s in spares}
     newcomer = env.new_driver()
     clones_before = env.cluster.calls.count("RBD.clone")
-    disk = env.launch(newcomer)
-    assert env.cluster.image("vms", disk.rbd_name).id in spare_ids
-    assert env.cluster.calls.count("RBD.clone") == clones_before
+    with env.refills_deferred(newcomer):
+        disk = env.launch(newcomer)
+        assert env.cluster.image("vms", disk.rbd_name).id in spare_ids
+        assert env.cluster.calls.count("RBD.clone") == clones_before
     assert len(set(env.spares()) & spares) == 1
     assert newcomer.wait_spares(5)
     assert len(env.spares()) == 2

@@ -41,9 +41,10 @@ def test_a_host_takes_spares_another_host_made(env: Env) -> None:
     made = {env.cluster.image("vms", s).id for s in env.spares()}
     other = env.new_driver()
     clones = env.cluster.calls.count("RBD.clone")
-    disk = env.launch(other)
-    assert env.cluster.image("vms", disk.rbd_name).id in made
-    assert env.cluster.calls.count("RBD.clone") == clones  # no clone at launch
+    with env.refills_deferred(other):
+        disk = env.launch(other)
+        assert env.cluster.image("vms", disk.rbd_name).id in made
+        assert env.cluster.calls.count("RBD.clone") == clones  # no clone at launch
     assert "RBD.list" not in env.cluster.calls  # found by name prefix, not a pool listing
 
 
