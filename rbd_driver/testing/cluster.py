@@ -504,11 +504,35 @@ def _write_keyring(path: str, content: Any) -> None:
         f.write(data if data.endswith("\n") else data + "\n")
 
 
+def _strays(directory: str, recorded: set[int]) -> dict[str, int]:
+    """Daemons started with this cluster's ceph.conf that are not recorded.
+
+    A daemon started twice (a restart racing a slow death) leaves the first
+    one unrecorded; the cluster's unique directory in its command line still
+    proves it is this cluster's.
+    """
+    conf = os.path.join(directory, "ceph.conf").encode()
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in recorded:
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if conf in argv and argv and os.path.basename(argv[0]).startswith(b"ceph-"):
+            found[f"stray.{entry.name}"] = int(entry.name)
+    return found
+
+
 def _stop_pids(directory: str, pids: dict[str, int], timeout: float = 20.0) -> None:
-    """SIGTERM then SIGKILL each recorded daemon that is still ours."""
+    """SIGTERM then SIGKILL each recorded daemon that is still ours, and any
+    unrecorded daemon of this cluster (see :func:`_strays`)."""
     ours = {n: p for n, p in pids.items() if _pid_alive(p) and _pid_is_ours(p, directory)}
+    ours.update(_strays(directory, set(ours.values())))
     # OSDs first, then mgr, mon last, so nothing waits on a dead monitor.
-    order = sorted(ours, key=lambda n: {"osd": 0, "mgr": 1, "mon": 2}.get(n.split(".")[0], 3))
+    order = sorted(ours, key=lambda n: {"stray": 0, "osd": 0, "mgr": 1,
+                                        "mon": 2}.get(n.split(".")[0], 3))
     for name in order:
         with contextlib.suppress(ProcessLookupError):
             os.kill(ours[name], signal.SIGTERM)
