@@ -29,16 +29,27 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from rbd_driver import exception
 from rbd_driver.backends import clone_depth
 from rbd_driver.storage import snapshot_copy
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
+from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage.sigterm import SigtermGuard
 
-if TYPE_CHECKING:
-    from rbd_driver.backends.rbd import Rbd
+
+
+class Rbd(Protocol):
+    """What this module uses of an :class:`rbd_driver.backends.rbd.Rbd` disk (a
+    protocol, so that this module does not import the backend that calls it)."""
+
+    conf: Any
+    driver: RBDDriver
+    pool: str
+    rbd_name: str
+
+    def parent_info(self) -> tuple[str, str, str] | None: ...
 
 __all__ = ["GOLDEN_SNAPSHOT", "cleanup_direct_snapshot", "direct_snapshot"]
 

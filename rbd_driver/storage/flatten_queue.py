@@ -12,16 +12,25 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from rbd_driver import exception
-
-if TYPE_CHECKING:
-    from rbd_driver.storage.rbd_utils import RBDDriver
 
 __all__ = ["FlattenQueue"]
 
 LOG = logging.getLogger(__name__)
+
+
+class FlattenDriver(Protocol):
+    """What :class:`FlattenQueue` uses of its driver (a protocol, so that this
+    module does not import the :class:`~rbd_driver.storage.rbd_utils.RBDDriver`
+    that owns it)."""
+
+    pool: str
+
+    def flatten(self, name: str, pool: str | None = None) -> None: ...
+
+    def parent_info(self, name: str, pool: str | None = None) -> tuple[str, str, str] | None: ...
 
 
 class FlattenQueue:
@@ -31,7 +40,7 @@ class FlattenQueue:
     same future. A failure is logged and kept in the future.
     """
 
-    def __init__(self, driver: RBDDriver, concurrency: int = 2) -> None:
+    def __init__(self, driver: FlattenDriver, concurrency: int = 2) -> None:
         if concurrency < 1:
             raise exception.InvalidArgument(op="flatten queue", target=driver.pool,
                                             detail=f"concurrency must be >= 1, not {concurrency}")

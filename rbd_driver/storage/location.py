@@ -37,6 +37,7 @@ __all__ = [
     "RbdLocation",
     "format_location",
     "parse_location",
+    "SnapshotIdentity",
 ]
 
 #: Longest location URL accepted or produced, in characters. It bounds the
@@ -168,3 +169,18 @@ def parse_location(url: str) -> RbdLocation:
         return RbdLocation(*decoded)
     except InvalidLocation as exc:
         raise InvalidLocation(f"location {shown}: {exc}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotIdentity:
+    """What identifies a snapshot for good: ids are never reused by a new
+    image or snapshot of the same name, and a snapshot's data never changes.
+
+    Read from the cluster by :meth:`RBDDriver.snapshot_identity
+    <rbd_driver.storage.rbd_utils.RBDDriver.snapshot_identity>`.
+    """
+
+    pool: str
+    image_id: str
+    snap_id: int
+    size: int

@@ -27,7 +27,8 @@ from oslo_config import cfg
 
 from rbd_driver import exception
 from rbd_driver.storage import datapath
-from rbd_driver.storage.location import RbdLocation
+from rbd_driver.storage.claim import DIRECTORY, DirectoryClaims, decode_string
+from rbd_driver.storage.location import RbdLocation, SnapshotIdentity
 from rbd_driver.storage.rados_client import RadosClient
 
 if TYPE_CHECKING:
@@ -98,17 +99,6 @@ class MonitorAddress:
 
 
 @dataclasses.dataclass(frozen=True)
-class SnapshotIdentity:
-    """What identifies a snapshot for good: ids are never reused by a new
-    image or snapshot of the same name, and a snapshot's data never changes."""
-
-    pool: str
-    image_id: str
-    snap_id: int
-    size: int
-
-
-@dataclasses.dataclass(frozen=True)
 class SnapshotInfo:
     """One user snapshot of an image; ``timestamp`` is when it was taken (UTC)."""
 
@@ -119,29 +109,8 @@ class SnapshotInfo:
     timestamp: datetime.datetime
 
 
-# The pool directory of cls_rbd: image name <-> image id, for format 2 images.
-_DIRECTORY = "rbd_directory"
 # Directory entries read per request when listing by name prefix.
 _DIRECTORY_PAGE = 512
-
-
-def _encode_string(value: str) -> bytes:
-    """Encode a Ceph string (u32 little-endian length, then UTF-8)."""
-    raw = value.encode()
-    return len(raw).to_bytes(4, "little") + raw
-
-
-def _decode_string(raw: bytes) -> str | None:
-    """Decode a Ceph-encoded string (u32 little-endian length, then UTF-8)."""
-    if len(raw) < 4:
-        return None
-    length = int.from_bytes(raw[:4], "little")
-    if length == 0 or 4 + length > len(raw):
-        return None
-    try:
-        return raw[4:4 + length].decode()
-    except UnicodeDecodeError:
-        return None
 
 
 # Newest cls_rbd_snap encoding whose leading fields this module decodes.
@@ -206,6 +175,7 @@ class RBDDriver:
     ) -> None:
         self.client = client
         self.pool = pool
+        self.claims = DirectoryClaims(client, pool)
         self.destroy_retries = destroy_retries
         self.destroy_retry_interval = destroy_retry_interval
         self.cleanup_concurrency = cleanup_concurrency
@@ -339,7 +309,7 @@ class RBDDriver:
                 if self.exists(name, pool):
                     return None  # format 1: no id object
                 raise self.rbd.ImageNotFound(f"no image {name}") from None
-        image_id = _decode_string(raw_id)
+        image_id = decode_string(raw_id)
         if image_id is None:
             return None
         with self.client.translate("read snapshots", pool=pool, image=name, snapshot=snap):
@@ -389,7 +359,7 @@ class RBDDriver:
                 with rados.ReadOpCtx() as op:
                     entries, _ = ioctx.get_omap_vals(op, after, key_prefix, _DIRECTORY_PAGE)
                     try:
-                        ioctx.operate_read_op(op, _DIRECTORY)
+                        ioctx.operate_read_op(op, DIRECTORY)
                     except rados.ObjectNotFound:
                         return []  # no image was ever made in this pool
                     keys = [key for key, _ in entries]
@@ -487,161 +457,8 @@ class RBDDriver:
         except exception.ImageExists:
             # Listed but unopenable after an interrupted claim: make it whole.
             with contextlib.suppress(exception.RbdDriverError):
-                self.restore_id_object(name, pool)
+                self.claims.restore_id_object(name, pool)
             raise
-
-    # -- renaming without opening: claims of spare clones ---------------------
-
-    def _read_id(self, ioctx: Any, name: str) -> str | None:
-        """Return the image id in ``rbd_id.<name>``, or None if there is no such object."""
-        try:
-            raw = ioctx.read(f"rbd_id.{name}", 4096)
-        except self.client.rados.ObjectNotFound:
-            return None
-        return _decode_string(raw)
-
-    def _listed_id(self, ioctx: Any, name: str) -> str | None:
-        """Return the image id the pool directory lists under ``name``, or None."""
-        try:
-            _, out = ioctx.execute(_DIRECTORY, "rbd", "dir_get_id", _encode_string(name))
-        except self.client.rados.ObjectNotFound:
-            return None
-        return _decode_string(bytes(out))
-
-    def _create_id(self, ioctx: Any, name: str, image_id: str) -> None:
-        """Create ``rbd_id.<name>`` holding ``image_id``; ObjectExists if it exists."""
-        rados = self.client.rados
-        with rados.WriteOpCtx() as op:
-            op.new(rados.LIBRADOS_CREATE_EXCLUSIVE)
-            op.write_full(_encode_string(image_id))
-            ioctx.operate_write_op(op, f"rbd_id.{name}")
-
-    def _dir_rename(self, ioctx: Any, src: str, dst: str, image_id: str) -> None:
-        ioctx.execute(_DIRECTORY, "rbd", "dir_rename_image",
-                      _encode_string(src) + _encode_string(dst) + _encode_string(image_id))
-
-    def claim_rename(self, src: str, dst: str, pool: str | None = None) -> bool:
-        """Rename image ``src`` to ``dst`` without opening it, in four small RADOS calls.
-
-        Only for images nobody has open (spare clones): no watcher is told.
-        The steps: read ``rbd_id.<src>``; remove it, which is the claim (of
-        callers racing for ``src``, exactly one removes it); move the pool
-        directory entry from ``src`` to ``dst`` (cls_rbd ``dir_rename_image``,
-        which refuses if ``dst`` is listed); create ``rbd_id.<dst>``
-        exclusively. Between the steps the image cannot be opened by any name
-        and is never reachable by two, so an interrupted claim can only leave
-        an image listed without an id object, which :meth:`restore_id_object`
-        repairs (``clone``, ``remove_image`` and spare removal call it).
-
-        :returns: True if renamed; False if ``src`` was gone or taken by
-            another caller first (nothing was changed).
-        :raises ImageExists: ``dst`` exists; ``src`` is left as it was.
-        """
-        pool = pool or self.pool
-        rados = self.client.rados
-        ioctx = self.client.get_ioctx(pool)
-        with self.client.translate("claim image", pool=pool, image=src):
-            image_id = self._read_id(ioctx, src)
-            if image_id is None:
-                return False
-            try:
-                ioctx.remove_object(f"rbd_id.{src}")
-            except rados.ObjectNotFound:
-                return False
-        # Only this caller can move src now; every failure below puts it back.
-        try:
-            if not self._claim_directory(ioctx, pool, src, dst, image_id):
-                return False  # src was removed from the directory meanwhile
-        except BaseException:
-            self._put_back(ioctx, pool, src, image_id)
-            raise
-        try:
-            self._claim_id_object(ioctx, pool, dst, image_id)
-        except BaseException:
-            self._undo_directory(ioctx, pool, src, dst, image_id)
-            raise
-        return True
-
-    def _claim_directory(self, ioctx: Any, pool: str, src: str, dst: str, image_id: str) -> bool:
-        rados = self.client.rados
-        with self.client.translate("rename in the pool directory", pool=pool, image=dst):
-            try:
-                self._dir_rename(ioctx, src, dst, image_id)
-                return True
-            except rados.Error as err:
-                code = getattr(err, "errno", None)
-                if code in (errno.ENOENT, errno.ESTALE):
-                    return False
-                if code == errno.EEXIST:
-                    with contextlib.suppress(exception.RbdDriverError):
-                        self.restore_id_object(dst, pool)
-                    raise exception.ImageExists(pool=pool, image=dst,
-                                                detail="it is listed in the pool directory") from err
-                # The outcome is unknown (a timeout, say): look before undoing.
-                if self._listed_id(ioctx, dst) == image_id:
-                    return True
-                raise
-
-    def _claim_id_object(self, ioctx: Any, pool: str, dst: str, image_id: str) -> None:
-        rados = self.client.rados
-        with self.client.translate("create image id object", pool=pool, image=dst):
-            try:
-                self._create_id(ioctx, dst, image_id)
-            except rados.Error as err:
-                if self._read_id(ioctx, dst) == image_id:
-                    return  # written after all, or by a repair meanwhile
-                if isinstance(err, rados.ObjectExists):
-                    raise exception.ImageExists(pool=pool, image=dst,
-                                                detail="its id object exists") from err
-                raise
-
-    def _put_back(self, ioctx: Any, pool: str, src: str, image_id: str) -> None:
-        """Recreate ``rbd_id.<src>`` if the directory still lists ``src`` as ``image_id``."""
-        try:
-            with self.client.translate("restore image id object", pool=pool, image=src):
-                if self._listed_id(ioctx, src) == image_id:
-                    self._create_id(ioctx, src, image_id)
-        except Exception as err:  # the original error matters more; the state is repairable
-            LOG.error("could not put back the id object of %s/%s after a failed claim "
-                      "(restore_id_object repairs it): %s", pool, src, err)
-
-    def _undo_directory(self, ioctx: Any, pool: str, src: str, dst: str, image_id: str) -> None:
-        try:
-            with self.client.translate("rename in the pool directory", pool=pool, image=src):
-                self._dir_rename(ioctx, dst, src, image_id)
-        except Exception as err:
-            LOG.error("could not give %s/%s back its directory entry after a failed claim "
-                      "as %s (restore_id_object repairs it): %s", pool, src, dst, err)
-            return
-        self._put_back(ioctx, pool, src, image_id)
-
-    def restore_id_object(self, name: str, pool: str | None = None) -> bool:
-        """Give an image listed in the pool directory without an id object its
-        ``rbd_id.<name>`` back; return True if it did.
-
-        That state (the image cannot be opened, ``rbd ls`` still shows it) is
-        what an interrupted :meth:`claim_rename` leaves. A name whose header
-        is gone too (a librbd removal that stopped half-way) is left to
-        librbd's remove, which finishes it.
-        """
-        pool = pool or self.pool
-        rados = self.client.rados
-        ioctx = self.client.get_ioctx(pool)
-        with self.client.translate("restore image id object", pool=pool, image=name):
-            image_id = self._listed_id(ioctx, name)
-            if image_id is None or self._read_id(ioctx, name) is not None:
-                return False
-            try:
-                ioctx.stat(f"rbd_header.{image_id}")
-            except rados.ObjectNotFound:
-                return False
-            try:
-                self._create_id(ioctx, name, image_id)
-            except rados.ObjectExists:
-                return False
-        LOG.warning("gave %s/%s (image id %s) back its id object, lost by an interrupted "
-                    "rename", pool, name, image_id)
-        return True
 
     def create(self, name: str, size: int, pool: str | None = None) -> None:
         """Create an empty image of ``size`` bytes with the cluster's default features."""
@@ -949,7 +766,7 @@ class RBDDriver:
         try:
             ioctx = self.client.get_ioctx(pool)
             with self.client.translate("look up image", pool=pool, image=name):
-                return self._listed_id(ioctx, name) is not None
+                return self.claims.listed_id(ioctx, name) is not None
         except exception.RbdDriverError:
             return False
 
@@ -963,7 +780,7 @@ class RBDDriver:
         """
         restored = False
         with contextlib.suppress(exception.RbdDriverError):
-            restored = self.restore_id_object(name, pool)
+            restored = self.claims.restore_id_object(name, pool)
         if restored:
             report.merge(self.remove_image(name, pool))
             return report

@@ -3,8 +3,8 @@
 A librbd clone costs tens of milliseconds, most of it client CPU. A spare is
 an ordinary clone of a golden snapshot made ahead of time, in the background,
 in the instance pool; a launch *claims* one by renaming it to the disk's name
-with four small RADOS calls (:meth:`RBDDriver.claim_rename
-<rbd_driver.storage.rbd_utils.RBDDriver.claim_rename>`). Nobody ever opens a
+with four small RADOS calls (:meth:`DirectoryClaims.claim_rename
+<rbd_driver.storage.claim.DirectoryClaims.claim_rename>`). Nobody ever opens a
 spare, so no watcher needs telling.
 
 Names prove parentage. A spare of snapshot ``snap_id`` of image ``image_id``
@@ -50,13 +50,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from rbd_driver import exception
-from rbd_driver.storage.location import RbdLocation
-
-if TYPE_CHECKING:
-    from rbd_driver.storage.rbd_utils import RBDDriver, SnapshotIdentity
+from rbd_driver.storage.claim import DirectoryClaims
+from rbd_driver.storage.location import RbdLocation, SnapshotIdentity
+from rbd_driver.storage.rados_client import RadosClient
 
 __all__ = ["MAKING_PREFIX", "REMOVING_PREFIX", "SPARE_PREFIX", "Spares", "is_spare_name",
            "spare_prefix"]
@@ -91,6 +90,23 @@ def is_spare_name(name: str) -> bool:
     return _NAME.match(name) is not None
 
 
+class SparesDriver(Protocol):
+    """What :class:`Spares` uses of its :class:`~rbd_driver.storage.rbd_utils.RBDDriver`
+    (a protocol, so that this module does not import the driver that owns it)."""
+
+    client: RadosClient
+    pool: str
+    claims: DirectoryClaims
+
+    def clone(self, location: RbdLocation, name: str, pool: str | None = None) -> None: ...
+
+    def list_images_named(self, prefix: str, pool: str | None = None) -> list[str]: ...
+
+    def pool_id(self, pool: str | None = None) -> int: ...
+
+    def remove_image(self, name: str, pool: str | None = None) -> Any: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class _Job:
     key: tuple[str, str]  # (instance pool, spare prefix)
@@ -107,7 +123,7 @@ class Spares:
     a later :meth:`refill` starts a new one.
     """
 
-    def __init__(self, driver: RBDDriver) -> None:
+    def __init__(self, driver: SparesDriver) -> None:
         self.driver = driver
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -166,7 +182,7 @@ class Spares:
                 self._look(key)
                 continue
             # A random one: hosts sharing the pool rarely reach for the same spare.
-            if self.driver.claim_rename(spare, name, pool):
+            if self.driver.claims.claim_rename(spare, name, pool):
                 return spare
             LOG.debug("spare %s/%s was taken by another host; trying the next", pool, spare)
 
@@ -251,7 +267,7 @@ class Spares:
         making = MAKING_PREFIX + name[len(SPARE_PREFIX):]
         self.driver.clone(location, making, pool)
         try:
-            if not self.driver.claim_rename(making, name, pool):
+            if not self.driver.claims.claim_rename(making, name, pool):
                 raise exception.ImageNotFound(pool=pool, image=making)
         except BaseException:
             report = self.driver.remove_image(making, pool)
@@ -346,8 +362,8 @@ class Spares:
                     continue
                 doomed = REMOVING_PREFIX + name[len(SPARE_PREFIX):]
                 # A spare whose claim was interrupted has no id object: give it back one.
-                self.driver.restore_id_object(name, pool)
-                if not self.driver.claim_rename(name, doomed, pool):
+                self.driver.claims.restore_id_object(name, pool)
+                if not self.driver.claims.claim_rename(name, doomed, pool):
                     continue  # taken by a launch meanwhile
             elif not name.split(".", 1)[1].startswith(ids):
                 continue

@@ -279,13 +279,13 @@ def test_claim_calls_work_with_profile_rbd_caps(golden, ceph_cluster, ceph_admin
         driver.create(taken, 1 << 20)
         # The target exists: refused (EEXIST from dir_rename_image), the spare intact.
         with pytest.raises(Exception) as info:
-            driver.claim_rename(spare, taken)
+            driver.claims.claim_rename(spare, taken)
         assert type(info.value).__name__ == "ImageExists"
         assert _info(ceph_admin, spare, vms)["id"] == spare_id
         driver.remove_image(taken)
-        assert driver.claim_rename(spare, taken) is True
+        assert driver.claims.claim_rename(spare, taken) is True
         assert _assert_parent(ceph_admin, taken, g)["id"] == spare_id
-        assert driver.claim_rename(spare, "other") is False  # gone: nothing happens
+        assert driver.claims.claim_rename(spare, "other") is False  # gone: nothing happens
         assert "other" not in _ls(ceph_admin, vms)
         driver.remove_image(taken)
         assert _stray_id_objects(ceph_cluster, ceph_admin, vms) == []
@@ -305,7 +305,7 @@ def test_an_interrupted_claim_is_repaired(golden, agents, ceph_admin, ceph_clust
     name = f"{inst}_disk"
     ioctx = agent.driver.client.get_ioctx(vms)
     ioctx.remove_object(f"rbd_id.{spare}")               # the claim point
-    agent.driver._dir_rename(ioctx, spare, name, spare_id)  # then "crash"
+    agent.driver.claims.dir_rename(ioctx, spare, name, spare_id)  # then "crash"
     assert name in _ls(ceph_admin, vms)
     assert ceph_admin("rbd", "info", f"{vms}/{name}", check=False) is None  # cannot be opened
 
@@ -338,7 +338,7 @@ def test_directory_methods_errnos_on_a_real_osd(ceph_cluster) -> None:
     """What the fake's cls_rbd (rbd_driver/testing/fakes/cls_rbd.py) is modelled on."""
     import errno
 
-    from rbd_driver.storage.rbd_utils import _encode_string
+    from rbd_driver.storage.claim import encode_string as _encode_string
 
     def enc(*names: str) -> bytes:
         return b"".join(_encode_string(n) for n in names)
@@ -351,7 +351,7 @@ def test_directory_methods_errnos_on_a_real_osd(ceph_cluster) -> None:
         driver.create(b, 1 << 20)
         rados = driver.client.rados
         ioctx = driver.client.get_ioctx(vms)
-        a_id = driver._read_id(ioctx, a)
+        a_id = driver.claims.read_id(ioctx, a)
         assert a_id is not None
         ret, out = ioctx.execute("rbd_directory", "rbd", "dir_get_id", enc(a))
         assert (ret, bytes(out)) == (4 + len(a_id), _encode_string(a_id))
@@ -373,7 +373,7 @@ def test_directory_methods_errnos_on_a_real_osd(ceph_cluster) -> None:
             op.write_full(b"x")
             with pytest.raises(rados.ObjectExists):
                 ioctx.operate_write_op(op, f"rbd_id.{a}")
-        assert driver._read_id(ioctx, a) == a_id
+        assert driver.claims.read_id(ioctx, a) == a_id
     finally:
         for name in (a, b):
             driver.remove_image(name)

@@ -26,7 +26,7 @@ def url(pool: str = "images", image: str = "img", snap: str = "snap",
 
 def test_public_names() -> None:
     assert set(location.__all__) == {
-        "MAX_LOCATION_LENGTH", "InvalidLocation", "RbdLocation",
+        "MAX_LOCATION_LENGTH", "InvalidLocation", "RbdLocation", "SnapshotIdentity",
         "format_location", "parse_location"}
     assert issubclass(InvalidLocation, ValueError)
 

@@ -19,7 +19,8 @@ from rbd_driver.golden import GoldenImages
 from rbd_driver.storage import spares as spares_module
 from rbd_driver.storage.location import parse_location
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import RBDDriver, SnapshotIdentity, _encode_string
+from rbd_driver.storage.claim import encode_string as _encode_string
+from rbd_driver.storage.rbd_utils import RBDDriver, SnapshotIdentity
 from rbd_driver.testing import fakes
 
 RAW = {"disk_format": "raw"}
@@ -149,7 +150,7 @@ def test_first_launch_clones_then_launches_take_spares(env: Env) -> None:
 def test_claim_rename_moves_directory_and_id_objects(env: Env) -> None:
     env.driver.clone(parse_location(env.url), "spare", "vms")
     image_id = env.cluster.image("vms", "spare").id
-    assert env.driver.claim_rename("spare", "mine", "vms") is True
+    assert env.driver.claims.claim_rename("spare", "mine", "vms") is True
     with env.driver.client.ioctx("vms") as ioctx:
         assert ioctx.read("rbd_id.mine")[4:].decode() == image_id
         with pytest.raises(env.rados.ObjectNotFound):
@@ -158,14 +159,14 @@ def test_claim_rename_moves_directory_and_id_objects(env: Env) -> None:
     assert env.driver.parent_info("mine") == ("images", "golden", "snap")
     env.check_consistent()
     # Claiming a name that is gone changes nothing.
-    assert env.driver.claim_rename("spare", "other", "vms") is False
+    assert env.driver.claims.claim_rename("spare", "other", "vms") is False
 
 
 def test_claim_of_an_existing_disk_name_refuses_and_keeps_the_spare(env: Env) -> None:
     env.driver.clone(parse_location(env.url), "spare", "vms")
     env.driver.create("taken", MIB)
     with pytest.raises(exception.ImageExists):
-        env.driver.claim_rename("spare", "taken", "vms")
+        env.driver.claims.claim_rename("spare", "taken", "vms")
     assert env.cluster.pool("vms").image_names() == ["spare", "taken"]
     assert env.cluster.image("vms", "taken").parent is None
     env.check_consistent()
@@ -177,16 +178,16 @@ def test_claim_undoes_when_the_id_object_of_the_name_appears(env: Env) -> None:
     env.driver.clone(parse_location(env.url), "spare", "vms")
     spare_id = env.cluster.image("vms", "spare").id
     with env.driver.client.ioctx("vms") as ioctx:
-        real_create = env.driver._create_id
+        real_create = env.driver.claims.create_id
 
         def racing_create(ioctx_: Any, name: str, image_id: str) -> None:
             if name == "dst":
                 ioctx.write_full("rbd_id.dst", _encode_string("0123456789ab"))
             real_create(ioctx_, name, image_id)
 
-        env.driver._create_id = racing_create  # type: ignore[method-assign]
+        env.driver.claims.create_id = racing_create  # type: ignore[method-assign]
         with pytest.raises(exception.ImageExists):
-            env.driver.claim_rename("spare", "dst", "vms")
+            env.driver.claims.claim_rename("spare", "dst", "vms")
         # The spare is whole again under its name; the other id object is untouched.
         assert ioctx.read("rbd_id.spare")[4:].decode() == spare_id
         assert ioctx.read("rbd_id.dst")[4:].decode() == "0123456789ab"
@@ -199,24 +200,24 @@ def test_claim_lost_to_another_host_falls_back_to_a_clone(env: Env) -> None:
     other = env.new_driver()
     spares = set(env.spares())
     # The other host takes every spare between our read of rbd_id and its removal.
-    real_read = env.driver._read_id
+    real_read = env.driver.claims.read_id
     stolen: list[str] = []
 
     def read_then_lose(ioctx: Any, name: str) -> str | None:
         found = real_read(ioctx, name)
         if name in spares and name not in stolen:
             stolen.append(name)
-            assert other.claim_rename(name, f"{uuid.uuid4()}_disk", "vms")
+            assert other.claims.claim_rename(name, f"{uuid.uuid4()}_disk", "vms")
         return found
 
-    env.driver._read_id = read_then_lose  # type: ignore[method-assign]
+    env.driver.claims.read_id = read_then_lose  # type: ignore[method-assign]
     clones_before = env.cluster.calls.count("RBD.clone")
     with env.refills_deferred():
         disk = env.launch()
         assert sorted(stolen) == sorted(spares)
         assert env.cluster.calls.count("RBD.clone") == clones_before + 1  # fell back
     assert disk.parent_info() == ("images", "golden", "snap")
-    env.driver._read_id = real_read  # type: ignore[method-assign]
+    env.driver.claims.read_id = real_read  # type: ignore[method-assign]
     assert env.driver.wait_spares(5)
     env.check_consistent()
     for name in env.disks():
@@ -242,7 +243,7 @@ def test_directory_entry_gone_after_the_claim_point(env: Env) -> None:
     """dir_rename_image says ENOENT: the spare was removed (by librbd) meanwhile."""
     env.driver.clone(parse_location(env.url), "spare", "vms")
     env.cluster.fail_next("Ioctx.execute", env.rados.ObjectNotFound)
-    assert env.driver.claim_rename("spare", "dst", "vms") is False
+    assert env.driver.claims.claim_rename("spare", "dst", "vms") is False
 
 
 def test_a_failed_claim_puts_the_spare_back_and_the_launch_clones(env: Env) -> None:
@@ -260,14 +261,14 @@ def test_a_failed_claim_puts_the_spare_back_and_the_launch_clones(env: Env) -> N
 def test_timeout_after_the_directory_moved_completes_the_claim(env: Env) -> None:
     """An error with unknown outcome is checked before anything is undone."""
     env.driver.clone(parse_location(env.url), "spare", "vms")
-    real = env.driver._dir_rename
+    real = env.driver.claims.dir_rename
 
     def applied_then_timed_out(ioctx: Any, src: str, dst: str, image_id: str) -> None:
         real(ioctx, src, dst, image_id)
         raise env.rados.TimedOut("timed out", errno=110)
 
-    env.driver._dir_rename = applied_then_timed_out  # type: ignore[method-assign]
-    assert env.driver.claim_rename("spare", "dst", "vms") is True
+    env.driver.claims.dir_rename = applied_then_timed_out  # type: ignore[method-assign]
+    assert env.driver.claims.claim_rename("spare", "dst", "vms") is True
     env.check_consistent()
     assert env.cluster.pool("vms").image_names() == ["dst"]
 
@@ -276,7 +277,7 @@ def test_errors_are_translated(env: Env) -> None:
     env.driver.clone(parse_location(env.url), "spare", "vms")
     env.cluster.fail_next("Ioctx.read", env.rados.PermissionDeniedError)
     with pytest.raises(exception.PermissionDenied) as info:
-        env.driver.claim_rename("spare", "dst", "vms")
+        env.driver.claims.claim_rename("spare", "dst", "vms")
     assert isinstance(info.value.__cause__, env.rados.PermissionDeniedError)
 
 
@@ -331,7 +332,7 @@ def test_a_spare_being_made_is_never_taken(env: Env) -> None:
     """librbd lists a clone long before it is complete: spares are made under a
     making- name and renamed when done, so another host cannot take a half-made one."""
     gate, made = threading.Event(), threading.Event()
-    real_rename = env.driver.claim_rename
+    real_rename = env.driver.claims.claim_rename
 
     def slow_publish(src: str, dst: str, pool: str | None = None) -> bool:
         if src.startswith("rbd-driver-spare-making."):
@@ -339,7 +340,7 @@ def test_a_spare_being_made_is_never_taken(env: Env) -> None:
             assert gate.wait(5)
         return real_rename(src, dst, pool)
 
-    env.driver.claim_rename = slow_publish  # type: ignore[method-assign]
+    env.driver.claims.claim_rename = slow_publish  # type: ignore[method-assign]
     env.launch()  # clones, and starts the refill, which stops before publishing
     assert made.wait(5)
     making = [n for n in env.spares() if n.startswith("rbd-driver-spare-making.")]
@@ -506,11 +507,11 @@ def test_golden_delete_removes_spares_first(env: Env) -> None:
 def _interrupted_claim(env: Env, spare: str, dst: str, steps: int) -> str:
     """Run the first ``steps`` steps of a claim by hand (a crash after them)."""
     with env.driver.client.ioctx("vms") as ioctx:
-        image_id = env.driver._read_id(ioctx, spare)
+        image_id = env.driver.claims.read_id(ioctx, spare)
         assert image_id is not None
         ioctx.remove_object(f"rbd_id.{spare}")
         if steps >= 2:
-            env.driver._dir_rename(ioctx, spare, dst, image_id)
+            env.driver.claims.dir_rename(ioctx, spare, dst, image_id)
     return image_id
 
 
