@@ -683,11 +683,24 @@ class RBDDriver:
     def _remove_once(self, pool: str, name: str) -> None:
         """Remove ``pool/name`` unless a client has it open; snapshots go first.
 
-        One read-only open answers both questions (watchers, snapshots), so
-        a disk without snapshots is never opened writable.
+        librbd's remove refuses, changing nothing, an image that has watchers
+        (EBUSY) or snapshots (ENOTEMPTY), so the common disk (neither) costs
+        that one call. Busy: its watchers are listed, and without any it is
+        busy for another reason (the caller retries). Snapshots: one
+        read-only open lists the watchers before any snapshot is touched, so
+        a watched disk keeps its snapshots.
 
         :raises ImageInUse: it has watchers; nothing was changed.
+        :raises ImageBusy: librbd says busy, and nobody has it open.
         """
+        try:
+            self._rbd_remove(pool, name)
+            return
+        except exception.ImageHasSnapshots:
+            pass
+        except exception.ImageBusy:
+            self._refuse_if_watched(pool, name)
+            raise
         with self.client.open_image(pool, name, read_only=True, op="check image") as image:
             watchers = self._watchers_of(image, pool, name)
             if watchers:
@@ -696,6 +709,9 @@ class RBDDriver:
                 has_snapshots = any(True for _ in image.list_snaps())
         if has_snapshots:
             self._purge_snapshots(pool, name)
+        self._rbd_remove(pool, name)
+
+    def _rbd_remove(self, pool: str, name: str) -> None:
         with self.client.ioctx(pool, op="remove image") as ioctx, \
                 self.client.translate("remove image", pool=pool, image=name):
             self._rbd_api().remove(ioctx, name)
