@@ -35,8 +35,8 @@ from typing import Any
 
 from rbd_driver.storage import convert
 from rbd_driver.storage.datapath import (DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW, SPARSE_BLOCK,
-                                         CopyEngine, Result, aio_error, diff_extents, merged,
-                                         read_failed)
+                                         CopyEngine, Result, aio_error, diff_extents,
+                                         fsync_dir, merged, read_failed, submit_reads)
 from rbd_driver.storage.diff_format import (ContentChecksum, DiffReader, DiffWrite, DiffWriter,
                                             DiffZero, file_checksum)
 from rbd_driver.storage.rados_client import RadosClient
@@ -84,22 +84,13 @@ def atomic_file(dest: str, sync: bool = True) -> Iterator[tuple[int, str]]:
         fd = -1
         os.rename(temp, dest)
         if sync:
-            _fsync_dir(dest)
+            fsync_dir(dest)
     except BaseException:
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-
-
-def _fsync_dir(path: str) -> None:
-    with contextlib.suppress(OSError):  # some filesystems refuse a directory fsync
-        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -192,7 +183,7 @@ def export_raw(client: RadosClient, pool: str, name: str, snapshot: str, dest: s
 
         with sink:
             copy.run_in_order(pieces(blocks, size, chunk_size),
-                              _reader(client, image, copy, pool, name, snapshot), deliver)
+                              submit_reads(client, image, copy, pool, name, snapshot), deliver)
         guard.disarm()
     stats = copy.stats()
     return StreamStats(size, sink.data, sink.zeros, size, digest.hexdigest(), checksum,
@@ -208,18 +199,6 @@ def _data(client: RadosClient, result: Result, pool: str, name: str, snapshot: s
         aio_error(client, "read", result, pool, name, snapshot)
     assert result[3] is not None
     return result[3]
-
-
-def _reader(client: RadosClient, image: Any, copy: CopyEngine, pool: str, name: str,
-            snapshot: str) -> Callable[[int, int, Any], bool]:
-    """The ``submit`` of an engine that reads ``image``."""
-
-    def submit(offset: int, length: int, _: Any) -> bool:
-        with client.translate("read", pool=pool, image=name, snapshot=snapshot):
-            image.aio_read(offset, length, copy.callback(offset, length))
-        return True
-
-    return submit
 
 
 def export_diff(client: RadosClient, pool: str, name: str, snapshot: str,
@@ -261,7 +240,7 @@ def export_diff(client: RadosClient, pool: str, name: str, snapshot: str,
                     writer.write(offset, data)
                     copy.add(length, "data")
 
-            copy.run_in_order(items, _reader(client, image, copy, pool, name, snapshot),
+            copy.run_in_order(items, submit_reads(client, image, copy, pool, name, snapshot),
                               deliver)
             writer.end()
         guard.disarm()

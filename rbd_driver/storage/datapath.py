@@ -406,11 +406,6 @@ def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, des
                 raise
             os.ftruncate(fd, size)  # what is never written reads as zeros, and takes no space
 
-            def submit(offset: int, length: int, _: Any) -> bool:
-                with client.translate("read", pool=pool, image=name, snapshot=snapshot):
-                    image.aio_read(offset, length, copy.callback(offset, length))
-                return True
-
             def handle(result: Result) -> None:
                 offset, length, _, data = result
                 if read_failed(result):
@@ -420,18 +415,14 @@ def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, des
                 copy.add(written, "data")
                 copy.add(length - written, "zeros")
 
-            copy.run(pieces(extents, size, copy.chunk_size), submit, handle)
+            copy.run(pieces(extents, size, copy.chunk_size),
+                     submit_reads(client, image, copy, pool, name, snapshot), handle)
         os.fsync(fd)
         os.close(fd)
         fd = -1
         guard.disarm()
         os.rename(temp, dest)
-        with contextlib.suppress(OSError):  # make the rename durable; some filesystems refuse
-            dir_fd = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        fsync_dir(dest)  # make the rename durable
         return copy.stats()
     except BaseException:
         if fd >= 0:
@@ -440,6 +431,28 @@ def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, des
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
         raise
+
+
+def submit_reads(client: RadosClient, image: Any, copy: CopyEngine, pool: str, name: str,
+                 snapshot: str | None) -> Submit:
+    """The ``submit`` of a :class:`CopyEngine` that reads ``image``."""
+
+    def submit(offset: int, length: int, _: Any) -> bool:
+        with client.translate("read", pool=pool, image=name, snapshot=snapshot):
+            image.aio_read(offset, length, copy.callback(offset, length))
+        return True
+
+    return submit
+
+
+def fsync_dir(path: str) -> None:
+    """fsync the directory of ``path``, so that a rename into it is durable."""
+    with contextlib.suppress(OSError):  # some filesystems refuse a directory fsync
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def diff_extents(image: Any, size: int, copy: CopyEngine, from_snapshot: str | None = None,
