@@ -14,6 +14,10 @@ on any failure, cancellation, KeyboardInterrupt or SIGTERM.
 
 aio callbacks run on librbd threads, so they only queue the result; every
 decision, progress call and file write happens on the calling thread.
+
+The loop itself is :class:`CopyEngine`, the storage package's one copy
+engine: :mod:`.backup_io` runs its backup streams (in offset order) and
+diff restores (writes) on it too.
 """
 
 from __future__ import annotations
