@@ -6,15 +6,15 @@
 ``rbd export-diff`` stream (:mod:`.diff_format`); :func:`apply_diff` writes
 such a stream into an image.
 
-Why not :func:`rbd_driver.storage.datapath.export_from_image`: that engine
-writes each read where it belongs as soon as it completes, in any order,
-which suits a sparse copy. A stream must be written in order, and a
-checksum computed in one pass needs the data in order too; checksumming a
-finished 2 GiB raw file costs a second pass that measured longer here than
-the export itself. So these functions keep the same window of at most
-``window`` asynchronous reads of at most ``chunk_size`` bytes (the same
-bounded memory), the same progress, cancel and SIGTERM behaviour, and the
-same temp-file-then-rename atomicity, but consume the reads in offset order.
+They run on the data path's engine
+(:class:`rbd_driver.storage.datapath.CopyEngine`): the same window of at
+most ``window`` asynchronous requests of at most ``chunk_size`` bytes (the
+same bounded memory), the same progress, cancel and SIGTERM behaviour. A
+stream must be written in order, and a checksum computed in one pass needs
+the data in order too (checksumming a finished 2 GiB raw file costs a second
+pass that measured longer here than the export itself), so exports take the
+reads in offset order (:meth:`~rbd_driver.storage.datapath.CopyEngine.run_in_order`).
+Files are built with the same temp-file-then-rename atomicity.
 
 A raw file's checksum is of its content (see
 :class:`~rbd_driver.storage.diff_format.ContentChecksum`), computed here as
@@ -26,22 +26,20 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
-import errno
 import dataclasses
 import os
 import secrets
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from rbd_driver import exception
 from rbd_driver.storage import convert
-from rbd_driver.storage.datapath import DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW, SPARSE_BLOCK
+from rbd_driver.storage.datapath import (DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW, SPARSE_BLOCK,
+                                         CopyEngine, Result, aio_error, diff_extents,
+                                         fsync_dir, merged, read_failed, submit_reads)
 from rbd_driver.storage.diff_format import (ContentChecksum, DiffReader, DiffWrite, DiffWriter,
-                                            file_checksum)
+                                            DiffZero, file_checksum)
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.sigterm import SigtermGuard
 from rbd_driver.storage.sources import pieces
 
 __all__ = ["StreamStats", "apply_diff", "atomic_file", "export_diff", "export_qcow2",
@@ -65,87 +63,10 @@ class StreamStats:
     seconds: float
 
 
-class _Stream:
-    """Accounting, progress and cancel for one stream; mirrors datapath's copies."""
-
-    def __init__(self, op: str, target: str, window: int, chunk_size: int,
-                 progress: Progress | None, cancel: threading.Event | None) -> None:
-        if window <= 0 or chunk_size <= 0 or chunk_size % SPARSE_BLOCK:
-            raise exception.InvalidArgument(op=op, target=target, detail=(
-                f"window ({window}) must be positive and chunk_size ({chunk_size}) a "
-                f"positive multiple of {SPARSE_BLOCK}"))
-        self.op, self.target, self.window, self.chunk_size = op, target, window, chunk_size
-        self.progress, self.cancel = progress, cancel
-        self.total = self.done = self.data = self.zeros = 0
-        self.zero_chunk = memoryview(bytes(chunk_size))
-        self.started = time.monotonic()
-
-    def cancelled(self) -> exception.OperationCancelled:
-        return exception.OperationCancelled(op=self.op, target=self.target, done=self.done,
-                                            total=self.total)
-
-    def check_cancel(self) -> None:
-        if self.cancel is not None and self.cancel.is_set():
-            raise self.cancelled()
-
-    def advance(self, nbytes: int) -> None:
-        self.done += nbytes
-        if self.progress is not None and nbytes:
-            self.progress(self.done, self.total)
-
-
-def _read_in_order(client: RadosClient, image: Any, items: Iterable[tuple[int, int, bool]],
-                   stream: _Stream, consume: Callable[[int, int, bytes | None], None],
-                   where: dict[str, Any]) -> None:
-    """``consume(offset, length, data)`` each item in order; ``data`` is read with at
-    most ``window`` aio reads in flight for items marked True, None for the others.
-
-    On any error the reads in flight are waited for before it propagates, so
-    the image is never closed under them.
-    """
-    pending: collections.deque[tuple[int, int, Any, list[Any]]] = collections.deque()
-    source = iter(items)
-
-    def fill() -> None:
-        while len(pending) < stream.window:
-            item = next(source, None)
-            if item is None:
-                return
-            offset, length, read = item
-            slot: list[Any] = []
-            completion = None
-            if read:
-                with client.translate("read", **where):
-                    completion = image.aio_read(
-                        offset, length, lambda c, data, s=slot: s.append(
-                            (c.get_return_value(), data)))
-            pending.append((offset, length, completion, slot))
-
-    try:
-        fill()
-        while pending:
-            stream.check_cancel()
-            offset, length, completion, slot = pending.popleft()
-            data = None
-            if completion is not None:
-                completion.wait_for_complete_and_cb()
-                ret, data = slot[0]
-                if ret < 0 or data is None or len(data) != length:
-                    err = -ret if ret < 0 else errno.EIO  # a short read
-                    client.raise_for_errno("read", err, f"read of {offset}~{length} failed",
-                                           **where)
-            fill()
-            consume(offset, length, data)
-    finally:
-        held: BaseException | None = None
-        for _, _, completion, _ in pending:
-            if completion is not None:
-                try:
-                    completion.wait_for_complete_and_cb()
-                except BaseException as err:  # noqa: BLE001 - re-raised below
-                    held = held or err
-        if held is not None and not isinstance(held, Exception):
-            raise held
+def _engine(op: str, target: str, window: int, chunk_size: int, progress: Progress | None,
+            cancel: threading.Event | None) -> CopyEngine:
+    """The data path's engine, with chunks whole ``SPARSE_BLOCK`` blocks."""
+    return CopyEngine(op, target, chunk_size, window, progress, cancel, align=SPARSE_BLOCK)
 
 
 @contextlib.contextmanager
@@ -163,7 +84,7 @@ def atomic_file(dest: str, sync: bool = True) -> Iterator[tuple[int, str]]:
         fd = -1
         os.rename(temp, dest)
         if sync:
-            _fsync_dir(dest)
+            fsync_dir(dest)
     except BaseException:
         if fd >= 0:
             os.close(fd)
@@ -172,34 +93,10 @@ def atomic_file(dest: str, sync: bool = True) -> Iterator[tuple[int, str]]:
         raise
 
 
-def _fsync_dir(path: str) -> None:
-    with contextlib.suppress(OSError):  # some filesystems refuse a directory fsync
-        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while data:
         written = os.pwrite(fd, data, offset)
         data, offset = data[written:], offset + written
-
-
-def _allocated(image: Any, size: int, stream: _Stream, from_snapshot: str | None,
-               ) -> list[tuple[int, int, bool]]:
-    """Return the (offset, length, exists) extents librbd reports, in order."""
-    found: list[tuple[int, int, bool]] = []
-
-    def collect(offset: int, length: int, exists: bool) -> None:
-        stream.check_cancel()  # what the callback raises, diff_iterate raises
-        if length:
-            found.append((offset, length, bool(exists)))
-
-    if size:
-        image.diff_iterate(0, size, from_snapshot, collect, include_parent=True)
-    return sorted(found)
 
 
 class _RawSink:
@@ -266,38 +163,42 @@ def export_raw(client: RadosClient, pool: str, name: str, snapshot: str, dest: s
     :raises OperationCancelled: ``cancel`` was set, or SIGTERM (main thread).
     :raises OSError: writing ``dest`` (nothing is left behind).
     """
-    where = {"pool": pool, "image": name, "snapshot": snapshot}
-    stream = _Stream("backup", f"{pool}/{name}@{snapshot}", window, chunk_size, progress, cancel)
-    with SigtermGuard(stream.cancelled) as guard, \
+    copy = _engine("backup", f"{pool}/{name}@{snapshot}", window, chunk_size, progress, cancel)
+    with copy.sigterm_guard() as guard, \
             client.open_image(pool, name, snapshot=snapshot, read_only=True,
                               op="export") as image, atomic_file(dest, sync) as (fd, _):
-        stream.total = size = int(image.size())
+        copy.total = size = int(image.size())
         os.ftruncate(fd, size)
         digest = ContentChecksum(checksum, size)
-        blocks: list[tuple[int, int]] = []
-        for offset, length, _ in _allocated(image, size, stream, None):
-            start = offset - offset % SPARSE_BLOCK
-            end = min(size, -(-(offset + length) // SPARSE_BLOCK) * SPARSE_BLOCK)
-            if blocks and start <= blocks[-1][1]:
-                blocks[-1] = (blocks[-1][0], max(end, blocks[-1][1]))
-            else:
-                blocks.append((start, end))
-
+        blocks = merged(diff_extents(image, size, copy), size, SPARSE_BLOCK)
         sink = _RawSink(fd, digest, writeback=sync)
 
-        def consume(offset: int, length: int, data: bytes | None) -> None:
-            if data is not None:
-                sink.put(offset, data)
-            stream.data, stream.zeros = sink.data, sink.zeros
-            stream.advance(length)
+        def deliver(offset: int, length: int, result: Result | None) -> None:
+            if result is None:
+                copy.add(length, "holes")
+                return
+            data = _data(client, result, pool, name, snapshot)
+            sink.put(offset, data)
+            copy.add(length, "data")
 
         with sink:
-            _read_in_order(client, image, pieces(blocks, size, chunk_size), stream, consume,
-                           where)
-        stream.data, stream.zeros = sink.data, sink.zeros
+            copy.run_in_order(pieces(blocks, size, chunk_size),
+                              submit_reads(client, image, copy, pool, name, snapshot), deliver)
         guard.disarm()
-    return StreamStats(size, stream.data, stream.zeros, size, digest.hexdigest(), checksum,
-                       time.monotonic() - stream.started)
+    stats = copy.stats()
+    return StreamStats(size, sink.data, sink.zeros, size, digest.hexdigest(), checksum,
+                       stats.seconds)
+
+
+def _data(client: RadosClient, result: Result, pool: str, name: str, snapshot: str) -> bytes:
+    """The data of a read's ``result``.
+
+    :raises RbdDriverError: the read failed or came back short.
+    """
+    if read_failed(result):
+        aio_error(client, "read", result, pool, name, snapshot)
+    assert result[3] is not None
+    return result[3]
 
 
 def export_diff(client: RadosClient, pool: str, name: str, snapshot: str,
@@ -314,38 +215,38 @@ def export_diff(client: RadosClient, pool: str, name: str, snapshot: str,
     :raises ImageNotFound: / :raises SnapshotNotFound: either snapshot is missing.
     :raises OperationCancelled: / :raises OSError: as for :func:`export_raw`.
     """
-    where = {"pool": pool, "image": name, "snapshot": snapshot}
-    stream = _Stream("incremental backup", f"{pool}/{name}@{snapshot}", window, chunk_size,
-                     progress, cancel)
-    with SigtermGuard(stream.cancelled) as guard, \
+    copy = _engine("incremental backup", f"{pool}/{name}@{snapshot}", window, chunk_size,
+                   progress, cancel)
+    zero_chunk = memoryview(bytes(chunk_size))
+    with copy.sigterm_guard() as guard, \
             client.open_image(pool, name, snapshot=snapshot, read_only=True,
                               op="export diff") as image, atomic_file(dest, sync) as (fd, _):
         size = int(image.size())
         with client.translate("diff", pool=pool, image=name, snapshot=from_snapshot):
-            extents = _allocated(image, size, stream, from_snapshot)
-        stream.total = sum(length for _, length, _ in extents)
+            extents = diff_extents(image, size, copy, from_snapshot)
+        copy.total = sum(length for _, length, _ in extents)
         items = ((off + lo, min(chunk_size, length - lo), exists)
                  for off, length, exists in extents for lo in range(0, length, chunk_size))
         with os.fdopen(os.dup(fd), "wb", buffering=1 << 20) as out:
             writer = DiffWriter(out, checksum)
             writer.header(size, snapshot, from_snapshot)
 
-            def consume(offset: int, length: int, data: bytes | None) -> None:
-                if data is None or data.startswith(stream.zero_chunk[:length]):
+            def deliver(offset: int, length: int, result: Result | None) -> None:
+                data = None if result is None else _data(client, result, pool, name, snapshot)
+                if data is None or data.startswith(zero_chunk[:length]):
                     writer.zero(offset, length)
-                    stream.zeros += length
+                    copy.add(length, "zeros")
                 else:
                     writer.write(offset, data)
-                    stream.data += length
-                stream.advance(length)
+                    copy.add(length, "data")
 
-            _read_in_order(client, image, items, stream, consume, where)
+            copy.run_in_order(items, submit_reads(client, image, copy, pool, name, snapshot),
+                              deliver)
             writer.end()
         guard.disarm()
-    if not stream.total and progress is not None:
-        progress(0, 0)
-    return StreamStats(size, stream.data, stream.zeros, writer.bytes_written,
-                       writer.checksum.hexdigest(), checksum, time.monotonic() - stream.started)
+    stats = copy.stats()
+    return StreamStats(size, copy.data, copy.zeros, writer.bytes_written,
+                       writer.checksum.hexdigest(), checksum, stats.seconds)
 
 
 def export_qcow2(client: RadosClient, pool: str, name: str, snapshot: str, dest: str, *,
@@ -380,48 +281,38 @@ def apply_diff(client: RadosClient, pool: str, name: str, reader: DiffReader, *,
     :raises OperationCancelled: ``cancel`` was set.
     """
     where = {"pool": pool, "image": name}
-    stream = _Stream("restore", f"{pool}/{name}", window, DEFAULT_CHUNK_SIZE, progress, cancel)
-    stream.total = total
-    inflight: collections.deque[tuple[int, int, Any, list[int]]] = collections.deque()
+    copy = CopyEngine("restore", f"{pool}/{name}", DEFAULT_CHUNK_SIZE, window, progress, cancel)
+    copy.total = total
     written = 0
 
-    def drain(until: int, overlap: tuple[int, int] | None = None) -> None:
-        while inflight and (len(inflight) > until or (overlap and any(
-                s < overlap[1] and overlap[0] < e for s, e, _, _ in inflight))):
-            start, end, completion, slot = inflight.popleft()
-            completion.wait_for_complete_and_cb()
-            if slot[0] < 0:
-                client.raise_for_errno("write", -slot[0], f"write of {start}~{end - start} "
-                                       "failed", **where)
-
     with client.open_image(pool, name, op="restore") as image:
-        try:
-            with client.translate("resize", **where):
-                if int(image.size()) != reader.header.size:
-                    image.resize(reader.header.size)
+
+        def records() -> Iterator[tuple[int, int, DiffWrite | DiffZero]]:
             for record in reader.records():
-                stream.check_cancel()
-                if isinstance(record, DiffWrite):
-                    span = (record.offset, record.offset + len(record.data))
-                    drain(stream.window - 1, span)
-                    slot: list[int] = []
-                    with client.translate("write", **where):
-                        completion = image.aio_write(
-                            record.data, record.offset,
-                            lambda c, s=slot: s.append(c.get_return_value()))
-                    inflight.append((span[0], span[1], completion, slot))
-                    written += len(record.data)
-                else:
-                    drain(0)
-                    with client.translate("write zeroes", **where):
-                        image.write_zeroes(record.offset, record.length)
-                stream.advance(reader.position - stream.done)
-            stream.advance(reader.position - stream.done)  # the end record
-            drain(0)
-            with client.translate("flush", **where):
-                image.flush()
-        finally:
-            for _, _, completion, _ in inflight:
-                with contextlib.suppress(Exception):
-                    completion.wait_for_complete_and_cb()
+                length = len(record.data) if isinstance(record, DiffWrite) else record.length
+                yield record.offset, length, record
+                copy.add(reader.position - copy.done, "data")  # once it is submitted
+            copy.add(reader.position - copy.done, "data")  # the end record
+
+        def submit(offset: int, length: int, record: DiffWrite | DiffZero) -> bool:
+            nonlocal written
+            if isinstance(record, DiffZero):
+                with client.translate("write zeroes", **where):
+                    image.write_zeroes(offset, length)
+                return False
+            with client.translate("write", **where):
+                image.aio_write(record.data, offset, copy.callback(offset, length))
+            written += length
+            return True
+
+        def handle(result: Result) -> None:
+            if result[2] < 0:
+                aio_error(client, "write", result, pool, name)
+
+        with client.translate("resize", **where):
+            if int(image.size()) != reader.header.size:
+                image.resize(reader.header.size)
+        copy.run(records(), submit, handle)
+        with client.translate("flush", **where):
+            image.flush()
     return written

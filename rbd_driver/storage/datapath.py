@@ -14,10 +14,15 @@ on any failure, cancellation, KeyboardInterrupt or SIGTERM.
 
 aio callbacks run on librbd threads, so they only queue the result; every
 decision, progress call and file write happens on the calling thread.
+
+The loop itself is :class:`CopyEngine`, the storage package's one copy
+engine: :mod:`.backup_io` runs its backup streams (in offset order) and
+diff restores (writes) on it too.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -50,6 +55,8 @@ SPARSE_BLOCK = 64 << 10  # export writes only the non-zero blocks of this size
 _POLL_SECONDS = 0.2  # how often a wait for completions looks at the cancel event
 
 ProgressCallback = Callable[[int, int], None]
+#: ``submit(offset, length, what)`` of :class:`CopyEngine`: whether it issued a request.
+Submit = Callable[[int, int, Any], bool]
 
 # The rbd exception librbd raises for an errno, for errors that arrive in a completion.
 @dataclasses.dataclass(frozen=True)
@@ -66,25 +73,35 @@ class CopyStats:
 
 
 # (offset, length, return value, data read or None), as an aio callback queues it.
-_Result = tuple[int, int, int, bytes | None]
+Result = tuple[int, int, int, bytes | None]
 
 
-class _Copy:
-    """One copy: byte accounting, progress, cancel checks, and at most ``window`` aio in flight.
+class CopyEngine:
+    """The one copy loop of the storage package: byte accounting, progress, cancel,
+    SIGTERM, and at most ``window`` aio requests in flight.
 
-    Everything but :meth:`callback`'s callbacks runs on the calling thread.
+    :meth:`run` hands results over as they complete (a sparse copy, or
+    writes, where a request overlapping one in flight waits for it);
+    :meth:`run_in_order` hands them over in the order of their pieces (a
+    stream, a checksum). Both ``submit(offset, length, what)`` requests that
+    complete through :meth:`callback` and say whether they issued one.
+    Everything but the callbacks runs on the calling thread.
     """
 
     def __init__(self, op: str, target: str, chunk_size: int, window: int,
-                 progress: ProgressCallback | None, cancel: threading.Event | None) -> None:
-        if chunk_size <= 0 or window <= 0:
+                 progress: ProgressCallback | None, cancel: threading.Event | None,
+                 align: int = 1) -> None:
+        if chunk_size <= 0 or window <= 0 or chunk_size % align:
+            multiple = f"a multiple of {align} and " if align > 1 else ""
             raise exception.InvalidArgument(op=op, target=target, detail=(
-                f"chunk_size ({chunk_size}) and window ({window}) must be positive"))
+                f"chunk_size ({chunk_size}) must be {multiple}positive, and window "
+                f"({window}) positive"))
         self.op, self.target, self.chunk_size, self.window = op, target, chunk_size, window
         self.progress, self.cancel = progress, cancel
         self.total = self.data = self.zeros = self.holes = self.in_flight = 0
         self.started = time.monotonic()
-        self._results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[Result] = queue.SimpleQueue()
+        self._spans: dict[int, int] = {}  # offset -> end of each request in flight
 
     @property
     def done(self) -> int:
@@ -106,6 +123,10 @@ class _Copy:
         if self.cancel is not None and self.cancel.is_set():
             raise self.cancelled()
 
+    def sigterm_guard(self) -> SigtermGuard:
+        """A SIGTERM in the main thread becomes :meth:`cancelled` until ``disarm()``."""
+        return SigtermGuard(self.cancelled)
+
     def stats(self) -> CopyStats:
         """Return the final stats; an empty copy reports its only progress, (0, 0), here."""
         assert self.done == self.total, (self.done, self.total)
@@ -121,40 +142,99 @@ class _Copy:
         return lambda completion, data=None: put(
             (offset, length, completion.get_return_value(), data))
 
-    def run(self, pieces: Iterable[tuple[int, int, bool]], submit: Callable[[int, int], bool],
-            handle: Callable[[_Result], None]) -> None:
-        """Account holes, ``submit(offset, length)`` data pieces, ``handle`` each result.
-
-        ``submit`` returns whether it issued a request. On any error the
-        requests in flight are waited for before it propagates.
+    def run(self, pieces: Iterable[tuple[int, int, Any]], submit: Submit,
+            handle: Callable[[Result], None]) -> None:
+        """Account the holes (``what`` false), ``submit`` the other pieces, ``handle``
+        each result as it comes. A piece waits for a free slot and for any request
+        in flight that it overlaps. On any error the requests in flight are
+        waited for before it propagates.
         """
         try:
-            for offset, length, is_data in pieces:
+            for offset, length, what in pieces:
                 self.check_cancel()
-                if not is_data:
+                if not what:
                     self.add(length, "holes")
                     continue
-                self._wait(self.window - 1, handle)  # before submit reads: <= window buffers
-                if submit(offset, length):
-                    self.in_flight += 1
+                self._wait(self.window - 1, handle, offset, offset + length)
+                self._submit(submit, offset, length, what)
             self._wait(0, handle)
         finally:
             self._abandon()
 
-    def _wait(self, until: int, handle: Callable[[_Result], None]) -> None:
-        """Handle results until at most ``until`` requests are in flight and none is queued."""
+    def run_in_order(self, pieces: Iterable[tuple[int, int, Any]], submit: Submit,
+                     deliver: Callable[[int, int, Result | None], None]) -> None:
+        """``submit`` the pieces whose ``what`` is true, ``deliver(offset, length, result)``
+        every piece in order: ``result`` is None for a hole (``what`` false).
+
+        At most ``window`` pieces wait between their submit and their
+        delivery; the next are submitted before one is delivered, so
+        requests stay in flight while it is consumed.
+        """
+        queued: collections.deque[tuple[int, int, Any]] = collections.deque()
+        arrived: dict[int, Result] = {}
+        source = iter(pieces)
+
+        def fill() -> None:
+            while len(queued) < self.window:
+                piece = next(source, None)
+                if piece is None:
+                    return
+                offset, length, what = piece
+                if what:
+                    self._submit(submit, offset, length, what)
+                queued.append(piece)
+
+        try:
+            fill()
+            while queued:
+                self.check_cancel()
+                offset, length, what = queued.popleft()
+                result: Result | None = None
+                if what:
+                    while offset not in arrived:
+                        got = self._take()
+                        arrived[got[0]] = got
+                    result = arrived.pop(offset)
+                fill()
+                deliver(offset, length, result)
+        finally:
+            self._abandon()
+
+    def _submit(self, submit: Submit, offset: int, length: int, what: Any) -> None:
+        if submit(offset, length, what):
+            self.in_flight += 1
+            self._spans[offset] = offset + length
+
+    def _take(self, block: bool = True) -> Result:
+        """Return the next result; wait for one (checking the cancel event) if ``block``.
+
+        :raises queue.Empty: none is queued and not ``block``.
+        """
         while True:
             try:
-                if self.in_flight > until:
-                    result = self._results.get(timeout=_POLL_SECONDS)
-                else:
-                    result = self._results.get_nowait()
+                result = (self._results.get(timeout=_POLL_SECONDS) if block
+                          else self._results.get_nowait())
             except queue.Empty:
-                if self.in_flight <= until:
-                    return
+                if not block:
+                    raise
                 self.check_cancel()
                 continue
             self.in_flight -= 1
+            self._spans.pop(result[0], None)
+            return result
+
+    def _wait(self, until: int, handle: Callable[[Result], None], start: int = 0,
+              end: int = 0) -> None:
+        """Handle results until at most ``until`` requests are in flight, none of them
+        overlapping ``start``-``end``, and none is queued."""
+        while True:
+            try:
+                result = self._take(block=False)
+            except queue.Empty:
+                if self.in_flight <= until and not (end > start and any(
+                        s < end and start < e for s, e in self._spans.items())):
+                    return
+                result = self._take()
             handle(result)
 
     def _abandon(self) -> None:
@@ -169,17 +249,24 @@ class _Copy:
                 self.in_flight -= 1
             except BaseException as err:  # noqa: BLE001 - re-raised below
                 held = held or err
+        self._spans.clear()
         if held is not None:
             raise held
 
 
-def _aio_error(client: RadosClient, op: str, result: _Result, pool: str, image: str,
-               snapshot: str | None = None) -> NoReturn:
-    """Raise our exception for a failed completion."""
+def aio_error(client: RadosClient, op: str, result: Result, pool: str, image: str,
+              snapshot: str | None = None) -> NoReturn:
+    """Raise our exception for a failed completion (a short read is an I/O error)."""
     offset, length, ret, _ = result
-    err = -ret if ret < 0 else errno.EIO  # a short read is an I/O error too
+    err = -ret if ret < 0 else errno.EIO
     client.raise_for_errno(op, err, f"{op} of {offset}~{length} failed", pool=pool,
                            image=image, snapshot=snapshot)
+
+
+def read_failed(result: Result) -> bool:
+    """Whether an ``aio_read`` result is an error or a short read."""
+    _, length, ret, data = result
+    return ret < 0 or data is None or len(data) != length
 
 
 def _remove_temp_image(client: RadosClient, pool: str, temp: str, cause: BaseException) -> None:
@@ -221,19 +308,19 @@ def import_to_image(client: RadosClient, source: ImportSource, pool: str, name: 
     :raises OSError: reading the source (e.g. FileNotFoundError).
     :raises RbdDriverError: any librbd error (NoSpace, StorageError...).
     """
-    copy = _Copy("import", f"{pool}/{name}", chunk_size, window, progress, cancel)
+    copy = CopyEngine("import", f"{pool}/{name}", chunk_size, window, progress, cancel)
     if client.image_exists(pool, name):
         raise exception.ImageExists(pool=pool, image=name, detail="refusing to overwrite")
     src = Source(source, size, copy.target)
     try:
         copy.total = src.size
-        with SigtermGuard(copy.cancelled) as guard:
+        with copy.sigterm_guard() as guard:
             return _import(client, src, pool, name, copy, guard, features)
     finally:
         src.close()
 
 
-def _import(client: RadosClient, src: Source, pool: str, name: str, copy: _Copy,
+def _import(client: RadosClient, src: Source, pool: str, name: str, copy: CopyEngine,
             guard: SigtermGuard, features: int | None) -> CopyStats:
     """Create the temporary image, fill, flush and rename it; remove it on any failure."""
     temp = f"{name}.importing-{secrets.token_hex(4)}"
@@ -250,7 +337,7 @@ def _import(client: RadosClient, src: Source, pool: str, name: str, copy: _Copy,
             raise
         with client.open_image(pool, temp, op="import") as image:
 
-            def submit(offset: int, length: int) -> bool:
+            def submit(offset: int, length: int, _: Any) -> bool:
                 data = src.read(offset, length)
                 if data.startswith(zeros[:length]):  # memcmp, no copy
                     copy.add(length, "zeros")
@@ -259,9 +346,9 @@ def _import(client: RadosClient, src: Source, pool: str, name: str, copy: _Copy,
                     image.aio_write(data, offset, copy.callback(offset, length))
                 return True
 
-            def handle(result: _Result) -> None:
+            def handle(result: Result) -> None:
                 if result[2] < 0:
-                    _aio_error(client, "write", result, pool, temp)
+                    aio_error(client, "write", result, pool, temp)
                 copy.add(result[1], "data")
 
             copy.run(src.pieces(copy.chunk_size), submit, handle)
@@ -299,13 +386,13 @@ def export_from_image(client: RadosClient, pool: str, name: str,
     :raises RbdDriverError: any other librbd error.
     """
     target = f"{pool}/{name}" + (f"@{snapshot}" if snapshot else "")
-    copy = _Copy("export", target, chunk_size, window, progress, cancel)
-    with SigtermGuard(copy.cancelled) as guard:
+    copy = CopyEngine("export", target, chunk_size, window, progress, cancel)
+    with copy.sigterm_guard() as guard:
         return _export(client, pool, name, snapshot, os.fspath(dest_path), copy, guard)
 
 
 def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, dest: str,
-            copy: _Copy, guard: SigtermGuard) -> CopyStats:
+            copy: CopyEngine, guard: SigtermGuard) -> CopyStats:
     """Read the allocated extents into a temporary file and rename it; remove it on any failure."""
     temp = f"{dest}.part-{secrets.token_hex(4)}"
     zeros = memoryview(bytes(max(copy.chunk_size, SPARSE_BLOCK)))
@@ -314,7 +401,7 @@ def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, des
         with client.open_image(pool, name, snapshot=snapshot, read_only=True,
                                op="export") as image:
             copy.total = size = int(image.size())
-            extents = _allocated(image, size, copy)
+            extents = merged(diff_extents(image, size, copy), size)
             made = True  # before the call, as for the import; O_EXCL failing: not ours
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -323,31 +410,23 @@ def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, des
                 raise
             os.ftruncate(fd, size)  # what is never written reads as zeros, and takes no space
 
-            def submit(offset: int, length: int) -> bool:
-                with client.translate("read", pool=pool, image=name, snapshot=snapshot):
-                    image.aio_read(offset, length, copy.callback(offset, length))
-                return True
-
-            def handle(result: _Result) -> None:
-                offset, length, ret, data = result
-                if ret < 0 or data is None or len(data) != length:
-                    _aio_error(client, "read", result, pool, name, snapshot)
+            def handle(result: Result) -> None:
+                offset, length, _, data = result
+                if read_failed(result):
+                    aio_error(client, "read", result, pool, name, snapshot)
+                assert data is not None
                 written = _write_nonzero(fd, data, offset, zeros)
                 copy.add(written, "data")
                 copy.add(length - written, "zeros")
 
-            copy.run(pieces(extents, size, copy.chunk_size), submit, handle)
+            copy.run(pieces(extents, size, copy.chunk_size),
+                     submit_reads(client, image, copy, pool, name, snapshot), handle)
         os.fsync(fd)
         os.close(fd)
         fd = -1
         guard.disarm()
         os.rename(temp, dest)
-        with contextlib.suppress(OSError):  # make the rename durable; some filesystems refuse
-            dir_fd = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        fsync_dir(dest)  # make the rename durable
         return copy.stats()
     except BaseException:
         if fd >= 0:
@@ -358,24 +437,59 @@ def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, des
         raise
 
 
-def _allocated(image: Any, size: int, copy: _Copy) -> list[tuple[int, int]]:
-    """Return the sorted, merged ``(start, end)`` extents librbd reports as allocated."""
-    found: list[tuple[int, int]] = []
+def submit_reads(client: RadosClient, image: Any, copy: CopyEngine, pool: str, name: str,
+                 snapshot: str | None) -> Submit:
+    """The ``submit`` of a :class:`CopyEngine` that reads ``image``."""
+
+    def submit(offset: int, length: int, _: Any) -> bool:
+        with client.translate("read", pool=pool, image=name, snapshot=snapshot):
+            image.aio_read(offset, length, copy.callback(offset, length))
+        return True
+
+    return submit
+
+
+def fsync_dir(path: str) -> None:
+    """fsync the directory of ``path``, so that a rename into it is durable."""
+    with contextlib.suppress(OSError):  # some filesystems refuse a directory fsync
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def diff_extents(image: Any, size: int, copy: CopyEngine, from_snapshot: str | None = None,
+                 ) -> list[tuple[int, int, bool]]:
+    """Return the sorted ``(offset, length, exists)`` extents ``diff_iterate`` reports
+    (the parent's too, for a clone) since ``from_snapshot`` (None: all allocated)."""
+    found: list[tuple[int, int, bool]] = []
 
     def collect(offset: int, length: int, exists: bool) -> None:
         copy.check_cancel()  # what the callback raises, diff_iterate raises
-        if exists and length:
-            found.append((offset, offset + length))
+        if length:
+            found.append((offset, length, bool(exists)))
 
     if size:
-        image.diff_iterate(0, size, None, collect, include_parent=True)
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(found):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        image.diff_iterate(0, size, from_snapshot, collect, include_parent=True)
+    return sorted(found)
+
+
+def merged(extents: Iterable[tuple[int, int, bool]], size: int,
+           align: int = 1) -> list[tuple[int, int]]:
+    """Return the ``(start, end)`` of the existing sorted ``extents``, rounded out to
+    ``align`` (within ``size``), merged where they touch or overlap."""
+    out: list[tuple[int, int]] = []
+    for offset, length, exists in extents:
+        if not exists:
+            continue
+        start = offset - offset % align
+        end = min(size, -(-(offset + length) // align) * align)
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(end, out[-1][1]))
         else:
-            merged.append((start, end))
-    return merged
+            out.append((start, end))
+    return out
 
 
 def _write_nonzero(fd: int, data: bytes, offset: int, zeros: memoryview) -> int:

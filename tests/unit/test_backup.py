@@ -352,3 +352,64 @@ def test_apply_diff_keeps_the_order_of_overlapping_records(env) -> None:
     reader = DiffReader(io.BytesIO(out.getvalue()), "mem")
     assert backup_io.apply_diff(env.driver.client, "vms", "disk", reader, window=4) == 200
     assert env.disk.read(0, 150) == b"a" * 50 + b"b" * 10 + bytes(10) + b"b" * 80
+
+
+def test_backups_keep_their_bytes_when_reads_complete_out_of_order(env, tmp_path,
+                                                                    monkeypatch) -> None:
+    """Later reads complete first; files, checksums and records stay those of in-order reads."""
+    for offset in range(0, 24 * MIB, 3 * MIB):  # data in most 4 MiB chunks
+        env.disk.write(os.urandom(MIB), offset)
+    full = env.manager.full_backup("disk")
+    for offset in range(MIB // 2, 24 * MIB, 2 * MIB):
+        env.disk.write(os.urandom(4096), offset)
+    with env.driver.client.open_image("vms", "disk") as image:
+        image.discard(12 * MIB, MIB)
+    env.driver.create_snap("disk", "later")
+    real = fakes.Image.aio_read
+    count = [0]
+
+    def aio_read(image: Any, offset: int, length: int, oncomplete: Any, flags: int = 0) -> Any:
+        delay = max(0.0, 0.02 - 0.004 * (count[0] % 6))
+        count[0] += 1
+
+        def late(*args: Any) -> Any:
+            threading.Event().wait(delay)
+            return oncomplete(*args)
+
+        return real(image, offset, length, late, flags)
+
+    def export_in_order(backup: BackupManifest, kind: str) -> str:
+        """The same export with aio completing before each call returns: in order."""
+        env.cluster.aio_mode = "sync"
+        path = str(tmp_path / kind)
+        snap = backup.snapshot["name"]
+        if kind == "raw":
+            backup_io.export_raw(env.driver.client, "vms", "disk", snap, path)
+        else:
+            backup_io.export_diff(env.driver.client, "vms", "disk", snap,
+                                  backup.parent["snapshot"], path)
+        env.cluster.aio_mode = "thread"
+        return path
+
+    monkeypatch.setattr(fakes.Image, "aio_read", aio_read)
+    env.cluster.aio_mode = "thread"
+    shuffled = env.manager.full_backup("disk", snapshot="later")
+    for offset in range(0, 24 * MIB, 3 * MIB):  # changes in many chunks, a zeroed one
+        env.disk.write(os.urandom(8192), offset + 4096)
+    env.disk.write(bytes(MIB), 7 * MIB)
+    incremental = env.manager.incremental_backup("disk")
+    assert count[0] > 10
+    raw = export_in_order(shuffled, "raw")
+    assert shuffled.file["checksum"]["value"] == diff_format.raw_content_checksum(raw, "crc32")[0]
+    with open(shuffled.data_path, "rb") as a, open(raw, "rb") as b:
+        assert a.read() == b.read()
+    with open(incremental.data_path, "rb") as a, open(export_in_order(incremental, "diff"),
+                                                       "rb") as b:
+        assert a.read() == b.read()
+    with open(incremental.data_path, "rb") as f:
+        offsets = [r.offset for r in DiffReader(f, incremental.data_path).records()]
+    assert offsets == sorted(offsets) and len(offsets) > 5
+    for index, backup in enumerate((full, shuffled, incremental)):
+        env.manager.restore(backup, f"restored-{index}")
+        assert _content(env, f"restored-{index}") == _content(env, "disk",
+                                                              backup.snapshot["name"])

@@ -524,3 +524,126 @@ def test_export_of_a_missing_image(sync_env: Env, tmp_path: Path) -> None:
     with pytest.raises(exception.ImageNotFound):
         datapath.export_from_image(sync_env.client, "vms", "nope", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# -- the engine (CopyEngine), as backup_io uses it -------------------------------
+
+
+class SlowReads:
+    """Wraps the fake's ``aio_read`` so that later requests complete first, and samples
+    the fake image's own count of requests in flight (``Image._pending``) at each one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.peak = self.total = 0
+        real = fakes.Image.aio_read
+
+        def aio_read(image: Any, offset: int, length: int, oncomplete: Any,
+                     fadvise_flags: int = 0) -> Any:
+            delay = max(0.0, 0.02 - 0.002 * (self.total % 8))  # the 8th of a run lands first
+
+            def late(*args: Any) -> Any:
+                time.sleep(delay)
+                return oncomplete(*args)
+
+            completion = real(image, offset, length, late, fadvise_flags)
+            self.total += 1
+            self.peak = max(self.peak, len(image._pending))
+            return completion
+
+        monkeypatch.setattr(fakes.Image, "aio_read", aio_read)
+
+
+def engine_pieces(size: int, chunk: int) -> list[tuple[int, int, bool]]:
+    """Every eighth chunk a hole, the rest to read."""
+    return [(off, min(chunk, size - off), (off // chunk) % 8 != 7) for off in range(0, size, chunk)]
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_engine_window_progress_and_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          in_order: bool) -> None:
+    env = Env(tmp_path, "thread")
+    content = pattern(3 * MiB + 5000)
+    env.cluster.add_image("vms", "disk", len(content), data=content)
+    slow = SlowReads(monkeypatch)
+    calls: list[tuple[int, int]] = []
+    got: list[tuple[int, int, bytes | None]] = []
+    copy = datapath.CopyEngine("test", "vms/disk", 64 << 10, 5,
+                               lambda d, t: calls.append((d, t)), None)
+    copy.total = len(content)
+    pieces = engine_pieces(len(content), 64 << 10)
+    with env.client.open_image("vms", "disk", read_only=True) as image:
+
+        def submit(offset: int, length: int, _: Any) -> bool:
+            image.aio_read(offset, length, copy.callback(offset, length))
+            return True
+
+        def deliver(offset: int, length: int, result: datapath.Result | None) -> None:
+            data = None if result is None else result[3]
+            got.append((offset, length, data))
+            copy.add(length, "holes" if result is None else "data")
+
+        if in_order:
+            copy.run_in_order(pieces, submit, deliver)
+        else:
+            copy.run(pieces, submit, lambda r: deliver(r[0], r[1], r))
+        assert in_flight(env) == 0
+    reads = [p for p in pieces if p[2]]
+    assert slow.total == len(reads)
+    assert 1 < slow.peak <= 5  # the fake's own count, sampled as each request went out
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # monotonic
+    assert calls[-1] == (len(content), len(content)) and len(calls) == len(pieces)
+    if in_order:
+        assert [(o, n) for o, n, _ in got] == [(o, n) for o, n, _ in pieces]
+    else:
+        assert sorted(o for o, _, d in got if d is not None) == [o for o, _, _ in reads]
+        assert [o for o, _, d in got if d is not None] != [o for o, _, _ in reads]  # out of order
+    for offset, length, data in got:
+        if data is not None:
+            assert data == content[offset:offset + length]
+    env.client.close()
+
+
+def in_flight(env: Env) -> int:
+    """The aio requests in flight on the open image handles, as the fake itself keeps them."""
+    return sum(len(handle._pending) for handle in env.cluster._images.values())
+
+
+@pytest.mark.parametrize("in_order", [True, False])
+def test_engine_cancel_leaves_no_request_in_flight(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   in_order: bool) -> None:
+    env = Env(tmp_path, "thread")
+    content = pattern(2 * MiB)
+    env.cluster.add_image("vms", "disk", len(content), data=content)
+    slow = SlowReads(monkeypatch)
+    cancel = threading.Event()
+    copy = datapath.CopyEngine("test", "vms/disk", 64 << 10, 4, None, cancel)
+    copy.total = len(content)
+    left: list[int] = []
+    with env.client.open_image("vms", "disk", read_only=True) as image:
+
+        def submit(offset: int, length: int, _: Any) -> bool:
+            image.aio_read(offset, length, copy.callback(offset, length))
+            return True
+
+        def deliver(*_: Any) -> None:
+            cancel.set()  # from the first result on
+
+        with pytest.raises(exception.OperationCancelled, match="vms/disk"):
+            if in_order:
+                copy.run_in_order([(o, 64 << 10, True) for o in range(0, len(content), 64 << 10)],
+                                  submit, deliver)
+            else:
+                copy.run([(o, 64 << 10, True) for o in range(0, len(content), 64 << 10)],
+                         submit, deliver)
+        left.append(in_flight(env))  # before the image closes
+    assert left == [0]
+    assert 1 < slow.total < 32  # it stopped early, with more than one request out
+    assert env.cluster.open_handles()["images"] == []
+    env.client.close()
+
+
+def test_engine_refuses_bad_tuning() -> None:
+    for chunk, window in ((0, 1), (1, 0), (100, 1)):
+        with pytest.raises(exception.InvalidArgument):
+            datapath.CopyEngine("test", "x", chunk, window, None, None, align=64)
