@@ -380,8 +380,12 @@ class Hypervisor:
             os.makedirs(target)
             os.chmod(target, 0o755)
             for path in (guest.kernel, guest.initramfs):
-                shutil.copyfile(path, os.path.join(target, os.path.basename(path)))
-                os.chmod(os.path.join(target, os.path.basename(path)), 0o644)
+                copy = os.path.join(target, os.path.basename(path))
+                try:
+                    os.link(path, copy)  # the cached files are 0644: a link is enough
+                except OSError:
+                    shutil.copyfile(path, copy)
+                    os.chmod(copy, 0o644)
         return GuestImage(os.path.join(target, os.path.basename(guest.kernel)),
                           os.path.join(target, os.path.basename(guest.initramfs)),
                           guest.version)

@@ -22,6 +22,7 @@ import pytest
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage.location import format_location, parse_location
+from rbd_driver.storage.rbd_utils import CleanupReport
 from rbd_driver.testing.cluster import ClusterState
 from rbd_driver.testing.guest import GuestImage
 from rbd_driver.testing.hypervisor import HypervisorScope
@@ -156,7 +157,7 @@ def test_hot_plug_an_instance_disk_into_a_running_guest(
     extra = _clone(guest_backend, golden, inst, "disk.eph0")
     extra.resize_image(80 << 20)
     vm = hypervisor.boot(guest_image, [root.libvirt_info()],
-                         ["report", "wait:vdb", "report", "gone:vdb"])
+                         ["report", "wait:vdb", "report", "gone:vdb", "hold"])
     vm.wait_for(r"^disk vda ")
     extra_xml = extra.libvirt_info({"dev": "vdb"})
     vm.attach(extra_xml)
@@ -165,7 +166,7 @@ def test_hot_plug_an_instance_disk_into_a_running_guest(
     assert (int(seen[1]) * SECTOR, seen[2]) == (80 << 20, golden["marker"])
     vm.detach(extra_xml)
     vm.wait_for(r"^gone vdb$")
-    vm.wait_shutoff()
+    assert vm.domain.XMLDesc(0).count("<disk ") == 1
 
 
 def test_online_grow_is_seen_by_the_running_guest(
@@ -210,6 +211,8 @@ def test_snapshot_of_a_running_guest_boots_in_a_second_guest(
     assert first.is_running()
 
 
+@pytest.mark.skipif(not hasattr(CleanupReport(), "busy"),
+                    reason="needs CleanupReport.busy (issue 12): until then a busy disk is trashed")
 def test_cleanup_while_the_guest_runs_reports_the_busy_disk(
         guest_backend, golden, instances, hypervisor, guest_image, ceph_admin) -> None:
     inst = _instance(instances)
@@ -217,7 +220,6 @@ def test_cleanup_while_the_guest_runs_reports_the_busy_disk(
     vm = hypervisor.boot(guest_image, [disk.libvirt_info()], ["hold"])
     vm.wait_for(r"^holding$")
     report = Rbd.cleanup_instance(guest_backend.conf, inst, driver=guest_backend.driver("rbd"))
-    # CleanupReport.busy comes with issue 12.
     assert disk.rbd_name in report.busy, report
     assert disk.rbd_name in _rbd_ls(ceph_admin, "ls", "vms")
     assert disk.rbd_name not in [e.get("name") for e in _rbd_ls(ceph_admin, "trash", "ls", "vms")]
