@@ -9,9 +9,10 @@ serial console:
 
 ``report``
     ``RG disk <dev> sectors=<n> data=<text>`` for every virtio disk: its size
-    in 512-byte sectors and the printable text of its first sector.
+    in 512-byte sectors and the words (runs of 3 or more of ``[A-Za-z0-9._=-]``)
+    of its first sector.
 ``read:<dev>:<sector>``
-    ``RG read <dev> <sector> data=<text>``.
+    ``RG read <dev> <sector> data=<text>``, the words of that sector.
 ``write:<dev>:<sector>:<text>``
     writes ``<text>`` at that sector, syncs, then ``RG wrote <dev> <sector> <text>``.
 ``wait:<dev>`` / ``gone:<dev>``
@@ -63,9 +64,9 @@ for m in __MODULES__; do
     [ -e /lib/modules/$m.ko ] && { insmod /lib/modules/$m.ko || echo "RG error insmod $m"; }
 done
 say() { echo "RG $*"; }
-text() {  # the printable text of one sector of /dev/$1 at sector $2
-    dd if=/dev/$1 bs=512 skip=$2 count=1 2>/dev/null | tr -c 'A-Za-z0-9._=-' ' ' | tr -s ' ' \
-        | sed 's/^ //; s/ $//'
+text() {  # the words (3 or more of [A-Za-z0-9._=-]) in sector $2 of /dev/$1
+    dd if=/dev/$1 bs=512 skip=$2 count=1 2>/dev/null | tr -c 'A-Za-z0-9._=-' ' ' \
+        | awk '{for (i = 1; i <= NF; i++) if (length($i) > 2) printf "%s%s", (n++ ? " " : ""), $i}'
 }
 wait_until() {  # run "$@" every 0.2 s for up to 5 minutes
     n=0
@@ -107,7 +108,7 @@ poweroff -f
 """.replace("__MODULES__", " ".join(MODULES))
 
 # Bumped whenever the way a guest is built changes, so old caches are not reused.
-_LAYOUT = b"layout 3: kernel (a PVH vmlinux when possible) and initramfs.cpio\n"
+_LAYOUT = b"layout 4: kernel (a PVH vmlinux when possible) and initramfs.cpio\n"
 
 _LINE = re.compile(r"^RG (.*?)\s*$", re.MULTILINE)
 
@@ -291,7 +292,7 @@ def _initramfs(busybox: bytes, modules: dict[str, bytes]) -> bytes:
     # init needs a console before it mounts devtmpfs.
     archive.add("dev/console", 0o020600, rdev=(5, 1))
     archive.add("bin/busybox", 0o100755, busybox)
-    for applet in ("sh", "mount", "insmod", "cat", "dd", "tr", "sed", "sleep", "sync",
+    for applet in ("sh", "mount", "insmod", "cat", "dd", "tr", "awk", "sleep", "sync",
                    "poweroff", "printf", "echo", "["):
         archive.add(f"bin/{applet}", 0o120777, b"busybox")
     archive.add("init", 0o100755, INIT.encode())

@@ -312,6 +312,10 @@ class Hypervisor:
             if time.monotonic() > deadline:
                 self._fail(f"libvirtd did not answer within {timeout} s")
             time.sleep(0.1)
+        # libvirt probes QEMU's capabilities once, on first use: do it now, not
+        # in the first guest's boot time (a compute host's libvirtd has long done it).
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.getDomainCapabilities(None, "x86_64", None, "qemu", 0)
         return self
 
     def _mkdir(self, sub: str) -> str:
