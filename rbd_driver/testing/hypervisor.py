@@ -214,10 +214,14 @@ class Hypervisor:
 
     :param user: the unprivileged user the daemon and QEMU run as when
         started by root (default ``nobody``); ignored otherwise.
+    :param ceph_timeout: seconds QEMU's librbd waits for the monitors
+        (``client mount timeout``), so a disk that cannot connect fails fast.
     """
 
-    def __init__(self, user: str = "nobody", directory: str | None = None) -> None:
+    def __init__(self, user: str = "nobody", directory: str | None = None,
+                 ceph_timeout: int = 20) -> None:
         self.user = user
+        self.ceph_timeout = ceph_timeout
         self._parent = directory
         self.directory: str | None = None
         self.pid: int | None = None
@@ -281,6 +285,15 @@ class Hypervisor:
                          ("XDG_DATA_HOME", "data")):
             env[var] = self._mkdir(sub)
         self._mkdir("guests")
+        # QEMU's librbd reads $HOME/.ceph/ceph.conf when no /etc/ceph/ceph.conf
+        # exists: a guest whose disk cannot connect (bad auth, say) then fails
+        # to start in seconds instead of hanging libvirt for librbd's 300 s.
+        ceph_dir = os.path.join(env["HOME"], ".ceph")
+        os.makedirs(ceph_dir, exist_ok=True)
+        with open(os.path.join(ceph_dir, "ceph.conf"), "w", encoding="utf-8") as f:
+            f.write(f"[client]\nclient mount timeout = {self.ceph_timeout}\n"
+                    "admin socket =\nlog file =\n")
+        self._chown_tree(env["HOME"])
         qemu_conf = os.path.join(env["XDG_CONFIG_HOME"], "libvirt")
         os.makedirs(qemu_conf, exist_ok=True)
         with open(os.path.join(qemu_conf, "qemu.conf"), "w", encoding="utf-8") as f:
