@@ -169,6 +169,40 @@ def test_hot_plug_an_instance_disk_into_a_running_guest(
     assert vm.domain.XMLDesc(0).count("<disk ") == 1
 
 
+def test_hot_plug_a_volume_from_its_connection_info(
+        guest_backend, golden, instances, hypervisor, guest_image, ceph_cluster) -> None:
+    volumes = pytest.importorskip("rbd_driver.volumes")
+    if not hasattr(volumes, "volume_disk_xml"):
+        pytest.skip("rbd_driver.volumes.volume_disk_xml is not in this tree yet")
+    inst = _instance(instances)
+    root = _clone(guest_backend, golden, inst)
+    driver = guest_backend.driver("rbd")
+    # As a volume service would: an image of its own, here named under the
+    # instance so that the instance's cleanup removes it after the guest.
+    volume = f"{inst}_volume"
+    marker = f"VOLUME-{uuid.uuid4().hex[:8]}"
+    driver.create(volume, 40 << 20)
+    with driver.client.open_image("vms", volume) as image:
+        image.write(marker.encode().ljust(SECTOR, b"\0"), 0)
+    monitors = [m.preferred for m in driver.get_monitors()]
+    conf = guest_backend.conf
+    connection_info = {
+        "driver_volume_type": "rbd", "serial": volume,
+        "data": {"name": f"vms/{volume}", "hosts": [host for host, _ in monitors],
+                 "ports": [str(port) for _, port in monitors], "auth_enabled": True,
+                 "auth_username": ceph_cluster.user, "secret_type": "ceph",
+                 "secret_uuid": conf.rbd.secret_uuid, "access_mode": "rw"}}
+    xml = volumes.volume_disk_xml(connection_info, "vdb")
+    vm = hypervisor.boot(guest_image, [root.libvirt_info()],
+                         ["report", "wait:vdb", "report", "gone:vdb", "hold"])
+    vm.wait_for(r"^disk vda ")
+    vm.attach(xml)
+    seen = vm.wait_for(r"^disk vdb sectors=(\d+) data=(.*)$")
+    assert (int(seen[1]) * SECTOR, seen[2]) == (40 << 20, marker)
+    vm.detach(xml)
+    vm.wait_for(r"^gone vdb$")
+
+
 def test_online_grow_is_seen_by_the_running_guest(
         guest_backend, golden, instances, hypervisor, guest_image, ceph_admin) -> None:
     disk = _clone(guest_backend, golden, _instance(instances))
