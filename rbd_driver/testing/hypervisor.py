@@ -277,7 +277,11 @@ class Hypervisor:
         self.directory = tempfile.mkdtemp(prefix="rbd-driver-hv-", dir=self._parent)
         os.chmod(self.directory, 0o755)
         if os.geteuid() == 0:
-            entry = pwd.getpwnam(self.user)
+            try:
+                entry = pwd.getpwnam(self.user)
+            except KeyError as err:
+                self.stop()
+                raise HypervisorUnavailable(f"no user {self.user!r} to run libvirtd as") from err
             self._uid, self._gid = entry.pw_uid, entry.pw_gid
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C"}
         for var, sub in (("HOME", "home"), ("XDG_CONFIG_HOME", "config"),
