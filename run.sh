@@ -8,10 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 # Ceph daemons for the throwaway cluster, the official rados/rbd bindings
-# (not on PyPI), and the real clients we test against (QEMU, libvirt).
+# (not on PyPI), and the real clients we test against (QEMU, libvirt). The
+# guests of the functional tests and the demo boot Debian's kernel with a
+# busybox-static initramfs under libvirtd and qemu-system-x86 (TCG).
 APT_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
               python3-venv qemu-utils qemu-block-extra libvirt-clients libxml2-utils
-              python3-libvirt genisoimage)
+              python3-libvirt genisoimage qemu-system-x86 libvirt-daemon
+              libvirt-daemon-driver-qemu linux-image-amd64 busybox-static)
 
 setup() {
     local missing=() pkg

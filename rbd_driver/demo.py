@@ -8,7 +8,12 @@ It plays both sides of a cloud on a throwaway local cluster:
    launches N instance disks with ``direct_fetch`` (copy-on-write clones);
 3. it launches one disk from a qcow2 image: ``direct_fetch`` refuses with a
    reason, and ``create_image`` falls back to fetch, convert and copy;
-4. it prints one disk's libvirt XML, cleans the instances up and stops the
+4. it boots one more instance in a real guest (libvirt and QEMU, TCG), from
+   the disk XML of ``libvirt_info()`` with the ceph secret defined through
+   :mod:`rbd_driver.libvirt_secret`, and prints the guest's console line
+   that shows the golden's data, with the time from ``direct_fetch`` to that
+   line; where no hypervisor can run it says so in one line and goes on;
+5. it prints one disk's libvirt XML, cleans the instances up and stops the
    cluster.
 """
 
@@ -24,12 +29,15 @@ from typing import Any
 from oslo_concurrency import processutils
 
 from rbd_driver import exception, imagebackend
+from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.location import format_location
 from rbd_driver.testing.cluster import LocalCluster, make_conf
 
 __all__ = ["run_demo"]
 
 GOLDEN_SIZE = 1 << 30
+# What the golden's boot sector says; the guest prints it from its disk.
+GOLDEN_MARKER = b"rbd-driver demo golden image"
 
 
 def _store_image(driver: Any, name: str, data: bytes, size: int) -> str:
@@ -49,6 +57,49 @@ def _qcow2_bytes(workdir: str) -> bytes:
         return f.read()
 
 
+def _boot_guest(backend: imagebackend.Backend, conf: Any, local: LocalCluster, url: str,
+                meta: dict[str, Any], uuids: list[str], say: Callable[[str], None]) -> dict[str, Any]:
+    """Launch one more instance and boot it in a guest; return what the guest printed.
+
+    The private libvirtd stands for the one a compute host already runs, so
+    it is started (and its secret defined) before the clock starts.
+    """
+    from rbd_driver.testing.guest import GuestUnavailable, build_guest
+    from rbd_driver.testing.hypervisor import GuestTimeout, Hypervisor, HypervisorUnavailable
+
+    try:
+        guest = build_guest()
+        hypervisor = Hypervisor().start()
+    except (GuestUnavailable, HypervisorUnavailable) as err:
+        reason = str(err).splitlines()[0]
+        say(f"no guest boot: no hypervisor can run here ({reason})")
+        return {"skipped": reason}
+    try:
+        user = local.state.user
+        key = read_key(local.state.user_keyring, f"client.{user}")
+        conf.set_override("secret_uuid", hypervisor.define_ceph_secret(user, key), group="rbd")
+        inst = str(uuid.uuid4())
+        uuids.append(inst)
+        disk = backend.by_name(inst, "disk", image_type="rbd")
+        t0 = time.perf_counter()
+        disk.direct_fetch("golden-raw", meta, [{"url": url, "metadata": {}}])
+        vm = hypervisor.boot(guest, [disk.libvirt_info()], ["report"])
+        try:
+            seen = vm.wait_for(r"^disk vda .*$", timeout=180)
+        except GuestTimeout as err:
+            say(f"guest boot failed: {str(err).splitlines()[0]}")
+            return {"disk": disk.rbd_name, "error": str(err)}
+        seconds = round(time.perf_counter() - t0, 2)
+        line = f"RG {seen[0]}"
+        say(f"guest booted from {disk.rbd_name}: {seconds} s from direct_fetch to its line")
+        say(f"  guest console: {line}")
+        vm.wait_shutoff()  # closes the disk, so cleanup finds it idle
+        return {"disk": disk.rbd_name, "line": line, "s": seconds}
+    finally:
+        hypervisor.stop()
+        conf.clear_override("secret_uuid", group="rbd")
+
+
 def run_demo(instances: int = 20, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo; ``say`` gets progress lines. Return a report dict."""
     report: dict[str, Any] = {"launches": []}
@@ -61,7 +112,7 @@ def run_demo(instances: int = 20, say: Callable[[str], None] = print) -> dict[st
         with imagebackend.Backend(conf) as backend:
             driver = backend.driver("rbd")
             report["user"] = f"client.{local.user}"
-            golden = b"\xeb\x63\x90" + b"demo boot sector".ljust(509, b"\0") + b"\x55\xaa"
+            golden = b"\xeb\x63\x90" + GOLDEN_MARKER.ljust(509, b"\0") + b"\x55\xaa"
             url = _store_image(driver, "golden-raw", golden * 2048, GOLDEN_SIZE)
             say(f"image service stored golden-raw at {url}")
             meta = {"disk_format": "raw", "size": GOLDEN_SIZE}
@@ -77,6 +128,8 @@ def run_demo(instances: int = 20, say: Callable[[str], None] = print) -> dict[st
                 say(f"  launched {disk.rbd_name}  {ms:6.1f} ms  parent {parent}")
             times = sorted(item["ms"] for item in report["launches"])
             report["median_clone_ms"] = times[len(times) // 2] if times else None
+
+            report["guest"] = _boot_guest(backend, conf, local, url, meta, uuids, say)
 
             qcow_url = _store_image(driver, "golden-qcow2", _qcow2_bytes(workdir), 256 << 20)
             odd = str(uuid.uuid4())

@@ -11,6 +11,17 @@ Environment variables:
     ``rbd-driver dev-cluster start``) instead of starting one.
 ``RBD_DRIVER_TEST_OSDS`` / ``RBD_DRIVER_TEST_OBJECTSTORE``
     shape of the cluster started for the session (default 1, memstore).
+``RBD_DRIVER_CACHE``
+    where the test guest is cached (default ``~/.cache/rbd_driver``).
+
+Guests: ``guest_image`` builds the test guest from the host's kernel and
+busybox (:mod:`rbd_driver.testing.guest`); ``hypervisor_daemon`` starts a
+private libvirtd for the session (:mod:`rbd_driver.testing.hypervisor`) and
+``hypervisor`` gives each test a scope whose guests and ceph secrets are
+removed after it, pass or fail; ``libvirt_rbd_conf`` is ``rbd_conf`` with
+``[rbd] secret_uuid`` set to the test user's secret, defined through
+:func:`rbd_driver.libvirt_secret.define_ceph_secret`. They skip the test,
+with the reason, only where ``qemu-system-x86_64`` cannot run at all.
 
 A cluster the session started is stopped at the end of the session, also
 when the run is interrupted: ^C, and SIGTERM (turned into the same
@@ -31,10 +42,14 @@ from collections.abc import Iterator
 import pytest
 from oslo_config import cfg
 
+from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.testing.cluster import ClusterState, LocalCluster, load_state, make_conf
+from rbd_driver.testing.guest import GuestImage, build_guest
+from rbd_driver.testing.hypervisor import Hypervisor, HypervisorScope, qemu_unavailable_reason
 
-__all__ = ["ceph_cluster", "rbd_conf", "rados_client", "unique_name"]
+__all__ = ["ceph_cluster", "guest_image", "hypervisor", "hypervisor_daemon", "libvirt_rbd_conf",
+           "rbd_conf", "rados_client", "unique_name"]
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +111,47 @@ def rados_client(rbd_conf: cfg.ConfigOpts) -> Iterator[RadosClient]:
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A name no other test uses, for images and snapshots."""
     return f"t-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+
+
+def _skip_without_qemu() -> None:
+    reason = qemu_unavailable_reason()
+    if reason:
+        pytest.skip(f"no hypervisor: {reason}")
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> GuestImage:
+    """The test guest (kernel and busybox initramfs), built once and cached."""
+    _skip_without_qemu()
+    return build_guest()
+
+
+@pytest.fixture(scope="session")
+def hypervisor_daemon() -> Iterator[Hypervisor]:
+    """A private libvirtd for the session, stopped (with its guests) at the end."""
+    _skip_without_qemu()
+    daemon = Hypervisor()
+    atexit.register(daemon.stop)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        atexit.unregister(daemon.stop)
+
+
+@pytest.fixture
+def hypervisor(hypervisor_daemon: Hypervisor) -> Iterator[HypervisorScope]:
+    """Boot guests and define secrets; all removed after the test, pass or fail."""
+    with hypervisor_daemon.scope() as scope:
+        yield scope
+
+
+@pytest.fixture
+def libvirt_rbd_conf(rbd_conf: cfg.ConfigOpts, hypervisor: HypervisorScope,
+                     ceph_cluster: ClusterState) -> cfg.ConfigOpts:
+    """``rbd_conf`` whose ``[rbd] secret_uuid`` is the test user's secret on ``hypervisor``."""
+    key = read_key(ceph_cluster.user_keyring, f"client.{ceph_cluster.user}")
+    secret_uuid = hypervisor.define_ceph_secret(ceph_cluster.user, key)
+    rbd_conf.set_override("secret_uuid", secret_uuid, group="rbd")
+    return rbd_conf

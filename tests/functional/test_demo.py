@@ -1,7 +1,8 @@
 """``rbd-driver --json demo``: the whole demo on its own throwaway cluster.
 
-The demo starts and stops its own cluster, so the checks are on its report
-and on what it leaves: no daemon of that cluster, and not its directory.
+The demo starts and stops its own cluster (and its own libvirtd), so the
+checks are on its report and on what it leaves: no daemon of that cluster,
+and not its directory. The guest's line is what the guest read from its disk.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import subprocess
 import sys
 
 import pytest
+
+from rbd_driver.testing.hypervisor import qemu_unavailable_reason
 
 pytestmark = pytest.mark.functional
 
@@ -43,6 +46,14 @@ def test_demo_json_report() -> None:
     assert "qcow2" in report["refusal"]
     assert report["fallback_copy"]["size"] > 0
     assert "protocol='rbd'" in report["libvirt_xml"] or 'protocol="rbd"' in report["libvirt_xml"]
+    guest = report["guest"]
+    if qemu_unavailable_reason() is None:
+        # The guest read the golden's boot sector from its clone, through QEMU's librbd.
+        assert guest["line"].endswith("data=rbd-driver demo golden image"), guest
+        assert guest["line"].startswith(f"RG disk vda sectors={(1 << 30) // 512} "), guest
+        assert guest["s"] > 0
+    else:
+        assert "skipped" in guest
     assert report["cleanup"]["failed"] == {} and report["left_in_vms"] == 0
     directory = os.path.dirname(report["cluster_conf"])
     assert not os.path.exists(directory), "the demo left its cluster directory"
