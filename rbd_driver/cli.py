@@ -144,6 +144,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.json:
             _print(report, True)
         ok = (report.get("left_in_vms") == 0 and not report["cleanup"]["failed"]
+              and not report["cleanup"].get("busy")
               and len(report["launches"]) == args.instances)
         return 0 if ok else 1
     if args.command == "snapshot" and args.action != "ls" and not args.name:

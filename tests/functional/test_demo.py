@@ -54,7 +54,8 @@ def test_demo_json_report() -> None:
         assert guest["s"] > 0
     else:
         assert "skipped" in guest
-    assert report["cleanup"]["failed"] == {} and report["left_in_vms"] == 0
+    assert report["cleanup"]["failed"] == {} and report["cleanup"]["busy"] == {}
+    assert report["left_in_vms"] == 0
     directory = os.path.dirname(report["cluster_conf"])
     assert not os.path.exists(directory), "the demo left its cluster directory"
     assert _daemons_of(directory) == [], "the demo left daemons running"
