@@ -139,8 +139,9 @@ def test_golden_pool_override_and_errors(env) -> None:
                                      expect=1)
     assert "images/missing" in env.run("golden", "children", "missing", expect=1)
     assert "nosuchpool" in env.run("golden", "ls", "--pool", "nosuchpool", expect=1)
-    text = env.run("golden", "ls", as_json=False)
-    assert "name=deb" in text and "rbd://" in text
+    header, row = env.run("golden", "ls", as_json=False).splitlines()
+    assert header.split() == ["NAME", "SIZE", "LOCATION"]
+    assert row.split() == ["deb", "8", "MiB", f"rbd://{env.cluster.fsid}/images/deb/snap"]
 
 
 # -- backups ----------------------------------------------------------------------
@@ -169,7 +170,10 @@ def test_backup_create_ls_verify_restore_prune(env) -> None:
     pruned = env.run("backup", "prune", "disk", "--keep", "1")
     assert pruned["removed_snapshots"] == [full["snapshot"]] and pruned["failed"] == {}
     assert pruned["removed_backups"] == []  # the kept incremental needs its full backup
-    assert "kind=incremental" in env.run("backup", "ls", "disk", as_json=False)
+    header, *rows = env.run("backup", "ls", "disk", as_json=False).splitlines()
+    assert header.split()[:3] == ["ID", "KIND", "FORMAT"]
+    assert [r.split()[:3] for r in rows] == [[full["id"], "full", "raw"],
+                                            [inc["id"], "incremental", "rbd-diff-v1"]]
 
 
 def test_backup_options_and_errors(env) -> None:
