@@ -130,10 +130,10 @@ def restore(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
 
 
 def _backups_table(backups: list[dict[str, Any]]) -> list[str]:
-    return table(["ID", "KIND", "FORMAT", "SNAPSHOT", "SIZE", "DATA", "PARENT", "COMPLETED"],
-                 [[b["id"], b["kind"], b["format"], b["snapshot"], human_size(b["size"]),
+    return table(["ID", "KIND", "FORMAT", "SIZE", "DATA", "PARENT", "COMPLETED"],
+                 [[b["id"], b["kind"], b["format"], human_size(b["size"]),
                    human_size(b["data_bytes"]), b["parent"], b["completed_at"]]
-                  for b in backups], right=(4, 5))
+                  for b in backups], right=(3, 4))
 
 
 def _backup_text(result: Any, args: argparse.Namespace) -> list[str]:

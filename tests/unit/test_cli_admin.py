@@ -285,3 +285,24 @@ def test_ls_hides_spare_clones_unless_all(env) -> None:
     assert [d["name"] for d in env.run("ls")] == ["inst-1_disk"]
     assert sorted(d["name"] for d in env.run("ls", "--all")) == sorted(["inst-1_disk", spare])
 
+
+
+def test_ls_text_is_a_table_and_json_stays_as_it_was(env) -> None:
+    env.cluster.add_image("vms", "inst-1_disk", 4 * MIB, data=b"x" * MIB)
+    assert env.run("ls", as_json=False).splitlines() == [
+        "NAME          SIZE   USED  PARENT",
+        "inst-1_disk  4 MiB  4 MiB  -",
+    ]
+    env.run("ls")
+    env.capsys.readouterr()
+    assert cli.main(["--config-file", str(env.conf), "--json", "ls"]) == 0
+    assert env.capsys.readouterr().out == (
+        '[\n  {\n    "pool": "vms",\n    "name": "inst-1_disk",\n    "provisioned": 4194304,\n'
+        '    "used": 4194304,\n    "parent": null\n  }\n]\n')
+
+
+def test_snapshot_without_a_name_is_a_usage_error_before_any_config(env) -> None:
+    env.conf.write_text("not an ini file\n")  # never read: "pool-info" would fail on it
+    err = env.run("snapshot", "create", "inst-1", expect=2)
+    assert err.strip() == "rbd-driver: usage error: snapshot create needs a snapshot name"
+    assert "Failed to parse" in env.run("pool-info", expect=1)
