@@ -28,20 +28,30 @@ SIZE_KEYS = frozenset({"size", "bytes", "data_bytes", "file_size", "provisioned"
 
 
 def human_size(value: int | float | None) -> str:
-    """Return a byte count in binary units, one decimal at most: ``1023 B``, ``1.5 GiB``."""
+    """Return a byte count in binary units, as Ceph's tools print it (``rbd ls -l``).
+
+    Ceph's own rule (``byte_u_t``), so that a size reads the same here and in
+    ``rbd``: the largest unit under which the value is at least 1; an exact
+    multiple of it without fraction (``64 MiB``, ``1024 B`` is ``1 KiB``);
+    otherwise two, one or no decimals, the most that keep ``number unit``
+    within seven characters (``1.5 GiB``, ``12 MiB``), so one byte short of
+    1 MiB reads ``1024 KiB``.
+    """
     if value is None:
         return "-"
-    if abs(value) < 1024:
-        return f"{int(value)} B"
-    scaled, unit = float(value), 0
-    while abs(scaled) >= 1024 and unit < len(_UNITS) - 1:
-        scaled /= 1024
-        unit += 1
-    if abs(round(scaled, 1)) >= 1024 and unit < len(_UNITS) - 1:  # 1023.96 KiB is 1 MiB
-        scaled /= 1024
-        unit += 1
-    text = f"{scaled:.1f}"
-    return f"{text[:-2] if text.endswith('.0') else text} {_UNITS[unit]}"
+    value = int(value)
+    whole, index = abs(value), 0
+    while whole >= 1024 and index < len(_UNITS) - 1:
+        whole //= 1024
+        index += 1
+    unit = 1 << (10 * index)
+    if index == 0 or value % unit == 0:
+        return f"{value // unit} {_UNITS[index]}"
+    for precision in (2, 1, 0):
+        text = f"{value / unit:.{precision}f} {_UNITS[index]}"
+        if len(text) <= 7:
+            break
+    return text
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]],

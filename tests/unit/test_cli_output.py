@@ -29,11 +29,15 @@ RECORDED = json.loads((pathlib.Path(__file__).parent / "data" / "collector-statu
     (1023, "1023 B"),
     (1024, "1 KiB"),
     (1536, "1.5 KiB"),
-    (MIB - 1, "1 MiB"),  # 1023.999 KiB rounds up to the next unit, not to "1024 KiB"
+    (10239, "10 KiB"),  # 9.999 KiB: "10.00 KiB" and "10.0 KiB" are too wide, as in Ceph
+    (MIB - 1, "1024 KiB"),  # one byte short of 1 MiB stays in KiB, as rbd ls -l shows it
+    (MIB - 512, "1024 KiB"),
     (64 * MIB, "64 MiB"),
+    (96 * MIB + MIB // 2, "96 MiB"),  # 96.5: no room for a decimal; ties to even
     (int(1.2 * GIB), "1.2 GiB"),
     (GIB + GIB // 2, "1.5 GiB"),
-    (GIB - 1, "1 GiB"),
+    (GIB + GIB // 4, "1.2 GiB"),  # 1.25: two decimals are too wide
+    (GIB - 1, "1024 MiB"),
     (5 * (1 << 40), "5 TiB"),
     (1 << 70, "1024 EiB"),  # no unit above EiB
     (None, "-"),
