@@ -106,3 +106,44 @@ def test_errors_are_one_line(cli, tmp_path) -> None:
     usage = subprocess.run([sys.executable, "-m", "rbd_driver.cli", "snapshot", "explode"],
                            capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2
+
+
+def test_text_output_reads_like_the_ceph_tools(cli, ceph_admin, ceph_cluster, backend) -> None:
+    driver = backend.driver("rbd")
+    sizes = {"a": 96 << 20, "b": 3 << 29, "c": (1 << 20) - 512, "d": 5 << 10,
+             "e": 5 << 28, "f": 193 << 19}
+    names = {key: f"cli-text-{key}-{uuid.uuid4().hex[:6]}" for key in sizes}
+    for key, name in names.items():
+        driver.create(name, sizes[key])
+    try:
+        # The oracle for sizes as people read them: rbd's own text (ls -l).
+        rbd_ls = subprocess.run(["rbd", "-c", ceph_cluster.conf_path, "ls", "-l", "-p", "vms"],
+                                capture_output=True, text=True, timeout=60, check=True).stdout
+        theirs = {line.split()[0]: " ".join(line.split()[1:3])
+                  for line in rbd_ls.splitlines()[1:] if "@" not in line.split()[0]}
+        header, *rows = cli("ls", "--all", as_json=False).splitlines()
+        assert header.split() == ["NAME", "SIZE", "USED", "PARENT"]
+        ours = {row.split()[0]: " ".join(row.split()[1:3]) for row in rows}
+        assert ours == theirs
+        assert [ours[names[key]] for key in sorted(sizes)] == [
+            "96 MiB", "1.5 GiB", "1024 KiB", "5 KiB", "1.2 GiB", "96 MiB"]
+        size_column = {row.index(row.split()[2]) + len(row.split()[2]) for row in rows}
+        assert len(size_column) == 1  # right-aligned under one edge
+
+        lines = cli("status", "--pool", "vms", as_json=False).splitlines()
+        status = ceph_admin("ceph", "status")
+        assert lines[0] == f"health:   {status['health']['status']}"
+        for check in status["health"]["checks"]:
+            assert any(line.split()[0] == f"{check}:" for line in lines[1:1 + len(
+                status["health"]["checks"])])
+        osdmap = status["osdmap"].get("osdmap", status["osdmap"])
+        assert (f"osd:      {osdmap['num_osds']} osds: {osdmap['num_up_osds']} up, "
+                f"{osdmap['num_in_osds']} in") in lines
+        pools = lines.index("POOLS:")
+        table = lines[pools + 2:lines.index("", pools)]
+        assert {row.split()[0] for row in table} == {
+            p["name"] for p in ceph_admin("ceph", "df")["pools"]}
+        assert not any("{" in line for line in lines)
+    finally:
+        for name in names.values():
+            driver.remove_image(name)

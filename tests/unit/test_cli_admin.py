@@ -139,8 +139,9 @@ def test_golden_pool_override_and_errors(env) -> None:
                                      expect=1)
     assert "images/missing" in env.run("golden", "children", "missing", expect=1)
     assert "nosuchpool" in env.run("golden", "ls", "--pool", "nosuchpool", expect=1)
-    text = env.run("golden", "ls", as_json=False)
-    assert "name=deb" in text and "rbd://" in text
+    header, row = env.run("golden", "ls", as_json=False).splitlines()
+    assert header.split() == ["NAME", "SIZE", "LOCATION"]
+    assert row.split() == ["deb", "8", "MiB", f"rbd://{env.cluster.fsid}/images/deb/snap"]
 
 
 # -- backups ----------------------------------------------------------------------
@@ -169,7 +170,10 @@ def test_backup_create_ls_verify_restore_prune(env) -> None:
     pruned = env.run("backup", "prune", "disk", "--keep", "1")
     assert pruned["removed_snapshots"] == [full["snapshot"]] and pruned["failed"] == {}
     assert pruned["removed_backups"] == []  # the kept incremental needs its full backup
-    assert "kind=incremental" in env.run("backup", "ls", "disk", as_json=False)
+    header, *rows = env.run("backup", "ls", "disk", as_json=False).splitlines()
+    assert header.split()[:3] == ["ID", "KIND", "FORMAT"]
+    assert [r.split()[:3] for r in rows] == [[full["id"], "full", "raw"],
+                                            [inc["id"], "incremental", "rbd-diff-v1"]]
 
 
 def test_backup_options_and_errors(env) -> None:
@@ -281,3 +285,24 @@ def test_ls_hides_spare_clones_unless_all(env) -> None:
     assert [d["name"] for d in env.run("ls")] == ["inst-1_disk"]
     assert sorted(d["name"] for d in env.run("ls", "--all")) == sorted(["inst-1_disk", spare])
 
+
+
+def test_ls_text_is_a_table_and_json_stays_as_it_was(env) -> None:
+    env.cluster.add_image("vms", "inst-1_disk", 4 * MIB, data=b"x" * MIB)
+    assert env.run("ls", as_json=False).splitlines() == [
+        "NAME          SIZE   USED  PARENT",
+        "inst-1_disk  4 MiB  4 MiB  -",
+    ]
+    env.run("ls")
+    env.capsys.readouterr()
+    assert cli.main(["--config-file", str(env.conf), "--json", "ls"]) == 0
+    assert env.capsys.readouterr().out == (
+        '[\n  {\n    "pool": "vms",\n    "name": "inst-1_disk",\n    "provisioned": 4194304,\n'
+        '    "used": 4194304,\n    "parent": null\n  }\n]\n')
+
+
+def test_snapshot_without_a_name_is_a_usage_error_before_any_config(env) -> None:
+    env.conf.write_text("not an ini file\n")  # never read: "pool-info" would fail on it
+    err = env.run("snapshot", "create", "inst-1", expect=2)
+    assert err.strip() == "rbd-driver: usage error: snapshot create needs a snapshot name"
+    assert "Failed to parse" in env.run("pool-info", expect=1)

@@ -26,7 +26,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("managers", ("rbd_driver.backup", "rbd_driver.golden", "rbd_driver.provision",
                   "rbd_driver.snapshots", "rbd_driver.collector")),
     ("testing", ("rbd_driver.testing",)),
-    ("command", ("rbd_driver.cli", "rbd_driver.commands", "rbd_driver.commands_backup",
+    # rbd_driver.cli is the package: cli/__init__ (main), _common, output, and one
+    # module per command group. commands*.py are its deprecated shims.
+    ("command", ("rbd_driver.cli", "rbd_driver.cli._common", "rbd_driver.cli.output",
+                 "rbd_driver.cli.cluster", "rbd_driver.cli.disks", "rbd_driver.cli.backup",
+                 "rbd_driver.cli.golden", "rbd_driver.cli.provision",
+                 "rbd_driver.cli.devcluster", "rbd_driver.cli.__main__",
+                 "rbd_driver.commands", "rbd_driver.commands_backup",
                  "rbd_driver.commands_golden", "rbd_driver.commands_provision",
                  "rbd_driver.demo")),
 ]
