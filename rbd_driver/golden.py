@@ -39,7 +39,7 @@ from oslo_config import cfg
 from rbd_driver import exception
 from rbd_driver.storage import convert
 from rbd_driver.storage.flatten_queue import FlattenQueue
-from rbd_driver.storage.location import RbdLocation
+from rbd_driver.storage.location import RbdLocation, SnapshotIdentity
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage.spares import is_spare_name
 
@@ -280,9 +280,46 @@ class GoldenImages:
             neither removed nor trashed.
         :raises CleanupFailed: it (or one of its spares) could not be removed.
         """
-        with self._spares_held(name):
-            self._remove_spares(name)
-            return self._delete(name, force, flatten_images)
+        with self._spares_held(name) as identity:
+            deadline = time.monotonic() + SPARES_WAIT
+            pools: set[str] = set()
+            while True:
+                pools.update(self._remove_spares(name))
+                try:
+                    outcome = self._delete(name, force, flatten_images)
+                    break
+                except exception.GoldenImageHasClones:
+                    # A spare another host had started before the hold
+                    # appeared after the last look: look again, for a while.
+                    if time.monotonic() >= deadline or not self._only_spares(name):
+                        raise
+                    time.sleep(SPARES_POLL)
+            if identity is not None:
+                self._sweep_spares(identity, sorted(pools | {self.driver.pool}),
+                                   wait=bool(pools))
+            return outcome
+
+    def _only_spares(self, name: str) -> bool:
+        children = self.driver.snap_children(name, self.snapshot, self.pool)
+        return bool(children) and all(is_spare_name(c["image"]) for c in children)
+
+    def _sweep_spares(self, identity: SnapshotIdentity, pools: builtins.list[str],
+                      wait: bool) -> None:
+        """After the golden went: remove spares of it that a host finished meanwhile.
+
+        Their names carry the golden's identity, so they are found by name
+        prefix even though the golden is gone. Their makers remove them too
+        (a refill checks the hold and the golden after each clone); this
+        covers a maker that died first. Looked for once, and for a few polls
+        more when ``wait`` (spares were seen: a host was refilling).
+        """
+        deadline = time.monotonic() + (SPARES_POLL * 4 if wait else 0)
+        while True:
+            for pool in pools:
+                self.driver.remove_spares(pool, identity)
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(SPARES_POLL)
 
     def _delete(self, name: str, force: bool, flatten_images: bool) -> str:
         if flatten_images:
@@ -312,18 +349,19 @@ class GoldenImages:
         return "trashed" if report.trashed else "removed"
 
     @contextlib.contextmanager
-    def _spares_held(self, name: str) -> Iterator[None]:
-        """Hold every host's spare refills of golden ``name`` while the block runs."""
+    def _spares_held(self, name: str) -> Iterator[SnapshotIdentity | None]:
+        """Hold every host's spare refills of golden ``name`` while the block runs;
+        give the block the golden snapshot's identity (None if there is none)."""
         location = RbdLocation(self.driver.fsid, self.pool, name, self.snapshot)
         try:
             identity = self.driver.snapshot_identity(location)
         except (exception.ImageNotFound, exception.SnapshotNotFound):
             identity = None  # nothing to clone from, so nothing to refill
         if identity is None:
-            yield
+            yield None
             return
         with self.driver.spares.hold_everywhere(identity):
-            yield
+            yield identity
 
     def _derived_goldens(self, name: str) -> builtins.list[str]:
         """Return the golden images of this pool that are clones of ``name``'s snapshot."""
@@ -337,8 +375,9 @@ class GoldenImages:
                     found.append(child["image"])
         return found
 
-    def _remove_spares(self, name: str) -> None:
-        """Remove the spare clones of golden image ``name``, in whichever pools they are.
+    def _remove_spares(self, name: str) -> builtins.list[str]:
+        """Remove the spare clones of golden image ``name``, in whichever pools they
+        are; return those pools.
 
         Every host's refills are held (:meth:`_spares_held`), but a host may
         be finishing a clone it started: looked for again, every
@@ -348,16 +387,19 @@ class GoldenImages:
         location = RbdLocation(self.driver.fsid, self.pool, name, self.snapshot)
         deadline = time.monotonic() + SPARES_WAIT
         pools = self._spare_pools(name)
+        seen = set(pools)
         while pools:
             identity = self.driver.snapshot_identity(location)
             if identity is None:  # no spares (spares need a known identity)
-                return
+                break
             for pool in pools:
                 self.driver.remove_spares(pool, identity)
             pools = self._spare_pools(name)
+            seen.update(pools)
             if not pools or time.monotonic() >= deadline:
-                return
+                break
             time.sleep(SPARES_POLL)
+        return sorted(seen)
 
     def _spare_pools(self, name: str) -> list[str]:
         """The pools holding spare clones of golden ``name`` (made, being made or removed)."""

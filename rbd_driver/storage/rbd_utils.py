@@ -761,6 +761,12 @@ class RBDDriver:
             self.move_to_trash(name, pool)
         except exception.ImageInUse as err:  # opened while we retried
             return self._report_busy(report, pool, name, err)
+        except exception.ImageNotFound:
+            # Removed by another client meanwhile (librbd then fails ours with
+            # ESTALE): gone is what was asked.
+            LOG.info("%s/%s was removed by another client while we tried: %s", pool, name,
+                     reason)
+            report.removed.append(name)
         except exception.RbdDriverError as err:
             report.failed[name] = f"{reason}; moving it to the trash failed too: {err}"
             LOG.error("could not remove %s/%s: %s", pool, name, report.failed[name])

@@ -104,6 +104,8 @@ class SparesDriver(Protocol):
 
     def pool_id(self, pool: str | None = None) -> int: ...
 
+    def snapshot_identity(self, location: RbdLocation) -> SnapshotIdentity | None: ...
+
     def remove_image(self, name: str, pool: str | None = None) -> Any: ...
 
 
@@ -249,6 +251,11 @@ class Spares:
                         continue
                     raise
                 collisions = 0
+                if not self._still_wanted(job):
+                    # Its golden is being deleted (or is gone): a spare made
+                    # from a clone started before the hold must not outlive it.
+                    self._discard(name, pool)
+                    continue  # the loop sees the hold (or the error) and stops
                 with self._lock:
                     self._free.setdefault(job.key, []).append(name)
                 LOG.debug("made spare clone %s/%s of %s", pool, name, job.location.url)
@@ -261,6 +268,25 @@ class Spares:
             if not finished:
                 with self._lock:
                     self._done(job.key)
+
+    def _still_wanted(self, job: _Job) -> bool:
+        """False once a hold stands or the snapshot is gone (or is another one now)."""
+        if self._held_everywhere(job.location.pool, job.identity):
+            return False
+        try:
+            found = self.driver.snapshot_identity(job.location)
+        except (exception.ImageNotFound, exception.SnapshotNotFound):
+            return False
+        return found is None or found == job.identity  # None: a layout not read here
+
+    def _discard(self, name: str, pool: str) -> None:
+        report = self.driver.remove_image(name, pool)
+        if not report.ok:
+            LOG.error("could not remove %s/%s, a spare made while its golden was being "
+                      "deleted: %s", pool, name, report.left_behind(name))
+        else:
+            LOG.info("removed %s/%s, a spare made while its golden was being deleted",
+                     pool, name)
 
     def _make(self, location: RbdLocation, name: str, pool: str) -> None:
         """Clone ``location`` under a making- name, then rename it to spare ``name``."""

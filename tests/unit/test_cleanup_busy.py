@@ -204,3 +204,21 @@ def test_prefix_listing_of_a_pool_that_never_had_an_image(env) -> None:
     assert env.driver.list_images_named("x", pool="images") == []
     report = Rbd.cleanup_instance(env.conf, str(uuid.uuid4()), driver=env.driver)
     assert report.ok and report.removed == []
+
+
+def test_an_image_removed_by_another_client_meanwhile_counts_as_removed(env) -> None:
+    # librbd fails a remove racing another client's with ESTALE; then the image is gone.
+    env.cluster.add_image("vms", "raced", 1 << 20)
+    env.driver.destroy_retries = 0
+    env.cluster.fail_next("RBD.remove", env.rbd.OSError, times=1)
+    real_trash = env.driver.move_to_trash
+
+    def gone_first(name: str, pool: str | None = None) -> None:
+        with env.driver.client.ioctx("vms") as ioctx:
+            env.rbd.RBD().remove(ioctx, name)  # the other client
+        real_trash(name, pool)
+
+    env.driver.move_to_trash = gone_first  # type: ignore[method-assign]
+    report = env.driver.remove_image("raced")
+    assert report.removed == ["raced"] and report.ok
+    assert env.vms() == [] and env.trash() == []

@@ -113,3 +113,45 @@ def test_golden_delete_racing_another_hosts_refill_removes_the_golden(env: Env) 
     assert env.spares() == []
     with pytest.raises(exception.ImageNotFound):
         env.driver.snapshot_identity(parse_location(env.url))
+
+
+def test_a_spare_finished_after_a_hold_began_is_removed_by_its_maker(env: Env) -> None:
+    """A clone started before the hold finishes after it: its maker removes it."""
+    other = env.new_driver()
+    cloned, release = threading.Event(), threading.Event()
+    real_clone = other.clone
+
+    def slow_clone(location: Any, name: str, pool: str | None = None) -> None:
+        real_clone(location, name, pool)
+        if name.startswith("rbd-driver-spare-making.") and not cloned.is_set():
+            cloned.set()
+            assert release.wait(5)
+
+    other.clone = slow_clone  # type: ignore[method-assign]
+    env.launch(other)  # the refill's first clone is made, then waits
+    assert cloned.wait(5)
+    with env.driver.spares.hold_everywhere(env.identity()):
+        release.set()
+        assert other.wait_spares(5)
+        assert env.spares() == []  # made, then removed by its maker
+    assert env.cluster.calls.count("RBD.clone") >= 2
+
+
+def test_a_spare_finished_after_its_golden_is_gone_is_removed(env: Env, monkeypatch) -> None:
+    other = env.new_driver()
+    real_identity = other.snapshot_identity
+
+    def golden_gone(location: Any) -> Any:
+        raise exception.ImageNotFound(pool=location.pool, image=location.image)
+
+    env.launch(other)
+    assert other.wait_spares(5)
+    made = len(env.spares())
+    monkeypatch.setattr(other, "snapshot_identity", golden_gone)
+    from rbd_driver.storage.spares import _Job
+
+    job = _Job(other.spares.key(env.identity()), parse_location(env.url), env.identity(), 5)
+    assert other.spares._still_wanted(job) is False
+    monkeypatch.setattr(other, "snapshot_identity", real_identity)
+    assert other.spares._still_wanted(job) is True
+    assert made == 2
