@@ -106,6 +106,8 @@ class SparesDriver(Protocol):
 
     def snapshot_identity(self, location: RbdLocation) -> SnapshotIdentity | None: ...
 
+    def watchers(self, name: str, pool: str | None = None) -> list[str]: ...
+
     def remove_image(self, name: str, pool: str | None = None) -> Any: ...
 
 
@@ -393,11 +395,22 @@ class Spares:
                     continue  # taken by a launch meanwhile
             elif not name.split(".", 1)[1].startswith(ids):
                 continue
+            elif name.startswith(MAKING_PREFIX):
+                # Its maker may be cloning it (then it watches it) or publishing
+                # it by a claim-rename: claim it too, so exactly one of us moves it.
+                self.driver.claims.restore_id_object(name, pool)
+                try:
+                    watchers = self.driver.watchers(name, pool)
+                except exception.ImageNotFound:
+                    continue  # published or removed meanwhile
+                if watchers:
+                    LOG.info("spare %s/%s is being made by %s; left to finish", pool, name,
+                             ", ".join(watchers))
+                    continue
+                doomed = REMOVING_PREFIX + name[len(MAKING_PREFIX):]
+                if not self.driver.claims.claim_rename(name, doomed, pool):
+                    continue  # published by its maker: a spare now, the next look takes it
             report = self.driver.remove_image(doomed, pool)
-            if doomed in report.busy and name.startswith(MAKING_PREFIX):
-                LOG.info("spare %s/%s is being made by %s; left to finish", pool, name,
-                         report.busy[doomed])
-                continue
             if doomed in report.busy:
                 raise exception.ImageInUse(pool=pool, image=doomed, watchers=report.busy[doomed])
             if report.failed:
