@@ -11,23 +11,11 @@ import pytest
 
 from rbd_driver import libvirt_secret
 from rbd_driver.storage.cephx import generate_key
-from rbd_driver.testing.hypervisor import Hypervisor, qemu_unavailable_reason
+from rbd_driver.testing.hypervisor import Hypervisor, _processes_mentioning, qemu_unavailable_reason
 
 pytestmark = [pytest.mark.functional,
               pytest.mark.skipif(qemu_unavailable_reason() is not None,
                                  reason=f"no hypervisor: {qemu_unavailable_reason()}")]
-
-
-def _pids_naming(text: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if text.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 def test_a_failing_test_leaves_no_guest_and_no_secret(hypervisor_daemon, guest_image) -> None:
@@ -50,7 +38,7 @@ def test_stop_leaves_no_daemon_no_qemu_and_no_directory(guest_image) -> None:
         vm = hv.boot(guest_image, [], ["hold"])
         vm.wait_for(r"^holding$")
         assert os.path.exists(f"/proc/{daemon}")
-        assert _pids_naming(directory), "no QEMU names the hypervisor's directory"
-    assert _pids_naming(directory) == []
+        assert _processes_mentioning(directory), "no QEMU names the hypervisor's directory"
+    assert _processes_mentioning(directory) == []
     assert not os.path.exists(f"/proc/{daemon}")
     assert not os.path.exists(directory)
