@@ -286,7 +286,7 @@ class Provisioner:
         buffer, never in the command), then to ``keyring`` if given.
         Connections already open keep working until their tickets expire;
         new ones need the new key. Update the libvirt secret too
-        (:func:`rbd_driver.libvirt_secret.define_ceph_secret`).
+        (:func:`rbd_driver.libvirt.secret.define_ceph_secret`).
 
         :raises ProvisioningError: the user does not exist.
         :raises KeyringError: the keyring could not be written (the cluster
@@ -369,7 +369,7 @@ def provision_from_conf(conf: Any, admin: RadosClient, *, keyring: str | None = 
     user = prov.ensure_user(group.user, writable, list(group.image_pools), keyring=path)
     secret_uuid = None
     if define_secret:
-        from rbd_driver import libvirt_secret
+        from rbd_driver.libvirt import secret as libvirt_secret
 
         secret_uuid = libvirt_secret.define_ceph_secret(
             user.user, user.key, secret_uuid=group.secret_uuid, conn=libvirt_conn,

@@ -1,8 +1,8 @@
 """In-cluster snapshots of instance disks: create, list, roll back, delete.
 
-A snapshot never leaves the cluster (backups, in :mod:`rbd_driver.backup`,
+A snapshot never leaves the cluster (backups, in :mod:`rbd_driver.ops.backup`,
 are made from snapshots). Protection is handled here for the caller: a
-snapshot is unprotected before it is deleted, and :mod:`rbd_driver.golden`
+snapshot is unprotected before it is deleted, and :mod:`rbd_driver.ops.golden`
 protects one before cloning it. Deleting a snapshot that has clones is
 refused with the list of clones, unless the caller asks to flatten them
 first, which copies the snapshot's data into each clone and detaches it.
