@@ -69,7 +69,7 @@ from typing import Any
 from _benchlib import (DISK_POOL, GIB, MIB, add_output_args, bluestore_cluster, command_line,
                        compare, environment, finish, rbd_argv, summarize)
 
-from rbd_driver.backup import BackupManager
+from rbd_driver.ops.backup import BackupManager
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.testing.cluster import ClusterState, make_conf
 

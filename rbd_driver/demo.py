@@ -10,7 +10,7 @@ It plays both sides of a cloud on a throwaway local cluster:
    reason, and ``create_image`` falls back to fetch, convert and copy;
 4. it boots one more instance in a real guest (libvirt and QEMU, TCG), from
    the disk XML of ``libvirt_info()`` with the ceph secret defined through
-   :mod:`rbd_driver.libvirt_secret`, and prints the guest's console line
+   :mod:`rbd_driver.libvirt.secret`, and prints the guest's console line
    that shows the golden's data, with the time from ``direct_fetch`` to that
    line; where no hypervisor can run it says so in one line and goes on;
 5. it prints one disk's libvirt XML, cleans the instances up and stops the

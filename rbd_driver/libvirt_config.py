@@ -1,140 +1,16 @@
-"""libvirt ``<disk>`` XML for RBD disks.
+"""Deprecated: moved to :mod:`rbd_driver.libvirt.disk_xml`.
 
-Userspace access is a ``<disk type='network'>`` with protocol ``rbd``: QEMU
-opens the image itself through librbd, authenticating with the libvirt
-secret named in ``<auth>``, so the key never appears in the XML or on QEMU's
-command line. Kernelspace access is a ``<disk type='block'>`` on the mapped
-``/dev/rbdN`` device.
+Kept for one release; importing it warns.
 """
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+import warnings
+
+from rbd_driver.libvirt.disk_xml import (DISCARD_MODES, IOTUNE_KEYS, block_disk_xml, file_disk_xml,
+                                         network_disk_xml)
 
 __all__ = ["DISCARD_MODES", "IOTUNE_KEYS", "block_disk_xml", "file_disk_xml", "network_disk_xml"]
 
-
-# <iotune> limits libvirt knows, in the order its schema lists them.
-IOTUNE_KEYS = (
-    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
-    "total_iops_sec", "read_iops_sec", "write_iops_sec",
-    "total_bytes_sec_max", "read_bytes_sec_max", "write_bytes_sec_max",
-    "total_iops_sec_max", "read_iops_sec_max", "write_iops_sec_max",
-    "size_iops_sec",
-)
-DISCARD_MODES = ("unmap", "ignore")
-
-
-def _disk(kind: str, device: str, driver_format: str, cache_mode: str,
-          discard: str | None = None) -> ET.Element:
-    disk = ET.Element("disk", type=kind, device=device)
-    driver = ET.SubElement(disk, "driver", name="qemu", type=driver_format, cache=cache_mode)
-    if discard:
-        if discard not in DISCARD_MODES:
-            raise ValueError(f"discard must be one of {DISCARD_MODES}, not {discard!r}")
-        driver.set("discard", discard)
-    return disk
-
-
-def _iotune(disk: ET.Element, iotune: Mapping[str, int] | None) -> None:
-    """Add ``<iotune>`` with the non-zero limits of ``iotune`` (see IOTUNE_KEYS)."""
-    if not iotune:
-        return
-    unknown = set(iotune) - set(IOTUNE_KEYS)
-    if unknown:
-        raise ValueError(f"unknown iotune limits: {', '.join(sorted(unknown))}")
-    limits = [(key, int(iotune[key])) for key in IOTUNE_KEYS if iotune.get(key)]
-    if any(value < 0 for _, value in limits):
-        raise ValueError("iotune limits must not be negative")
-    if limits:
-        element = ET.SubElement(disk, "iotune")
-        for key, value in limits:
-            ET.SubElement(element, key).text = str(value)
-
-
-def _finish(disk: ET.Element, target_dev: str, target_bus: str, boot_order: str | None,
-            readonly: bool, serial: str | None,
-            iotune: Mapping[str, int] | None = None) -> str:
-    ET.SubElement(disk, "target", dev=target_dev, bus=target_bus)
-    _iotune(disk, iotune)
-    if boot_order:
-        ET.SubElement(disk, "boot", order=str(boot_order))
-    if readonly:
-        ET.SubElement(disk, "readonly")
-    if serial:
-        ET.SubElement(disk, "serial").text = serial
-    return ET.tostring(disk, encoding="unicode")
-
-
-def network_disk_xml(
-    pool: str,
-    image: str,
-    hosts: Sequence[tuple[str, int]],
-    user: str | None = None,
-    secret_uuid: str | None = None,
-    target_dev: str = "vda",
-    target_bus: str = "virtio",
-    device: str = "disk",
-    cache_mode: str = "none",
-    boot_order: str | None = None,
-    driver_format: str = "raw",
-    readonly: bool = False,
-    serial: str | None = None,
-    discard: str | None = None,
-    iotune: Mapping[str, int] | None = None,
-) -> str:
-    """Return userspace ``<disk type='network'>`` XML for ``pool/image``.
-
-    Every monitor in ``hosts`` gets a ``<host>`` element (IPv6 without
-    brackets, as libvirt expects). ``<auth>`` is added when both ``user`` and
-    ``secret_uuid`` are given. ``discard`` (``unmap`` or ``ignore``) and
-    ``iotune`` (limits named as in :data:`IOTUNE_KEYS`; zero means none)
-    apply to every kind of disk.
-
-    :raises ValueError: an unknown discard mode or iotune limit.
-    """
-    disk = _disk("network", device, driver_format, cache_mode, discard)
-    source = ET.SubElement(disk, "source", protocol="rbd", name=f"{pool}/{image}")
-    for host, port in hosts:
-        ET.SubElement(source, "host", name=host.strip("[]"), port=str(port))
-    if user and secret_uuid:
-        auth = ET.SubElement(disk, "auth", username=user)
-        ET.SubElement(auth, "secret", type="ceph", uuid=secret_uuid)
-    return _finish(disk, target_dev, target_bus, boot_order, readonly, serial, iotune)
-
-
-def block_disk_xml(
-    device_path: str,
-    target_dev: str = "vda",
-    target_bus: str = "virtio",
-    device: str = "disk",
-    cache_mode: str = "none",
-    boot_order: str | None = None,
-    readonly: bool = False,
-    serial: str | None = None,
-    discard: str | None = None,
-    iotune: Mapping[str, int] | None = None,
-) -> str:
-    """Return kernelspace ``<disk type='block'>`` XML for a mapped ``/dev/rbdN``."""
-    disk = _disk("block", device, "raw", cache_mode, discard)
-    ET.SubElement(disk, "source", dev=device_path)
-    return _finish(disk, target_dev, target_bus, boot_order, readonly, serial, iotune)
-
-
-def file_disk_xml(
-    path: str,
-    target_dev: str = "vda",
-    target_bus: str = "virtio",
-    device: str = "disk",
-    cache_mode: str = "none",
-    boot_order: str | None = None,
-    readonly: bool = False,
-    serial: str | None = None,
-    discard: str | None = None,
-    iotune: Mapping[str, int] | None = None,
-) -> str:
-    """Return ``<disk type='file'>`` XML for a raw file on local disk."""
-    disk = _disk("file", device, "raw", cache_mode, discard)
-    ET.SubElement(disk, "source", file=path)
-    return _finish(disk, target_dev, target_bus, boot_order, readonly, serial, iotune)
+warnings.warn("rbd_driver.libvirt_config is deprecated: use rbd_driver.libvirt.disk_xml",
+              DeprecationWarning, stacklevel=2)

@@ -24,7 +24,7 @@ like this (Cinder's ``initialize_connection``; the compute side adds
 into a ``<disk>``: with ``[rbd] access = userspace`` (the default, and
 without a ``conf``) a ``<disk type='network'>`` that QEMU opens with librbd,
 authenticating through the libvirt secret; with ``kernelspace`` the volume
-is mapped through krbd (:mod:`rbd_driver.krbd`) and a ``<disk type='block'>``
+is mapped through krbd (:mod:`rbd_driver.storage.krbd`) and a ``<disk type='block'>``
 is returned. :func:`disconnect_volume` unmaps it again. Bad input raises
 :class:`~rbd_driver.exception.InvalidConnectionInfo` naming the key at fault.
 """
@@ -41,8 +41,9 @@ from typing import Any
 
 from oslo_config import cfg
 
-from rbd_driver import exception, krbd, libvirt_config
-from rbd_driver.storage import cephx
+from rbd_driver import exception
+from rbd_driver.libvirt import disk_xml
+from rbd_driver.storage import cephx, krbd
 from rbd_driver.storage.monitors import MonitorCache
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import MonitorAddress
@@ -159,7 +160,7 @@ def _iotune(data: Mapping[str, Any], target: str) -> dict[str, int]:
         raise _bad(target, "data['qos_specs']", f"must be a mapping, not {_show(specs)}")
     limits = {}
     for key, value in specs.items():
-        if key not in libvirt_config.IOTUNE_KEYS:
+        if key not in disk_xml.IOTUNE_KEYS:
             LOG.debug("volume %s: qos_specs key %r is not a libvirt limit; skipped", target, key)
             continue
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -212,7 +213,7 @@ def parse_connection_info(connection_info: Any, conf: cfg.ConfigOpts | None = No
     ``secret_uuid`` too, unless ``conf`` has ``[rbd] secret_uuid``, which
     then stands in with ``[rbd] user``. Optional: ``access_mode`` (``rw``
     or ``ro``; default ``rw``), ``discard``, ``qos_specs`` (the limits named
-    in :data:`~rbd_driver.libvirt_config.IOTUNE_KEYS`; other keys are
+    in :data:`~rbd_driver.libvirt.disk_xml.IOTUNE_KEYS`; other keys are
     skipped), ``keyring`` (the text of a keyring, used by kernelspace
     access), ``cluster_name``. ``serial`` defaults to the top-level
     ``serial``, else ``data['volume_id']``.
@@ -283,7 +284,7 @@ class VolumeAttacher:
         None for userspace access with only what the connection_info says.
     :param client: the connection used by kernelspace access (its loopback
         guard asks this cluster); default one from ``conf``, closed after use.
-    :param kernel_options: passed to :class:`~rbd_driver.krbd.KernelRbd`
+    :param kernel_options: passed to :class:`~rbd_driver.storage.krbd.KernelRbd`
         (``sysfs_root``, ``writer``... injected by tests).
     """
 
@@ -313,13 +314,13 @@ class VolumeAttacher:
             "discard": "unmap" if volume.discard else None, "iotune": volume.iotune,
         }
         if not self.kernelspace:
-            return libvirt_config.network_disk_xml(
+            return disk_xml.network_disk_xml(
                 volume.pool, volume.image, volume.hosts, user=volume.auth_username,
                 secret_uuid=volume.secret_uuid, **common)
         with self._kernel(volume) as kernel:
             path = kernel.map(volume.pool, volume.image, read_only=volume.readonly)
         LOG.info("volume %s mapped at %s", volume.name, path)
-        return libvirt_config.block_disk_xml(path, **common)
+        return disk_xml.block_disk_xml(path, **common)
 
     def disconnect(self, connection_info: Any) -> bool:
         """Undo what :meth:`disk_xml` did on this host: unmap a kernelspace volume.
@@ -384,7 +385,7 @@ def volume_disk_xml(connection_info: Any, target_dev: str = "vdb", target_bus: s
     with :func:`disconnect_volume`. See :func:`parse_connection_info`.
 
     :raises InvalidConnectionInfo: naming the key at fault; nothing was attached.
-    :raises KernelRbdError: kernelspace mapping failed (see :mod:`rbd_driver.krbd`).
+    :raises KernelRbdError: kernelspace mapping failed (see :mod:`rbd_driver.storage.krbd`).
     """
     return VolumeAttacher(conf, client).disk_xml(connection_info, target_dev, target_bus,
                                                  device=device, cache_mode=cache_mode,

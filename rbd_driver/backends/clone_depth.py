@@ -3,7 +3,7 @@
 A golden image has depth 0, its clones 1; a golden registered from a
 snapshot of a clone (an instance snapshot, say) makes deeper chains, and
 every read of data a disk never wrote walks the chain. As in
-:meth:`rbd_driver.golden.GoldenImages.clone`, a new disk deeper than
+:meth:`rbd_driver.ops.golden.GoldenImages.clone`, a new disk deeper than
 ``[rbd] max_clone_depth`` is flattened before the launch returns, and one
 deeper than ``[rbd] clone_depth_soft_limit`` is flattened in the background
 by the driver's :attr:`~rbd_driver.storage.rbd_utils.RBDDriver.flattener`.

@@ -18,7 +18,8 @@ from typing import Any, Callable
 from oslo_concurrency import lockutils
 from oslo_config import cfg
 
-from rbd_driver import exception, imagebackend, libvirt_config
+from rbd_driver import exception, imagebackend
+from rbd_driver.libvirt import disk_xml
 
 __all__ = ["Flat", "copy_sparse"]
 
@@ -160,6 +161,6 @@ class Flat(imagebackend.Image):
                      extra_specs: dict[str, Any] | None = None, boot_order: str | None = None,
                      disk_unit: int | None = None, **kwargs: Any) -> str:
         info = dict(disk_info or {})
-        return libvirt_config.file_disk_xml(
+        return disk_xml.file_disk_xml(
             self.path, target_dev=info.get("dev", "vda"), target_bus=info.get("bus", "virtio"),
             device=info.get("type", "disk"), cache_mode=cache_mode, boot_order=boot_order)

@@ -22,9 +22,10 @@ from typing import Any, Callable
 from oslo_concurrency import lockutils
 from oslo_config import cfg
 
-from rbd_driver import exception, imagebackend, krbd, libvirt_config
+from rbd_driver import exception, imagebackend
 from rbd_driver.backends import clone_depth, instance_snapshot
-from rbd_driver.storage import convert, formats, rados_lock
+from rbd_driver.libvirt import disk_xml
+from rbd_driver.storage import convert, formats, krbd, rados_lock
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
 from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver, SnapshotIdentity
 
@@ -620,13 +621,13 @@ class Rbd(imagebackend.Image):
         if self.conf.rbd.access == "kernelspace":
             device = krbd.KernelRbd.from_conf(self.conf, self.driver.client).map(
                 self.pool, self.rbd_name)
-            return libvirt_config.block_disk_xml(
+            return disk_xml.block_disk_xml(
                 device,
                 target_dev=info.get("dev", kwargs.get("target_dev", "vda")),
                 target_bus=info.get("bus", kwargs.get("target_bus", "virtio")),
                 device=info.get("type", "disk"), cache_mode=cache_mode, boot_order=boot_order)
         hosts = [m.preferred for m in self.driver.get_monitors()]
-        return libvirt_config.network_disk_xml(
+        return disk_xml.network_disk_xml(
             pool=self.pool,
             image=self.rbd_name,
             hosts=hosts,

@@ -1,6 +1,6 @@
 """``rbd-driver backup create|ls|verify|prune`` and ``rbd-driver restore``.
 
-The command-line face of :class:`rbd_driver.backup.BackupManager`: the
+The command-line face of :class:`rbd_driver.ops.backup.BackupManager`: the
 parsers, the handlers and their text (the contract of :mod:`rbd_driver.cli._common`).
 ``--backup-dir`` overrides ``[rbd] backup_dir`` and ``--pool`` the pool of
 the backed-up image (``[rbd] pool``).
@@ -18,9 +18,9 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import imagebackend
-from rbd_driver.backup import BackupManager, BackupManifest
 from rbd_driver.cli._common import Handler, Renderer, Result, UsageError, positive_int
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
+from rbd_driver.ops.backup import BackupManager, BackupManifest
 
 __all__ = ["HANDLERS", "TEXT", "add_parsers", "backup", "restore"]
 

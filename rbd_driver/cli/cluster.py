@@ -1,6 +1,6 @@
 """``rbd-driver status`` and ``rbd-driver pool-info``: health and capacity.
 
-``status`` prints the data collector's document (:mod:`rbd_driver.collector`)
+``status`` prints the data collector's document (:mod:`rbd_driver.ops.collector`)
 with ``--json``; as text, a summary to take in at a glance, in the order of
 ``ceph -s`` and ``ceph df``: health and its checks first, then monitors,
 OSDs and PGs, each pool's stored, used and free space, the measured images'
@@ -15,9 +15,10 @@ from typing import Any
 
 from oslo_config import cfg
 
-from rbd_driver import collector, imagebackend
+from rbd_driver import imagebackend
 from rbd_driver.cli._common import Handler, Renderer, Result
 from rbd_driver.cli.output import fields, human_size, table
+from rbd_driver.ops import collector
 
 __all__ = ["HANDLERS", "TEXT", "add_parsers", "pool_info", "status", "status_text"]
 

@@ -14,10 +14,11 @@ from typing import Any
 
 from oslo_config import cfg
 
-from rbd_driver import collector, imagebackend
+from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd, copy_in, disk_name_for
 from rbd_driver.cli._common import Handler, Renderer, Result, UsageError
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
+from rbd_driver.ops import collector
 from rbd_driver.storage.spares import is_spare_name
 
 __all__ = ["HANDLERS", "TEXT", "add_parsers", "check", "cleanup", "cleanup_text", "clone",

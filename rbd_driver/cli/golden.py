@@ -1,6 +1,6 @@
 """``rbd-driver golden register|ls|children|rm``.
 
-The command-line face of :class:`rbd_driver.golden.GoldenImages`: the
+The command-line face of :class:`rbd_driver.ops.golden.GoldenImages`: the
 parsers, the handlers and their text (the contract of :mod:`rbd_driver.cli._common`).
 ``--pool`` overrides ``[rbd] golden_pool``; the snapshot is ``[rbd]
 golden_snapshot``.
@@ -20,7 +20,7 @@ from oslo_config import cfg
 from rbd_driver import imagebackend
 from rbd_driver.cli._common import Handler, Renderer, Result
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
-from rbd_driver.golden import GoldenImages
+from rbd_driver.ops.golden import GoldenImages
 
 __all__ = ["HANDLERS", "TEXT", "add_parsers", "golden"]
 

@@ -1,6 +1,6 @@
 """``rbd-driver provision pool|user|from-conf``.
 
-The command-line face of :class:`rbd_driver.provision.Provisioner`: the
+The command-line face of :class:`rbd_driver.ops.provision.Provisioner`: the
 parsers, the handlers and their text (the contract of :mod:`rbd_driver.cli._common`).
 
 Provisioning needs a user allowed to create pools and cephx users, which the
@@ -21,10 +21,11 @@ from typing import Any
 
 from oslo_config import cfg
 
-from rbd_driver import exception, provision
+from rbd_driver import exception
 from rbd_driver.cli._common import Handler, Renderer, Result, positive_int
 from rbd_driver.cli.output import fields, table
-from rbd_driver.provision import CephxUser, Provisioner
+from rbd_driver.ops import provision
+from rbd_driver.ops.provision import CephxUser, Provisioner
 from rbd_driver.storage import cephx
 from rbd_driver.storage.rados_client import RadosClient
 

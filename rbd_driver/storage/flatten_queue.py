@@ -1,6 +1,6 @@
 """Flatten images in the background, a few at a time.
 
-Used by the clone-depth policy (:mod:`rbd_driver.golden` and
+Used by the clone-depth policy (:mod:`rbd_driver.ops.golden` and
 :meth:`rbd_driver.backends.rbd.Rbd.direct_fetch`): a clone deeper than the
 soft limit is returned at once and flattened here later. Each driver has
 one queue (:attr:`RBDDriver.flattener

@@ -5,7 +5,7 @@
 libkeyutils when it is installed and the raw system calls otherwise. The
 payload goes from memory to the kernel: no ``keyctl`` command runs, so it is
 never on a command line. :class:`KernelKeyring` is the interface
-:class:`rbd_driver.krbd.KernelRbd` uses, so tests can pass a fake.
+:class:`rbd_driver.storage.krbd.KernelRbd` uses, so tests can pass a fake.
 """
 
 from __future__ import annotations

@@ -359,7 +359,7 @@ class Spares:
         making- or removing- name (by a crash) are removed too; one that
         another host is making right now has that host as a watcher, and is
         left for it to finish (the caller looks again: see
-        :meth:`GoldenImages.delete <rbd_driver.golden.GoldenImages.delete>`).
+        :meth:`GoldenImages.delete <rbd_driver.ops.golden.GoldenImages.delete>`).
         This process's refills of ``parent`` (of every snapshot, without it)
         are put on hold for :data:`HOLD_SECONDS`; :meth:`hold_everywhere`
         holds every host's.

@@ -20,7 +20,7 @@ private libvirtd for the session (:mod:`rbd_driver.testing.hypervisor`) and
 ``hypervisor`` gives each test a scope whose guests and ceph secrets are
 removed after it, pass or fail; ``libvirt_rbd_conf`` is ``rbd_conf`` with
 ``[rbd] secret_uuid`` set to the test user's secret, defined through
-:func:`rbd_driver.libvirt_secret.define_ceph_secret`. They skip the test,
+:func:`rbd_driver.libvirt.secret.define_ceph_secret`. They skip the test,
 with the reason, only where ``qemu-system-x86_64`` cannot run at all.
 
 A cluster the session started is stopped at the end of the session, also

@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
-from rbd_driver import libvirt_secret
+from rbd_driver.libvirt import secret as libvirt_secret
 from rbd_driver.storage.cephx import CephxKey
 from rbd_driver.testing.guest import GuestImage, kernel_cmdline, parse_console
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from rbd_driver import exception, imagebackend
-from rbd_driver.backup import SNAPSHOT_PREFIX, BackupManager, BackupManifest
+from rbd_driver.ops.backup import SNAPSHOT_PREFIX, BackupManager, BackupManifest
 from rbd_driver.storage import convert
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.testing.cluster import ClusterState

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from rbd_driver import collector
+from rbd_driver.ops import collector
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.testing.cluster import LocalCluster, make_conf
 

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from oslo_config import cfg
 
-from rbd_driver import exception, imagebackend, provision
-from rbd_driver.storage.rados_client import RadosClient
+from rbd_driver import exception, imagebackend
+from rbd_driver.ops import provision
 from rbd_driver.storage.location import parse_location
+from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.testing.cluster import ClusterState, make_conf
 
@@ -271,7 +272,7 @@ def test_cleanup_direct_snapshot(backend, driver, golden, made, ceph_admin) -> N
 
 def test_golden_rm_flattens_the_snapshot_images_that_share_it(
         backend, driver, made, ceph_cluster, ceph_admin, tmp_path) -> None:
-    from rbd_driver.golden import GoldenImages
+    from rbd_driver.ops.golden import GoldenImages
 
     name = f"golden-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "g.raw"

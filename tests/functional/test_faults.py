@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from rbd_driver import collector, exception, imagebackend
+from rbd_driver import exception, imagebackend
+from rbd_driver.ops import collector
 from rbd_driver.testing.cluster import _pid_is_ours
 
 TIMEOUT = 3

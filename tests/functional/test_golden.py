@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from rbd_driver import exception, imagebackend
-from rbd_driver.golden import GoldenImages
-from rbd_driver.snapshots import InstanceSnapshots
+from rbd_driver.ops.golden import GoldenImages
+from rbd_driver.ops.snapshots import InstanceSnapshots
 from rbd_driver.storage.location import RbdLocation, parse_location
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.testing.cluster import ClusterState

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from rbd_driver import libvirt_secret
+from rbd_driver.libvirt import secret as libvirt_secret
 from rbd_driver.storage.cephx import generate_key
 from rbd_driver.testing.hypervisor import Hypervisor, _processes_mentioning, qemu_unavailable_reason
 

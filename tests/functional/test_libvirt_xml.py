@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from rbd_driver import imagebackend, libvirt_config, libvirt_secret
+from rbd_driver import imagebackend
+from rbd_driver.libvirt import disk_xml
+from rbd_driver.libvirt import secret as libvirt_secret
 from rbd_driver.storage.monitors import MonitorCache
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import MonitorAddress
@@ -61,18 +63,18 @@ def conn() -> Iterator[object]:
 def _disks(monitors: list[MonitorAddress]) -> dict[str, str]:
     hosts = [m.preferred for m in monitors]
     return {
-        "userspace": libvirt_config.network_disk_xml("vms", "inst_disk", hosts),
-        "userspace-auth": libvirt_config.network_disk_xml(
+        "userspace": disk_xml.network_disk_xml("vms", "inst_disk", hosts),
+        "userspace-auth": disk_xml.network_disk_xml(
             "vms", "inst_disk", hosts, user="compute", secret_uuid=SECRET_UUID,
             target_dev="vdb", serial="inst-disk", discard="unmap",
             iotune={"total_bytes_sec": 10 << 20, "read_iops_sec": 500}),
-        "userspace-ipv6": libvirt_config.network_disk_xml(
+        "userspace-ipv6": disk_xml.network_disk_xml(
             "vms", "inst_disk", [m.preferred for m in IPV6_MONITORS], user="compute",
             secret_uuid=SECRET_UUID, readonly=True, device="cdrom", target_dev="sda",
             target_bus="scsi"),
-        "kernelspace": libvirt_config.block_disk_xml("/dev/rbd0", boot_order="1",
+        "kernelspace": disk_xml.block_disk_xml("/dev/rbd0", boot_order="1",
                                                      discard="unmap"),
-        "kernelspace-readonly": libvirt_config.block_disk_xml(
+        "kernelspace-readonly": disk_xml.block_disk_xml(
             "/dev/rbd3", target_dev="vdc", readonly=True, iotune={"write_bytes_sec": 1 << 20}),
     }
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from rbd_driver import exception, krbd, provision
-from rbd_driver.storage import cephx, convert
+from rbd_driver import exception
+from rbd_driver.ops import provision
+from rbd_driver.storage import cephx, convert, krbd
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.monitors import MonitorCache
 from rbd_driver.storage.rados_client import RadosClient

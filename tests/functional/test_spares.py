@@ -19,7 +19,7 @@ import pytest
 from oslo_config import cfg
 
 from rbd_driver import imagebackend
-from rbd_driver.golden import GoldenImages
+from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage.location import parse_location
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage.spares import SPARE_PREFIX, spare_prefix

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from rbd_driver.golden import GoldenImages
+from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.testing.cluster import make_conf
 from tests.functional.test_spares import Golden, Launcher, _spares_of, agents, golden

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rbd_driver import exception
-from rbd_driver.backup import SNAPSHOT_PREFIX, BackupManager, BackupManifest
+from rbd_driver.ops.backup import SNAPSHOT_PREFIX, BackupManager, BackupManifest
 from rbd_driver.storage import backup_io, convert, diff_format
 from rbd_driver.storage.diff_format import DiffReader, DiffWrite, DiffZero
 from rbd_driver.storage.rados_client import RadosClient

@@ -15,7 +15,7 @@ import pytest
 
 from rbd_driver import exception
 from rbd_driver.backends.rbd import Rbd
-from rbd_driver.golden import GoldenImages
+from rbd_driver.ops.golden import GoldenImages
 from tests.unit.test_rbd_backend import RAW, Env
 from tests.unit.test_spares import Env as SparesEnv
 

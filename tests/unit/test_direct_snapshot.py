@@ -268,7 +268,7 @@ def test_a_golden_depth_is_remembered(env) -> None:
 
 
 def test_golden_rm_names_and_can_flatten_the_snapshot_images_sharing_it(env) -> None:
-    from rbd_driver.golden import GoldenImages
+    from rbd_driver.ops.golden import GoldenImages
 
     disk = env.launched(b"changed")
     disk.direct_snapshot("tmp", "raw", "snap-img")

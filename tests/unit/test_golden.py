@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from rbd_driver import exception
-from rbd_driver.golden import FlattenQueue, GoldenImages
-from rbd_driver.snapshots import InstanceSnapshots
+from rbd_driver.ops.golden import FlattenQueue, GoldenImages
+from rbd_driver.ops.snapshots import InstanceSnapshots
 from rbd_driver.storage import convert
 from rbd_driver.storage.location import RbdLocation, parse_location
 from rbd_driver.storage.rados_client import RadosClient

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from rbd_driver import exception, krbd
-from rbd_driver.storage import cephx
+from rbd_driver import exception
+from rbd_driver.storage import cephx, krbd
 from rbd_driver.storage.monitors import MonitorCache
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.testing import fakes

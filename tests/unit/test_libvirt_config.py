@@ -6,14 +6,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from rbd_driver import libvirt_config
+from rbd_driver.libvirt import disk_xml
 
 HOSTS = [("10.0.0.1", 6789), ("[2001:db8::1]", 6789), ("2001:db8::2", 3300)]
 UUID = "6e9c0f40-8c1f-4e57-9d3b-2f1f3c0f5a11"
 
 
 def test_network_disk_lists_every_monitor_bare_with_auth() -> None:
-    disk = ET.fromstring(libvirt_config.network_disk_xml("vms", "i_disk", HOSTS, user="compute",
+    disk = ET.fromstring(disk_xml.network_disk_xml("vms", "i_disk", HOSTS, user="compute",
                                                          secret_uuid=UUID))
     assert disk.attrib == {"type": "network", "device": "disk"}
     source = disk.find("source")
@@ -27,12 +27,12 @@ def test_network_disk_lists_every_monitor_bare_with_auth() -> None:
 
 @pytest.mark.parametrize("user,secret", [(None, UUID), ("compute", None), (None, None)])
 def test_no_auth_without_both_user_and_secret(user, secret) -> None:
-    xml = libvirt_config.network_disk_xml("vms", "d", HOSTS, user=user, secret_uuid=secret)
+    xml = disk_xml.network_disk_xml("vms", "d", HOSTS, user=user, secret_uuid=secret)
     assert ET.fromstring(xml).find("auth") is None
 
 
 def test_block_disk_for_kernelspace() -> None:
-    disk = ET.fromstring(libvirt_config.block_disk_xml("/dev/rbd3", readonly=True, serial="s1"))
+    disk = ET.fromstring(disk_xml.block_disk_xml("/dev/rbd3", readonly=True, serial="s1"))
     assert disk.get("type") == "block"
     assert disk.find("source").attrib == {"dev": "/dev/rbd3"}  # type: ignore[union-attr]
     assert disk.find("readonly") is not None and disk.findtext("serial") == "s1"
@@ -40,9 +40,9 @@ def test_block_disk_for_kernelspace() -> None:
 
 def test_discard_and_iotune_on_every_kind() -> None:
     iotune = {"total_bytes_sec": 1000, "read_iops_sec": 0, "write_iops_sec": 50}
-    for xml in (libvirt_config.network_disk_xml("vms", "d", HOSTS, discard="unmap", iotune=iotune),
-                libvirt_config.block_disk_xml("/dev/rbd0", discard="unmap", iotune=iotune),
-                libvirt_config.file_disk_xml("/x", discard="unmap", iotune=iotune)):
+    for xml in (disk_xml.network_disk_xml("vms", "d", HOSTS, discard="unmap", iotune=iotune),
+                disk_xml.block_disk_xml("/dev/rbd0", discard="unmap", iotune=iotune),
+                disk_xml.file_disk_xml("/x", discard="unmap", iotune=iotune)):
         disk = ET.fromstring(xml)
         assert disk.find("driver").get("discard") == "unmap"  # type: ignore[union-attr]
         element = disk.find("iotune")
@@ -52,7 +52,7 @@ def test_discard_and_iotune_on_every_kind() -> None:
 
 
 def test_no_iotune_element_when_every_limit_is_zero() -> None:
-    xml = libvirt_config.block_disk_xml("/dev/rbd0", iotune={"total_iops_sec": 0})
+    xml = disk_xml.block_disk_xml("/dev/rbd0", iotune={"total_iops_sec": 0})
     assert ET.fromstring(xml).find("iotune") is None
 
 
@@ -60,4 +60,4 @@ def test_no_iotune_element_when_every_limit_is_zero() -> None:
                                     {"iotune": {"total_bytes_sec": -1}}])
 def test_bad_discard_or_iotune_is_refused(kwargs) -> None:
     with pytest.raises(ValueError):
-        libvirt_config.block_disk_xml("/dev/rbd0", **kwargs)
+        disk_xml.block_disk_xml("/dev/rbd0", **kwargs)

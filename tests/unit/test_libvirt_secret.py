@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from rbd_driver import exception, libvirt_secret
+from rbd_driver import exception
+from rbd_driver.libvirt import secret as libvirt_secret
 from rbd_driver.storage import cephx
 
 

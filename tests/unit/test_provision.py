@@ -20,7 +20,8 @@ import pytest
 from oslo_config import cfg
 
 from rbd_driver import conf as conf_module
-from rbd_driver import exception, provision
+from rbd_driver import exception
+from rbd_driver.ops import provision
 from rbd_driver.storage import cephx
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.testing import fakes

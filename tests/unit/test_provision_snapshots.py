@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rbd_driver import exception, provision
+from rbd_driver import exception
+from rbd_driver.ops import provision
 from tests.unit.test_provision import _conf, env  # noqa: F401 - the fixture
 
 

@@ -468,7 +468,7 @@ def test_flatten_is_idempotent(env) -> None:
 
 
 def test_kernelspace_access_maps_and_gives_block_xml(env, monkeypatch) -> None:
-    from rbd_driver import krbd
+    from rbd_driver.storage import krbd
 
     mapped: list[tuple[str, str]] = []
 
@@ -488,7 +488,7 @@ def test_kernelspace_access_maps_and_gives_block_xml(env, monkeypatch) -> None:
 
 
 def test_kernelspace_without_the_rbd_module_says_what_to_do(env, tmp_path, monkeypatch) -> None:
-    from rbd_driver import krbd
+    from rbd_driver.storage import krbd
 
     real = krbd.KernelRbd.from_conf.__func__
 
@@ -534,7 +534,7 @@ class _KernelMaps:
         self.unmapped.append(int(data))
 
     def install(self, monkeypatch: Any) -> None:
-        from rbd_driver import krbd
+        from rbd_driver.storage import krbd
 
         real = krbd.KernelRbd.from_conf.__func__
         maps = self
@@ -584,7 +584,7 @@ def test_kernelspace_cleanup_leaves_a_disk_whose_device_is_in_use(env, tmp_path,
 
 
 def test_userspace_cleanup_never_looks_at_kernel_mappings(env, monkeypatch) -> None:
-    from rbd_driver import krbd
+    from rbd_driver.storage import krbd
 
     def refuse(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("krbd consulted with access = userspace")

@@ -15,11 +15,11 @@ from oslo_config import cfg
 from rbd_driver import conf as conf_module
 from rbd_driver import exception
 from rbd_driver.backends.rbd import Rbd
-from rbd_driver.golden import GoldenImages
+from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage import spares as spares_module
+from rbd_driver.storage.claim import encode_string as _encode_string
 from rbd_driver.storage.location import parse_location
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.claim import encode_string as _encode_string
 from rbd_driver.storage.rbd_utils import RBDDriver, SnapshotIdentity
 from rbd_driver.testing import fakes
 

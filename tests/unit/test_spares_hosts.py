@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rbd_driver import exception
-from rbd_driver.golden import GoldenImages
+from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage.location import parse_location
 from tests.unit.test_spares import Env
 

@@ -1,0 +1,11 @@
+"""What libvirt is given for an RBD disk: the ``<disk>`` XML and the cephx secret.
+
+- :mod:`~rbd_driver.libvirt.disk_xml`: ``<disk>`` elements, network rbd
+  (userspace) and block (kernelspace);
+- :mod:`~rbd_driver.libvirt.secret`: the libvirt secret of usage type
+  ``ceph`` that ``<auth>`` names, defined through the libvirt Python API.
+
+This package is ``rbd_driver.libvirt``; inside it, as everywhere in
+rbd_driver, ``import libvirt`` is absolute and means the libvirt Python
+bindings (python3-libvirt), never this package.
+"""

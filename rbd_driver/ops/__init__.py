@@ -1,0 +1,10 @@
+"""The managers operators drive, each behind a ``rbd-driver`` subcommand.
+
+- :mod:`~rbd_driver.ops.backup`: backups to secondary storage and restores;
+- :mod:`~rbd_driver.ops.golden`: golden images and their clones;
+- :mod:`~rbd_driver.ops.provision`: pools, least-privilege cephx users, keyrings;
+- :mod:`~rbd_driver.ops.snapshots`: in-cluster snapshots of instance disks;
+- :mod:`~rbd_driver.ops.collector`: the health and capacity document.
+
+Policy only: the librados/librbd calls are in :mod:`rbd_driver.storage`.
+"""
