@@ -4,11 +4,12 @@
 Usage::
 
     .venv/bin/python benchmarks/charts.py [--results benchmarks/results] \\
-        [--out doc/source/_static/charts]
+        [--out doc/source/_static/charts] [--use BENCH=FILE ...]
 
 Reads the latest result of each benchmark in ``--results``
 (``bench_clone.json``, ``bench_datapath.json``, ``bench_backup.json``,
-``bench_fleet.json``) and writes one SVG per comparison into ``--out``: every
+``bench_fleet.json``), or the run that ``--use`` names (the one a table of
+the docs quotes, say), and writes one SVG per comparison into ``--out``: every
 sample of each series as a dot, a box of its quartiles, its median marked and
 written out, with the unit, what was measured, and the commit and date of the
 run in the title. Runs nothing; a missing file, or one written by an older
@@ -368,9 +369,13 @@ def _draw_panel(ax: Any, p: Panel, unit: str) -> None:
 # -- main ----------------------------------------------------------------------------------
 
 
-def draw_benchmark(bench: str, results: str, out: str) -> list[str]:
-    """Draw one benchmark's charts; return the files written (nothing if it is skipped)."""
-    path = os.path.join(results, f"{bench}.json")
+def draw_benchmark(bench: str, results: str, out: str, run: str | None = None) -> list[str]:
+    """Draw one benchmark's charts; return the files written (nothing if it is skipped).
+
+    ``run`` names one result document in ``results`` (``bench_fleet-<when>-<commit>.json``)
+    to draw instead of the latest, ``<bench>.json``.
+    """
+    path = os.path.join(results, run or f"{bench}.json")
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -407,10 +412,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the <bench>.json files are (default benchmarks/results)")
     parser.add_argument("--out", default=OUT_DIR,
                         help="where the SVGs go (default doc/source/_static/charts)")
+    parser.add_argument("--use", action="append", default=[], metavar="BENCH=FILE",
+                        help="draw BENCH (bench_fleet, ...) from FILE in --results, a run "
+                             "other than the latest, e.g. the one a page's table quotes; "
+                             "repeatable")
     args = parser.parse_args(argv)
+    runs: dict[str, str] = {}
+    for item in args.use:
+        bench, sep, name = item.partition("=")
+        if not sep or bench not in BENCHMARKS or not name:
+            parser.error(f"--use {item!r}: expected BENCH=FILE with BENCH one of "
+                         f"{', '.join(BENCHMARKS)}")
+        runs[bench] = name
     os.makedirs(args.out, exist_ok=True)
     for bench in BENCHMARKS:
-        draw_benchmark(bench, args.results, args.out)
+        draw_benchmark(bench, args.results, args.out, runs.get(bench))
     return 0
 
 

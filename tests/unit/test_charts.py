@@ -160,11 +160,13 @@ def _write(results: pathlib.Path, docs: dict[str, Any]) -> pathlib.Path:
     return results
 
 
-def _run(results: pathlib.Path, out: pathlib.Path) -> subprocess.CompletedProcess[str]:
+def _run(results: pathlib.Path, out: pathlib.Path, *extra: str,
+         rc: int = 0) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-W", "error", str(SCRIPT), "--results", str(results), "--out", str(out)],
+        [sys.executable, "-W", "error", str(SCRIPT), "--results", str(results), "--out", str(out),
+         *extra],
         capture_output=True, text=True, timeout=180, check=False)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == rc, proc.stderr
     return proc
 
 
@@ -268,3 +270,25 @@ def test_older_schemas_draw_what_they_have(tmp_path: pathlib.Path) -> None:
                  "fleet_bulk_cleanup"):
         assert f"skipped bench_{name.split('_')[0]}: {name}.svg: its series" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_use_draws_a_named_run_instead_of_the_latest(tmp_path: pathlib.Path) -> None:
+    results = _write(tmp_path / "results", {"bench_fleet": FLEET})
+    older = json.loads(json.dumps(FLEET))
+    older["environment"]["git"]["commit"] = "0ld0ld0"
+    (results / "bench_fleet-20261128T000000Z-0ld0ld0.json").write_text(json.dumps(older),
+                                                                       encoding="utf-8")
+    _run(results, tmp_path / "latest")
+    _run(results, tmp_path / "named", "--use", "bench_fleet=bench_fleet-20261128T000000Z-0ld0ld0.json")
+    latest = _texts(tmp_path / "latest" / "fleet_bulk_cleanup.svg")
+    named = _texts(tmp_path / "named" / "fleet_bulk_cleanup.svg")
+    assert any("commit f1ee7ed" in t for t in latest), latest
+    assert any("commit 0ld0ld0" in t for t in named), named
+    assert not any("commit f1ee7ed" in t for t in named), named
+
+
+def test_use_without_a_known_benchmark_is_refused(tmp_path: pathlib.Path) -> None:
+    results = _write(tmp_path / "results", {"bench_fleet": FLEET})
+    proc = _run(results, tmp_path / "out", "--use", "bench_nothing=x.json", rc=2)
+    assert "expected BENCH=FILE" in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
