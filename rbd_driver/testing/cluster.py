@@ -265,13 +265,7 @@ class LocalCluster:
 
         :raises ClusterStartError: the command failed.
         """
-        cmd = {"prefix": prefix, "format": "json", **args}
-        ret, out, err = self._admin_client().mon_command(json.dumps(cmd), inbuf, timeout=30)
-        if ret != 0:
-            raise ClusterStartError(f"ceph {prefix} failed ({ret}): {err}")
-        if cmd["format"] != "json":
-            return out.decode()
-        return json.loads(out) if out.strip() else None
+        return mon_command(self._admin_client(), prefix, inbuf, **args)
 
     def health(self) -> dict[str, Any]:
         """Return ``ceph status`` as a dict."""
@@ -427,13 +421,8 @@ osd objectstore = {self.objectstore}
 
     def _admin_client(self) -> Any:
         if self._admin is None:
-            import rados
-
             assert self.state is not None
-            client = rados.Rados(conffile=self.state.conf_path, rados_id="admin")
-            client.conf_set("client_mount_timeout", "30")
-            client.connect()
-            self._admin = client
+            self._admin = connect_admin(self.state)
         return self._admin
 
     def _close_admin(self) -> None:
@@ -494,6 +483,38 @@ osd objectstore = {self.objectstore}
         )
         _write_keyring(self.state.user_keyring, out)
         del rados
+
+
+def connect_admin(state: ClusterState, timeout: float = 30,
+                  op_timeout: float | None = None) -> Any:
+    """Return a librados connection to the cluster as ``client.admin``.
+
+    :param timeout: seconds to wait for the monitors (``client_mount_timeout``).
+    :param op_timeout: seconds a monitor command may take (``rados_mon_op_timeout``).
+    """
+    import rados
+
+    client = rados.Rados(conffile=state.conf_path, rados_id="admin")
+    client.conf_set("client_mount_timeout", str(timeout))
+    if op_timeout is not None:
+        client.conf_set("rados_mon_op_timeout", str(op_timeout))
+    client.connect()
+    return client
+
+
+def mon_command(admin: Any, prefix: str, inbuf: bytes = b"", **args: Any) -> Any:
+    """Run a monitor command on an admin connection; return its parsed JSON output
+    (or None; the text with ``format="plain"``).
+
+    :raises ClusterStartError: the command failed.
+    """
+    cmd = {"prefix": prefix, "format": "json", **args}
+    ret, out, err = admin.mon_command(json.dumps(cmd), inbuf, timeout=30)
+    if ret != 0:
+        raise ClusterStartError(f"ceph {prefix} failed ({ret}): {err}")
+    if cmd["format"] != "json":
+        return out.decode()
+    return json.loads(out) if out.strip() else None
 
 
 def _write_keyring(path: str, content: Any) -> None:
@@ -582,12 +603,7 @@ def state_status(state: ClusterState) -> dict[str, Any]:
     report: dict[str, Any] = {"conf": state.conf_path, "fsid": state.fsid, "daemons": alive}
     if any(alive.values()):
         try:
-            import rados
-
-            client = rados.Rados(conffile=state.conf_path, rados_id="admin")
-            client.conf_set("client_mount_timeout", "5")
-            client.conf_set("rados_mon_op_timeout", "5")
-            client.connect()
+            client = connect_admin(state, timeout=5, op_timeout=5)
             try:
                 ret, out, err = client.mon_command(json.dumps({"prefix": "health", "format": "json"}), b"")
                 report["health"] = json.loads(out)["status"] if ret == 0 else err

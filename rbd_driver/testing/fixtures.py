@@ -11,13 +11,14 @@ Environment variables:
     ``rbd-driver dev-cluster start``) instead of starting one.
 ``RBD_DRIVER_TEST_OSDS`` / ``RBD_DRIVER_TEST_OBJECTSTORE``
     shape of the cluster started for the session (default 1, bluestore).
-
-Before each test that uses the session cluster, ``osd dump`` is read once
-(as admin, about a millisecond); if an OSD or a pool is full the run stops at
-once with Ceph's health checks, since a full cluster blocks writes rather
-than failing them.
 ``RBD_DRIVER_CACHE``
     where the test guest is cached (default ``~/.cache/rbd_driver``).
+
+When the session cluster comes up, and before each test that uses it (in
+``pytest_runtest_setup``, before any of the test's fixtures can write),
+``osd dump`` is read once (as admin, about a millisecond); if an OSD or a pool
+is full the run stops at once with Ceph's health checks, since a full cluster
+blocks writes rather than failing them.
 
 Guests: ``guest_image`` builds the test guest from the host's kernel and
 busybox (:mod:`rbd_driver.testing.guest`); ``hypervisor_daemon`` starts a
@@ -38,6 +39,7 @@ then stops it by its recorded PIDs.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -51,7 +53,8 @@ from oslo_config import cfg
 
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing.cluster import ClusterState, LocalCluster, load_state, make_conf
+from rbd_driver.testing.cluster import (ClusterState, LocalCluster, connect_admin, load_state,
+                                        make_conf, mon_command)
 from rbd_driver.testing.guest import GuestImage, build_guest
 from rbd_driver.testing.hypervisor import Hypervisor, HypervisorScope, qemu_unavailable_reason
 
@@ -71,7 +74,9 @@ def ceph_cluster() -> Iterator[ClusterState]:
     """A running cluster for the whole session; stopped at the end if we started it."""
     existing = os.environ.get("RBD_DRIVER_TEST_CEPH_CONF")
     if existing:
-        yield load_state(existing)
+        state = load_state(existing)
+        with _full_guard(state):
+            yield state
         return
     cluster = LocalCluster(
         osds=int(os.environ.get("RBD_DRIVER_TEST_OSDS", "1")),
@@ -81,7 +86,8 @@ def ceph_cluster() -> Iterator[ClusterState]:
     atexit.register(cluster.stop)
     try:
         state = cluster.start()
-        yield state
+        with _full_guard(state):
+            yield state
     finally:
         cluster.stop()
         atexit.unregister(cluster.stop)
@@ -104,19 +110,23 @@ def _interrupt_on_sigterm() -> signal.Handlers | object | None:
     return signal.signal(signal.SIGTERM, interrupt)
 
 
-@pytest.fixture(scope="session")
-def _admin_rados(ceph_cluster: ClusterState) -> Iterator[Any]:
-    """One admin connection for the session's own health checks."""
-    import rados
+#: The session cluster's admin connection while it runs (see _full_guard).
+_guard_admin: Any = None
 
-    client = rados.Rados(conffile=ceph_cluster.conf_path, rados_id="admin",
-                         conf={"keyring": ceph_cluster.admin_keyring})
-    client.conf_set("client_mount_timeout", "30")
-    client.connect()
+
+@contextlib.contextmanager
+def _full_guard(state: ClusterState) -> Iterator[None]:
+    """Keep an admin connection for the full-cluster check while the session
+    cluster runs; check once at once (a reused dev cluster may be full already)."""
+    global _guard_admin
+    admin = connect_admin(state)
     try:
-        yield client
+        stop_if_full(admin)
+        _guard_admin = admin
+        yield
     finally:
-        client.shutdown()
+        _guard_admin = None
+        admin.shutdown()
 
 
 def full_osds(osd_dump: dict[str, Any]) -> list[str]:
@@ -127,30 +137,26 @@ def full_osds(osd_dump: dict[str, Any]) -> list[str]:
     return found
 
 
-@pytest.fixture(autouse=True)
-def _cluster_not_full(request: pytest.FixtureRequest) -> None:
-    """Before a test that uses the session cluster, stop the run if it is full.
+def stop_if_full(admin: Any) -> None:
+    """Stop the whole run if ``osd dump`` marks an OSD or a pool full.
 
     A full OSD blocks every write without an error, so each later test would
     hang until its timeout: better one clear stop, with what Ceph says.
     """
-    if "ceph_cluster" not in request.fixturenames:
-        return
-    admin = request.getfixturevalue("_admin_rados")
-    full = full_osds(_mon_json(admin, "osd dump"))
+    full = full_osds(mon_command(admin, "osd dump"))
     if full:
-        status = _mon_json(admin, "status")
+        status = mon_command(admin, "status")
         pytest.exit(f"the test cluster is full ({', '.join(full)}): writes would hang. "
                     f"health: {json.dumps(status.get('health', {}).get('checks', {}))}; "
                     f"pgmap: {json.dumps(status.get('pgmap', {}))}", returncode=3)
 
 
-def _mon_json(admin: Any, prefix: str) -> dict[str, Any]:
-    ret, out, err = admin.mon_command(json.dumps({"prefix": prefix, "format": "json"}), b"",
-                                      timeout=30)
-    if ret != 0:
-        raise RuntimeError(f"ceph {prefix} failed ({ret}): {err}")
-    return dict(json.loads(out))
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test that uses the session cluster, and before any of its
+    fixtures (session-scoped ones too) write to it, stop the run if it is full."""
+    if _guard_admin is not None and "ceph_cluster" in getattr(item, "fixturenames", ()):
+        stop_if_full(_guard_admin)
 
 
 @pytest.fixture
