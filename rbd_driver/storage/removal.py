@@ -293,9 +293,7 @@ class Removal:
             report.merge(self.remove_image(name, pool))
             return report
         try:
-            with self.client.ioctx(pool, op="remove image") as ioctx, \
-                    self.client.translate("remove image", pool=pool, image=name):
-                self._rbd_api().remove(ioctx, name)
+            self._rbd_remove(pool, name)
         except exception.ImageNotFound:
             pass
         except exception.RbdDriverError as err:
