@@ -17,27 +17,20 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "rbd_driver"
 
 # Lowest first. A module may import its own layer and the ones below it.
-# The deprecated shims at the old top-level paths (krbd, libvirt_config,
-# libvirt_secret, backup, golden, provision, snapshots, collector) sit in the
-# layer of the module they re-export.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("rbd_driver", "rbd_driver.conf", "rbd_driver.exception")),
     # storage/krbd.py is kernelspace mechanics (sysfs writes, the kernel keyring).
-    ("storage", ("rbd_driver.storage", "rbd_driver.krbd")),
-    ("access", ("rbd_driver.libvirt", "rbd_driver.volumes",
-                "rbd_driver.libvirt_config", "rbd_driver.libvirt_secret")),
+    ("storage", ("rbd_driver.storage",)),
+    ("access", ("rbd_driver.libvirt", "rbd_driver.volumes")),
     ("backends", ("rbd_driver.imagebackend", "rbd_driver.backends")),
-    ("managers", ("rbd_driver.ops", "rbd_driver.backup", "rbd_driver.golden",
-                  "rbd_driver.provision", "rbd_driver.snapshots", "rbd_driver.collector")),
+    ("managers", ("rbd_driver.ops",)),
     ("testing", ("rbd_driver.testing",)),
     # rbd_driver.cli is the package: cli/__init__ (main), _common, output, and one
-    # module per command group. commands*.py are its deprecated shims.
+    # module per command group.
     ("command", ("rbd_driver.cli", "rbd_driver.cli._common", "rbd_driver.cli.output",
                  "rbd_driver.cli.cluster", "rbd_driver.cli.disks", "rbd_driver.cli.backup",
                  "rbd_driver.cli.golden", "rbd_driver.cli.provision",
                  "rbd_driver.cli.devcluster", "rbd_driver.cli.__main__",
-                 "rbd_driver.commands", "rbd_driver.commands_backup",
-                 "rbd_driver.commands_golden", "rbd_driver.commands_provision",
                  "rbd_driver.demo")),
 ]
 # The fake librbd mirrors the C library's object graph (a cluster knows its
