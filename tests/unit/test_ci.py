@@ -20,8 +20,14 @@ NOT_ALLOWED = "SKIPPED [5] tests/functional/test_libvirt_xml.py:89: could not im
 SUMMARY = "=========================== short test summary info ============================"
 
 
-def _ci_run(tmp_path: pathlib.Path, output: str, status: int) -> subprocess.CompletedProcess[str]:
+def _ci_run(tmp_path: pathlib.Path, output: str, status: int,
+            release: int = 0) -> subprocess.CompletedProcess[str]:
     shutil.copytree(ROOT / ".ci", tmp_path / ".ci")
+    # The release gates build docs and packages: here a stand-in that records
+    # it ran and exits with the given status.
+    gate = tmp_path / ".ci" / "check-release"
+    gate.write_text(f'#!/usr/bin/env bash\ntouch "$(dirname "$0")/../release-ran"\nexit {release}\n')
+    gate.chmod(0o755)
     # The logic under test, not today's list: one entry that ALLOWED matches.
     (tmp_path / ".ci" / "allowed-skips").write_text(
         "# test list\ntests/functional/test_rbd_backend.py:*: clone v1 *  # a reason\n")
@@ -59,6 +65,15 @@ def test_ci_run_status(tmp_path, output: str, status: int, expected: int) -> Non
         assert f"skip not on .ci/allowed-skips: {NOT_ALLOWED}" in proc.stderr
     if status == 5:
         assert "collected no tests" in proc.stderr
+    else:
+        assert (tmp_path / "release-ran").exists()
+
+
+@pytest.mark.parametrize("status", [0, 1])
+def test_a_failed_release_gate_fails_ci(tmp_path, status: int) -> None:
+    proc = _ci_run(tmp_path, "...\n3 passed\n", status, release=1)
+    assert proc.returncode == 1
+    assert "a release gate failed" in proc.stderr
 
 
 def test_every_skip_not_allowed_is_named(tmp_path) -> None:
