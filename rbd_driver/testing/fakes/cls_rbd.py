@@ -13,8 +13,7 @@ from __future__ import annotations
 import errno
 
 from rbd_driver.testing.fakes.errors import rados_error
-from rbd_driver.testing.fakes.metadata import encode_string
-from rbd_driver.testing.fakes.model import FakeImage, FakePool
+from rbd_driver.testing.fakes.model import FakeImage, FakePool, encode_string
 
 __all__ = ["RBD_DIRECTORY", "call"]
 

@@ -35,14 +35,14 @@ from __future__ import annotations
 import struct
 from datetime import UTC
 
-from rbd_driver.testing.fakes.model import FakeImage, FakePool, FakeSnapshot, RadosObject
+from rbd_driver.testing.fakes.model import (FakeImage, FakePool, FakeSnapshot, RadosObject,
+                                             encode_string)
 
 __all__ = [
     "RBD_HEADER_PREFIX",
     "RBD_ID_PREFIX",
     "RBD_SUFFIX",
     "encode_snapshot",
-    "encode_string",
     "metadata_object",
     "snapshot_key",
 ]
@@ -79,12 +79,6 @@ def _u64(value: int) -> bytes:
 
 def _i64(value: int) -> bytes:
     return struct.pack("<q", value)
-
-
-def encode_string(value: str) -> bytes:
-    """Ceph's ``encode(std::string)``: u32 little-endian length, then the UTF-8 bytes."""
-    raw = value.encode()
-    return _u32(len(raw)) + raw
 
 
 def _utime(seconds: float) -> bytes:

@@ -31,15 +31,18 @@ __all__ = [
     "RadosObject",
     "Trash",
     "decode_id",
-    "encode_id",
+    "encode_string",
 ]
 
 ID_PREFIX = "rbd_id."
 
 
-def encode_id(image_id: str) -> bytes:
-    """The content of an ``rbd_id`` object: the id as a Ceph string."""
-    raw = image_id.encode()
+def encode_string(value: str) -> bytes:
+    """Ceph's ``encode(std::string)``: u32 little-endian length, then the UTF-8 bytes.
+
+    The content of an ``rbd_id`` object is the image id encoded so.
+    """
+    raw = value.encode()
     return len(raw).to_bytes(4, "little") + raw
 
 
@@ -334,7 +337,7 @@ class FakePool:
                 continue
             if image.id_object is not None:  # the old one stays, as a plain object
                 self.objects[f"{ID_PREFIX}{image.id_object}"] = RadosObject(
-                    bytearray(encode_id(image.id)), image.id_mtime)
+                    bytearray(encode_string(image.id)), image.id_mtime)
             del self.objects[f"{ID_PREFIX}{image.name}"]
             image.id_object = image.name
             image.id_mtime = raw.mtime
