@@ -7,9 +7,11 @@ own ``ConfigOpts`` with :func:`register_opts`; ``oslo-config-generator
 
 from __future__ import annotations
 
+from typing import Any
+
 from oslo_config import cfg
 
-__all__ = ["GROUP", "register_opts", "list_opts"]
+__all__ = ["GROUP", "list_opts", "option_default", "register_opts"]
 
 GROUP = "rbd"
 
@@ -772,6 +774,21 @@ Related options:
 
 ALL_OPTS = (connection_opts + cleanup_opts + backend_opts + datapath_opts + access_opts
             + backup_opts + golden_opts + snapshot_opts)
+
+
+def option_default(name: str) -> Any:
+    """The default of the ``[rbd]`` option ``name``: the one source of truth.
+
+    A constructor or function whose parameter mirrors an option takes its
+    default from here rather than repeating the literal
+    (``tests/unit/test_defaults.py`` holds every such parameter to it).
+
+    :raises KeyError: ``name`` is not an ``[rbd]`` option.
+    """
+    for opt in ALL_OPTS:
+        if opt.name == name:
+            return opt.default
+    raise KeyError(f"no [rbd] option {name!r}")
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

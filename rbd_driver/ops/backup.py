@@ -40,6 +40,7 @@ from oslo_concurrency import lockutils
 from oslo_config import cfg
 
 from rbd_driver import exception
+from rbd_driver.conf import option_default
 from rbd_driver.storage import backup_io, convert, diff_format
 from rbd_driver.storage.diff_format import DiffReader
 from rbd_driver.storage.location import RbdLocation
@@ -129,9 +130,11 @@ class BackupManager:
     :param fsync: make every file durable before it appears (``[rbd] backup_fsync``).
     """
 
-    def __init__(self, driver: RBDDriver, backup_dir: str, *, retention: int = 7,
-                 checksum: str = "crc32", convert_timeout: int = 3600,
-                 fsync: bool = True) -> None:
+    def __init__(self, driver: RBDDriver, backup_dir: str, *,
+                 retention: int = option_default("backup_retention"),
+                 checksum: str = option_default("backup_checksum"),
+                 convert_timeout: int = option_default("convert_timeout"),
+                 fsync: bool = option_default("backup_fsync")) -> None:
         if retention < 1:
             raise exception.InvalidArgument(op="backup", target=backup_dir,
                                             detail=f"retention must be at least 1, not {retention}")

@@ -37,6 +37,7 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import exception
+from rbd_driver.conf import option_default
 from rbd_driver.storage import convert
 from rbd_driver.storage.flatten_queue import FlattenQueue
 from rbd_driver.storage.location import RbdLocation, SnapshotIdentity
@@ -91,9 +92,12 @@ class GoldenImages:
     :param flatten_concurrency: background flattens at once.
     """
 
-    def __init__(self, driver: RBDDriver, *, pool: str = "images", snapshot: str = "snap",
-                 max_clone_depth: int = 5, soft_limit: int = 3, flatten_concurrency: int = 2,
-                 convert_timeout: int = 3600) -> None:
+    def __init__(self, driver: RBDDriver, *, pool: str = option_default("golden_pool"),
+                 snapshot: str = option_default("golden_snapshot"),
+                 max_clone_depth: int = option_default("max_clone_depth"),
+                 soft_limit: int = option_default("clone_depth_soft_limit"),
+                 flatten_concurrency: int = option_default("flatten_concurrency"),
+                 convert_timeout: int = option_default("convert_timeout")) -> None:
         if max_clone_depth < 1 or soft_limit < 1:
             raise exception.InvalidArgument(op="clone policy", target=pool, detail=(
                 f"max_clone_depth ({max_clone_depth}) and soft limit ({soft_limit}) must be >= 1"))

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from rbd_driver import exception
+from rbd_driver.conf import option_default
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.sigterm import SigtermGuard
 from rbd_driver.storage.sources import ImportSource, Source, pieces
@@ -50,7 +51,7 @@ DEFAULT_CHUNK_SIZE = 4 << 20  # one default RBD object: a zero chunk is an objec
 # 2 MiB x 16 imported in 1.24 s where 4 MiB x 16 took 1.41 s, and beat
 # qemu-img convert -W -m 16 (1.32 s). Zero chunks are still never written.
 IMPORT_CHUNK_SIZE = 2 << 20
-DEFAULT_WINDOW = 16
+DEFAULT_WINDOW: int = option_default("io_window")
 SPARSE_BLOCK = 64 << 10  # export writes only the non-zero blocks of this size
 _POLL_SECONDS = 0.2  # how often a wait for completions looks at the cancel event
 

@@ -15,6 +15,7 @@ import threading
 from typing import Protocol
 
 from rbd_driver import exception
+from rbd_driver.conf import option_default
 
 __all__ = ["FlattenQueue"]
 
@@ -40,7 +41,8 @@ class FlattenQueue:
     same future. A failure is logged and kept in the future.
     """
 
-    def __init__(self, driver: FlattenDriver, concurrency: int = 2) -> None:
+    def __init__(self, driver: FlattenDriver,
+                 concurrency: int = option_default("flatten_concurrency")) -> None:
         if concurrency < 1:
             raise exception.InvalidArgument(op="flatten queue", target=driver.pool,
                                             detail=f"concurrency must be >= 1, not {concurrency}")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rbd_driver import exception
+from rbd_driver.conf import option_default
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import MonitorAddress
 
@@ -88,7 +89,7 @@ class MonitorCache:
     :param clock: injectable monotonic clock (tests).
     """
 
-    def __init__(self, client: RadosClient, ttl: float = 300.0,
+    def __init__(self, client: RadosClient, ttl: float = option_default("monitor_cache_ttl"),
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.ttl = ttl

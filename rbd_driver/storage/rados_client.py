@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from rbd_driver import exception
+from rbd_driver.conf import option_default
 
 __all__ = [
     "RBD_ERRORS",
@@ -223,8 +224,8 @@ class RadosClient:
         ceph_conf: str,
         user: str | None = None,
         keyring: str | None = None,
-        connect_timeout: int = 5,
-        op_timeout: int = 30,
+        connect_timeout: int = option_default("connect_timeout"),
+        op_timeout: int = option_default("op_timeout"),
         rados: ModuleType | None = None,
         rbd: ModuleType | None = None,
     ) -> None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from oslo_config import cfg
 
 from rbd_driver import exception
+from rbd_driver.conf import option_default
 from rbd_driver.storage import datapath
 from rbd_driver.storage.claim import DIRECTORY, DirectoryClaims, decode_string
 from rbd_driver.storage.location import RbdLocation, SnapshotIdentity
@@ -127,12 +128,12 @@ class RBDDriver(Removal):
         self,
         client: RadosClient,
         pool: str,
-        destroy_retries: int = 12,
-        destroy_retry_interval: float = 5.0,
+        destroy_retries: int = option_default("destroy_retries"),
+        destroy_retry_interval: float = option_default("destroy_retry_interval"),
         sleep: Callable[[float], None] = time.sleep,
-        io_window: int = datapath.DEFAULT_WINDOW,
-        cleanup_concurrency: int = 1,
-        flatten_concurrency: int = 2,
+        io_window: int = option_default("io_window"),
+        cleanup_concurrency: int = option_default("cleanup_concurrency"),
+        flatten_concurrency: int = option_default("flatten_concurrency"),
     ) -> None:
         self.client = client
         self.pool = pool
