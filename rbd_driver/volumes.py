@@ -44,9 +44,8 @@ from oslo_config import cfg
 from rbd_driver import exception
 from rbd_driver.libvirt import disk_xml
 from rbd_driver.storage import cephx, krbd
-from rbd_driver.storage.monitors import MonitorCache
+from rbd_driver.storage.monitors import MonitorAddress, MonitorCache
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import MonitorAddress
 
 __all__ = ["VolumeAttacher", "VolumeConnection", "disconnect_volume", "parse_connection_info",
            "volume_disk_xml"]

@@ -619,8 +619,9 @@ class Rbd(imagebackend.Image):
         """
         info = dict(disk_info or {})
         if self.conf.rbd.access == "kernelspace":
-            device = krbd.KernelRbd.from_conf(self.conf, self.driver.client).map(
-                self.pool, self.rbd_name)
+            kernel = krbd.KernelRbd.from_conf(self.conf, self.driver.client,
+                                              monitors=self.driver.monitors)
+            device = kernel.map(self.pool, self.rbd_name)
             return disk_xml.block_disk_xml(
                 device,
                 target_dev=info.get("dev", kwargs.get("target_dev", "vda")),
@@ -696,7 +697,7 @@ def _unmap_kernel_mappings(conf: cfg.ConfigOpts, driver: RBDDriver, pool: str,
     """
     if conf.rbd.access != "kernelspace":
         return {}
-    kernel = krbd.KernelRbd.from_conf(conf, driver.client)
+    kernel = krbd.KernelRbd.from_conf(conf, driver.client, monitors=driver.monitors)
     busy: dict[str, str] = {}
     for mapping in kernel.mapped():
         if mapping.pool != pool or mapping.snapshot is not None or not wanted(mapping.image):

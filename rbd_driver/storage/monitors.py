@@ -1,7 +1,7 @@
 """The cluster's monitors, from ``mon dump`` through ``mon_command``, cached.
 
 :func:`parse_mon_dump` turns the monmap JSON into
-:class:`~rbd_driver.storage.rbd_utils.MonitorAddress` records (bare hosts:
+:class:`MonitorAddress` records (bare hosts:
 IPv6 without brackets, as libvirt's ``<host name=...>`` wants).
 :func:`host_port` formats one address for ``host:port`` lists, where an IPv6
 host must be in brackets (``[2001:db8::1]:6789``), as ceph.conf's
@@ -15,6 +15,7 @@ quorum) and the refresh is tried again on the next call.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -24,11 +25,31 @@ from typing import Any
 from rbd_driver import exception
 from rbd_driver.conf import option_default
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import MonitorAddress
 
-__all__ = ["MonitorCache", "host_port", "mon_host_list", "parse_mon_dump", "split_addr"]
+__all__ = ["MonitorAddress", "MonitorCache", "host_port", "mon_host_list", "parse_mon_dump",
+           "split_addr"]
 
 LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorAddress:
+    """One monitor and its messenger v1/v2 addresses as (host, port)."""
+
+    name: str
+    v1: tuple[str, int] | None
+    v2: tuple[str, int] | None
+
+    @property
+    def preferred(self) -> tuple[str, int]:
+        """The address a plain ``host:port`` list should carry.
+
+        librados reads a bare ``host:port`` as messenger v1 unless the port is
+        3300, so v1 is the safe choice; v2 only when there is no v1.
+        """
+        addr = self.v1 or self.v2
+        assert addr is not None
+        return addr
 
 
 def split_addr(addr: str) -> tuple[str, int]:

@@ -28,6 +28,7 @@ from rbd_driver.conf import option_default
 from rbd_driver.storage import datapath
 from rbd_driver.storage.claim import DIRECTORY, DirectoryClaims, decode_string
 from rbd_driver.storage.location import RbdLocation, SnapshotIdentity
+from rbd_driver.storage.monitors import MonitorAddress, MonitorCache
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.removal import CleanupReport, Removal
 
@@ -35,29 +36,9 @@ if TYPE_CHECKING:
     from rbd_driver.storage.flatten_queue import FlattenQueue
     from rbd_driver.storage.spares import Spares
 
-__all__ = ["CleanupReport", "MonitorAddress", "RBDDriver", "SnapshotIdentity", "SnapshotInfo"]
+__all__ = ["CleanupReport", "RBDDriver", "SnapshotIdentity", "SnapshotInfo"]
 
 LOG = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class MonitorAddress:
-    """One monitor and its messenger v1/v2 addresses as (host, port)."""
-
-    name: str
-    v1: tuple[str, int] | None
-    v2: tuple[str, int] | None
-
-    @property
-    def preferred(self) -> tuple[str, int]:
-        """The address a plain ``host:port`` list should carry.
-
-        librados reads a bare ``host:port`` as messenger v1 unless the port is
-        3300, so v1 is the safe choice; v2 only when there is no v1.
-        """
-        addr = self.v1 or self.v2
-        assert addr is not None
-        return addr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +85,6 @@ def _decode_snapshot_record(value: bytes) -> tuple[int, str, int] | None:
     return snap_id, name, size
 
 
-def _split_addr(addr: str) -> tuple[str, int]:
-    """``'[::1]:6789/0'`` or ``'10.0.0.1:3300'`` -> (host, port)."""
-    addr = addr.split("/", 1)[0]
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 class RBDDriver(Removal):
     """Ceph operations on one default pool, over one shared connection.
 
@@ -122,6 +96,7 @@ class RBDDriver(Removal):
     :param io_window: reads or writes a copy keeps in flight.
     :param cleanup_concurrency: removals a bulk cleanup keeps in flight.
     :param flatten_concurrency: background flattens at once (:attr:`flattener`).
+    :param monitor_cache_ttl: seconds :attr:`monitors` reuses a ``mon dump``.
     """
 
     def __init__(
@@ -134,6 +109,7 @@ class RBDDriver(Removal):
         io_window: int = option_default("io_window"),
         cleanup_concurrency: int = option_default("cleanup_concurrency"),
         flatten_concurrency: int = option_default("flatten_concurrency"),
+        monitor_cache_ttl: float = option_default("monitor_cache_ttl"),
     ) -> None:
         self.client = client
         self.pool = pool
@@ -148,6 +124,8 @@ class RBDDriver(Removal):
         self._spares_lock = threading.Lock()
         self.flatten_concurrency = flatten_concurrency
         self._flattener: FlattenQueue | None = None
+        # The one monitor list of this connection: disk XML, volumes, krbd.
+        self.monitors = MonitorCache(client, ttl=monitor_cache_ttl)
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, **modules: Any) -> RBDDriver:
@@ -160,6 +138,7 @@ class RBDDriver(Removal):
             io_window=conf.rbd.io_window,
             cleanup_concurrency=conf.rbd.cleanup_concurrency,
             flatten_concurrency=conf.rbd.flatten_concurrency,
+            monitor_cache_ttl=conf.rbd.monitor_cache_ttl,
         )
 
     def close(self) -> None:
@@ -384,21 +363,15 @@ class RBDDriver(Removal):
                 return {"total": used + free, "free": free, "used": used}
         raise exception.PoolNotFound(pool=pool)
 
-    def get_monitors(self) -> list[MonitorAddress]:
-        """Return every monitor in the monmap (``mon dump``), in rank order."""
-        dump = self.client.mon_command("mon dump")
-        monitors = []
-        for mon in dump.get("mons", []):
-            v1 = v2 = None
-            for entry in mon.get("public_addrs", {}).get("addrvec", []):
-                if entry.get("type") == "v1":
-                    v1 = _split_addr(entry["addr"])
-                elif entry.get("type") == "v2":
-                    v2 = _split_addr(entry["addr"])
-            if v1 is None and v2 is None and mon.get("addr"):
-                v1 = _split_addr(mon["addr"])
-            monitors.append(MonitorAddress(mon.get("name", ""), v1, v2))
-        return monitors
+    def get_monitors(self, fresh: bool = False) -> list[MonitorAddress]:
+        """Return every monitor in the monmap, in rank order, from the driver's
+        one :class:`~rbd_driver.storage.monitors.MonitorCache`.
+
+        :param fresh: ask the cluster now rather than reuse a list younger
+            than ``[rbd] monitor_cache_ttl``.
+        :raises RbdDriverError: ``mon dump`` failed and no list is known.
+        """
+        return self.monitors.refresh() if fresh else self.monitors.get()
 
     # -- creating -------------------------------------------------------------
 

@@ -437,6 +437,18 @@ def test_libvirt_xml_lists_every_monitor_and_auth(env) -> None:
     assert '<target dev="vdb" bus="scsi" />' in xml and 'cache="writeback"' in xml
 
 
+def test_disk_xml_reads_the_monitors_through_the_drivers_one_cache(env) -> None:
+    asked: list[str] = []
+    dump = env.cluster.mon_commands["mon dump"]
+    env.cluster.mon_commands["mon dump"] = lambda cmd, inbuf: (asked.append("mon dump"),
+                                                               dump(cmd, inbuf))[1]
+    for name in ("inst", "other"):
+        assert '<host name="10.0.0.1" port="6789" />' in env.disk(name).libvirt_info()
+    assert asked == ["mon dump"]  # the second disk's XML reused the list
+    assert env.driver.get_monitors(fresh=True)[0].v1 == ("10.0.0.1", 6789)
+    assert asked == ["mon dump"] * 2
+
+
 def test_libvirt_xml_without_secret_has_no_auth(env) -> None:
     assert "<auth" not in env.disk().libvirt_info()
 
