@@ -43,10 +43,10 @@ def _walk(driver: RBDDriver, pool: str, image: str, snapshot: str | None) -> int
     while depth < _MAX_WALK:
         with driver.client.open_image(pool, image, snapshot=snapshot, read_only=True,
                                       op="get parent") as handle:
-            try:
-                pool, image, snapshot = handle.parent_info()
-            except driver.rbd.ImageNotFound:
-                return depth
+            parent = driver.client.parent_of(handle)
+        if parent is None:
+            return depth
+        pool, image, snapshot = parent
         depth += 1
     return depth
 

@@ -101,10 +101,8 @@ def image_usage(client: RadosClient, pool: str, name: str) -> dict[str, Any]:
             return 0
 
         image.diff_iterate(0, size, None, count, include_parent=False, whole_object=True)
-        try:
-            parent: str | None = "{}/{}@{}".format(*image.parent_info())
-        except client.rbd.ImageNotFound:
-            parent = None
+        found = client.parent_of(image)
+        parent = "{}/{}@{}".format(*found) if found is not None else None
     return {"pool": pool, "name": name, "provisioned": size, "used": used, "parent": parent}
 
 

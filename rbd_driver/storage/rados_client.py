@@ -415,6 +415,18 @@ class RadosClient:
             finally:
                 image.close()
 
+    def parent_of(self, image: Any) -> tuple[str, str, str] | None:
+        """Return (pool, image, snapshot) of an open image's parent, or None if it has none.
+
+        The one place that reads librbd's "no parent" (``ImageNotFound`` from
+        ``parent_info``) as an answer rather than an error.
+        """
+        try:
+            parent = image.parent_info()
+        except self.rbd.ImageNotFound:
+            return None
+        return (parent[0], parent[1], parent[2])
+
     def image_exists(self, pool: str, name: str) -> bool:
         """Return True if image ``pool/name`` exists.
 

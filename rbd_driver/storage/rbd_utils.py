@@ -313,11 +313,7 @@ class RBDDriver(Removal):
         """Return (pool, image, snapshot) of a clone's parent, or None if it has none."""
         with self.client.open_image(pool or self.pool, name, read_only=True,
                                     op="get parent") as image:
-            try:
-                parent = image.parent_info()
-            except self.rbd.ImageNotFound:
-                return None
-        return (parent[0], parent[1], parent[2])
+            return self.client.parent_of(image)
 
     def read_edges(self, location: RbdLocation, head: int, tail: int) -> tuple[bytes, bytes, int]:
         """Open a snapshot read-only; return its first ``head`` bytes, last ``tail`` bytes and size.
@@ -451,11 +447,8 @@ class RBDDriver(Removal):
         would raise a bare EINVAL).
         """
         with self.client.open_image(pool or self.pool, name, op="flatten") as image:
-            try:
-                image.parent_info()
-            except self.rbd.ImageNotFound:
-                return
-            image.flatten()
+            if self.client.parent_of(image) is not None:
+                image.flatten()
 
     # -- snapshots ------------------------------------------------------------
 

@@ -58,9 +58,8 @@ def parent_at(client: RadosClient, pool: str, name: str, snapshot: str) -> Paren
     """
     with client.open_image(pool, name, snapshot=snapshot, read_only=True,
                            op="get parent") as image:
-        try:
-            parent = image.parent_info()
-        except client.rbd.ImageNotFound:
+        parent = client.parent_of(image)
+        if parent is None:
             return None
         return ParentAt(parent[0], parent[1], parent[2], int(image.overlap()),
                         int(image.size()))
@@ -84,9 +83,7 @@ def flatten_image(client: RadosClient, pool: str, name: str, *,
     events: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
     failure: list[BaseException] = []
     with client.open_image(pool, name, op="flatten") as image:
-        try:
-            image.parent_info()
-        except client.rbd.ImageNotFound:
+        if client.parent_of(image) is None:
             return
         size = int(image.size())
 
