@@ -12,7 +12,6 @@ import contextlib
 import errno
 import os
 import shutil
-import uuid
 from typing import Any, Callable
 
 from oslo_concurrency import lockutils
@@ -20,6 +19,7 @@ from oslo_config import cfg
 
 from rbd_driver import exception, imagebackend
 from rbd_driver.libvirt import disk_xml
+from rbd_driver.storage.localfile import atomic_file
 
 __all__ = ["Flat", "copy_sparse"]
 
@@ -49,39 +49,33 @@ Related options:
 def copy_sparse(src: str, dst: str) -> None:
     """Copy ``src`` to a new file ``dst`` without writing its holes or zero blocks.
 
-    The copy is written to a temporary name and renamed, so ``dst`` never
-    holds half a file.
+    The copy is written to a temporary name (mode 0600) and renamed, so
+    ``dst`` never holds half a file.
     """
-    temp = f"{dst}.part-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(src, "rb") as fin, open(temp, "wb") as fout:
-            size = os.fstat(fin.fileno()).st_size
-            offset = 0
-            while offset < size:
-                try:
-                    data_start = os.lseek(fin.fileno(), offset, os.SEEK_DATA)
-                except OSError as err:
-                    if err.errno != errno.ENXIO:  # ENXIO: only a hole remains
-                        raise
+    with atomic_file(dst, sync=False) as (fd, _), open(src, "rb") as fin, \
+            open(fd, "wb", closefd=False) as fout:
+        size = os.fstat(fin.fileno()).st_size
+        offset = 0
+        while offset < size:
+            try:
+                data_start = os.lseek(fin.fileno(), offset, os.SEEK_DATA)
+            except OSError as err:
+                if err.errno != errno.ENXIO:  # ENXIO: only a hole remains
+                    raise
+                break
+            hole = os.lseek(fin.fileno(), data_start, os.SEEK_HOLE)
+            fin.seek(data_start)
+            pos = data_start
+            while pos < hole:
+                block = fin.read(min(CHUNK, hole - pos))
+                if not block:
                     break
-                hole = os.lseek(fin.fileno(), data_start, os.SEEK_HOLE)
-                fin.seek(data_start)
-                pos = data_start
-                while pos < hole:
-                    block = fin.read(min(CHUNK, hole - pos))
-                    if not block:
-                        break
-                    if block.count(0) != len(block):
-                        fout.seek(pos)
-                        fout.write(block)
-                    pos += len(block)
-                offset = hole
-            fout.truncate(size)
-        os.rename(temp, dst)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+                if block.count(0) != len(block):
+                    fout.seek(pos)
+                    fout.write(block)
+                pos += len(block)
+            offset = hole
+        fout.truncate(size)
 
 
 class Flat(imagebackend.Image):

@@ -41,7 +41,7 @@ from oslo_config import cfg
 
 from rbd_driver import exception
 from rbd_driver.conf import option_default
-from rbd_driver.storage import backup_io, convert, diff_format
+from rbd_driver.storage import backup_io, convert, diff_format, localfile
 from rbd_driver.storage.diff_format import DiffReader
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rbd_utils import RBDDriver
@@ -315,7 +315,7 @@ class BackupManager:
                       "checksum": {"algorithm": self.checksum, "value": digest, "of": of}},
                 data_bytes=data_bytes, started_at=started, completed_at=_now(),
                 directory=directory)
-            with backup_io.atomic_file(manifest.path, self.fsync) as (fd, _):
+            with localfile.atomic_file(manifest.path, self.fsync) as (fd, _):
                 os.write(fd, manifest.to_json().encode())
             undo.pop_all()
         LOG.info("backup %s of %s/%s@%s: %s %s, %d bytes", backup_id, pool, image, snapshot,

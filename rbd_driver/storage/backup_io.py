@@ -25,25 +25,23 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import dataclasses
 import os
-import secrets
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from rbd_driver.storage import convert
 from rbd_driver.storage.datapath import (DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW, SPARSE_BLOCK,
-                                         CopyEngine, Result, aio_error, diff_extents,
-                                         fsync_dir, merged, read_failed, submit_reads)
+                                         CopyEngine, Result, aio_error, diff_extents, merged,
+                                         read_failed, submit_reads)
 from rbd_driver.storage.diff_format import (ContentChecksum, DiffReader, DiffWrite, DiffWriter,
                                             DiffZero, file_checksum)
+from rbd_driver.storage.localfile import atomic_file
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.sources import pieces
 
-__all__ = ["StreamStats", "apply_diff", "atomic_file", "export_diff", "export_qcow2",
-           "export_raw"]
+__all__ = ["StreamStats", "apply_diff", "export_diff", "export_qcow2", "export_raw"]
 
 Progress = Callable[[int, int], None]
 _WRITEBACK = 32 << 20  # start writeback of a raw backup every this many bytes
@@ -67,30 +65,6 @@ def _engine(op: str, target: str, window: int, chunk_size: int, progress: Progre
             cancel: threading.Event | None) -> CopyEngine:
     """The data path's engine, with chunks whole ``SPARSE_BLOCK`` blocks."""
     return CopyEngine(op, target, chunk_size, window, progress, cancel, align=SPARSE_BLOCK)
-
-
-@contextlib.contextmanager
-def atomic_file(dest: str, sync: bool = True) -> Iterator[tuple[int, str]]:
-    """Yield (fd, path) of a new ``dest.part-<hex>`` (mode 0600); when the block ends
-    fsync it (if ``sync``), rename it over ``dest`` and fsync the directory (if
-    ``sync``); on any failure remove it."""
-    temp = f"{dest}.part-{secrets.token_hex(4)}"
-    fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        yield fd, temp
-        if sync:
-            os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(temp, dest)
-        if sync:
-            fsync_dir(dest)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

@@ -13,17 +13,16 @@ file, a vmdk whose descriptor points at extents (anything but
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-import uuid
 from typing import Any
 
 from oslo_concurrency import processutils
 
 from rbd_driver import exception
 from rbd_driver.storage import formats
+from rbd_driver.storage.localfile import atomic_file
 from rbd_driver.storage.sigterm import SigtermGuard
 
 __all__ = [
@@ -124,15 +123,9 @@ def convert_to_raw_file(src: str, dest: str, source_format: str, timeout: int = 
     :raises ImageConversionFailed: qemu-img failed or the source is unsafe.
     """
     check_source(src, source_format)
-    temp = f"{dest}.part-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_file(dest, sync=False) as (_, temp):
         _qemu_img("convert", "-f", _QEMU_NAMES.get(source_format, source_format), "-O", "raw",
                   "-W", "-m", "16", "-S", "4k", src, temp, timeout=timeout)
-        os.rename(temp, dest)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
 
 
 def convert_to_rbd(src: str, source_format: str, spec: str, timeout: int = 3600) -> None:
@@ -166,7 +159,6 @@ def convert_from_rbd(spec: str, dest: str, out_format: str, timeout: int = 3600,
     if out_format not in EXPORT_FORMATS:
         raise exception.UnsupportedFormat(target=dest, out_format=out_format,
                                           supported=", ".join(EXPORT_FORMATS))
-    temp = f"{dest}.part-{uuid.uuid4().hex[:8]}"
     started: list[subprocess.Popen[Any]] = []
 
     def cancelled() -> exception.OperationCancelled:
@@ -174,32 +166,20 @@ def convert_from_rbd(spec: str, dest: str, out_format: str, timeout: int = 3600,
                                             done="an unknown part",
                                             total="?" if size is None else size)
 
-    with SigtermGuard(cancelled) as guard:
-        made = True  # set before the call: an interrupt right after it must clean up
+    # The file is made first, mode 0600 (disks hold private data); qemu-img keeps the mode.
+    with SigtermGuard(cancelled) as guard, \
+            atomic_file(dest, sync=False, before_rename=guard.disarm) as (_, temp):
         try:
-            try:
-                # Created first, mode 0600 (disks hold private data); qemu-img keeps the mode.
-                os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
-                                 0o600))
-            except FileExistsError:
-                made = False
-                raise
-            try:
-                _qemu_img("convert", "-f", "raw", "-O", out_format, "-m", "16", spec, temp,
-                          timeout=timeout, on_execute=started.append)
-            except exception.ImageConversionFailed as err:
-                raise exception.ImageConversionFailed(
-                    path=spec, source_format="raw",
-                    detail=f"writing {out_format} to {dest}: {err.kwargs.get('detail')}"
-                ) from err.__cause__
-            guard.disarm()
-            os.rename(temp, dest)
+            _qemu_img("convert", "-f", "raw", "-O", out_format, "-m", "16", spec, temp,
+                      timeout=timeout, on_execute=started.append)
+        except exception.ImageConversionFailed as err:
+            raise exception.ImageConversionFailed(
+                path=spec, source_format="raw",
+                detail=f"writing {out_format} to {dest}: {err.kwargs.get('detail')}"
+            ) from err.__cause__
         except BaseException:
             for proc in started:  # interrupted mid-copy: qemu-img must not write on
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-            if made:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(temp)
             raise

@@ -23,7 +23,6 @@ diff restores (writes) on it too.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import errno
 import logging
@@ -37,6 +36,7 @@ from typing import Any, NoReturn
 
 from rbd_driver import exception
 from rbd_driver.conf import option_default
+from rbd_driver.storage.localfile import atomic_file
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.sigterm import SigtermGuard
 from rbd_driver.storage.sources import ImportSource, Source, pieces
@@ -395,20 +395,12 @@ def export_from_image(client: RadosClient, pool: str, name: str,
 def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, dest: str,
             copy: CopyEngine, guard: SigtermGuard) -> CopyStats:
     """Read the allocated extents into a temporary file and rename it; remove it on any failure."""
-    temp = f"{dest}.part-{secrets.token_hex(4)}"
     zeros = memoryview(bytes(max(copy.chunk_size, SPARSE_BLOCK)))
-    fd, made = -1, False
-    try:
-        with client.open_image(pool, name, snapshot=snapshot, read_only=True,
-                               op="export") as image:
-            copy.total = size = int(image.size())
-            extents = merged(diff_extents(image, size, copy), size)
-            made = True  # before the call, as for the import; O_EXCL failing: not ours
-            try:
-                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except FileExistsError:
-                made = False
-                raise
+    with client.open_image(pool, name, snapshot=snapshot, read_only=True,
+                           op="export") as image:
+        copy.total = size = int(image.size())
+        extents = merged(diff_extents(image, size, copy), size)
+        with atomic_file(dest, before_rename=guard.disarm) as (fd, _):
             os.ftruncate(fd, size)  # what is never written reads as zeros, and takes no space
 
             def handle(result: Result) -> None:
@@ -422,20 +414,7 @@ def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, des
 
             copy.run(pieces(extents, size, copy.chunk_size),
                      submit_reads(client, image, copy, pool, name, snapshot), handle)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        guard.disarm()
-        os.rename(temp, dest)
-        fsync_dir(dest)  # make the rename durable
-        return copy.stats()
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        if made:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-        raise
+    return copy.stats()
 
 
 def submit_reads(client: RadosClient, image: Any, copy: CopyEngine, pool: str, name: str,
@@ -448,16 +427,6 @@ def submit_reads(client: RadosClient, image: Any, copy: CopyEngine, pool: str, n
         return True
 
     return submit
-
-
-def fsync_dir(path: str) -> None:
-    """fsync the directory of ``path``, so that a rename into it is durable."""
-    with contextlib.suppress(OSError):  # some filesystems refuse a directory fsync
-        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def diff_extents(image: Any, size: int, copy: CopyEngine, from_snapshot: str | None = None,
