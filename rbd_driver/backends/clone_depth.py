@@ -41,9 +41,7 @@ def _walk(driver: RBDDriver, pool: str, image: str, snapshot: str | None) -> int
     """Return how many parents ``pool/image@snapshot`` has, following each at its snapshot."""
     depth = 0
     while depth < _MAX_WALK:
-        with driver.client.open_image(pool, image, snapshot=snapshot, read_only=True,
-                                      op="get parent") as handle:
-            parent = driver.client.parent_of(handle)
+        parent = driver.parent_info(image, pool, snapshot=snapshot)
         if parent is None:
             return depth
         pool, image, snapshot = parent

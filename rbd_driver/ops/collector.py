@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rbd_driver.storage.rados_client import RadosClient
+from rbd_driver.storage.usage import image_names, image_usage
 
 __all__ = ["SCHEMA_VERSION", "collect", "collect_from_conf", "image_usage"]
 
@@ -88,30 +89,11 @@ def _pools_section(client: RadosClient, deadline: _Deadline) -> list[dict[str, A
     ]
 
 
-def image_usage(client: RadosClient, pool: str, name: str) -> dict[str, Any]:
-    """Return provisioned size, bytes in allocated objects, and parent of one image."""
-    with client.open_image(pool, name, read_only=True, op="measure image") as image:
-        size = int(image.size())
-        used = 0
-
-        def count(offset: int, length: int, exists: bool) -> int:
-            nonlocal used
-            if exists:
-                used += length
-            return 0
-
-        image.diff_iterate(0, size, None, count, include_parent=False, whole_object=True)
-        found = client.parent_of(image)
-        parent = "{}/{}@{}".format(*found) if found is not None else None
-    return {"pool": pool, "name": name, "provisioned": size, "used": used, "parent": parent}
-
-
 def _images_section(client: RadosClient, pools: Iterable[str], deadline: _Deadline,
                     errors: list[str]) -> list[dict[str, Any]]:
     images: list[dict[str, Any]] = []
     for pool in pools:
-        with client.ioctx(pool, op="list images") as ioctx:
-            names = sorted(client.rbd.RBD().list(ioctx))
+        names = image_names(client, pool)
         for index, name in enumerate(names):
             if deadline.passed:
                 errors.append(f"images: time bound reached after {index} of {len(names)} "

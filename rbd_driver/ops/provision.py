@@ -173,8 +173,7 @@ class Provisioner:
                     "choose another pool")
             self.client.mon_command("osd pool application enable", pool=pool, app="rbd")
         if init:
-            with self.client.ioctx(pool, op="rbd pool init") as ioctx:
-                self.client.rbd.RBD().pool_init(ioctx, False)
+            self.client.pool_init(pool)
         actual = int(existing["pg_num"]) if existing else pg_num
         if existing and actual != pg_num:
             LOG.info("pool %s exists with %d PGs (asked %d); left unchanged", pool, actual, pg_num)

@@ -415,6 +415,14 @@ class RadosClient:
             finally:
                 image.close()
 
+    def pool_init(self, pool: str) -> None:
+        """Initialise ``pool`` for RBD (librbd's ``pool_init``; harmless when done).
+
+        :raises PoolNotFound: / :raises PermissionDenied:
+        """
+        with self.ioctx(pool, op="rbd pool init") as ioctx:
+            self.rbd.RBD().pool_init(ioctx, False)
+
     def parent_of(self, image: Any) -> tuple[str, str, str] | None:
         """Return (pool, image, snapshot) of an open image's parent, or None if it has none.
 

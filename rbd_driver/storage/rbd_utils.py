@@ -309,10 +309,15 @@ class RBDDriver(Removal):
                     return names
                 after = keys[-1]
 
-    def parent_info(self, name: str, pool: str | None = None) -> tuple[str, str, str] | None:
-        """Return (pool, image, snapshot) of a clone's parent, or None if it has none."""
-        with self.client.open_image(pool or self.pool, name, read_only=True,
-                                    op="get parent") as image:
+    def parent_info(self, name: str, pool: str | None = None,
+                    snapshot: str | None = None) -> tuple[str, str, str] | None:
+        """Return (pool, image, snapshot) of a clone's parent (as of ``snapshot``,
+        if given), or None if it has none.
+
+        :raises ImageNotFound: / :raises SnapshotNotFound: / :raises PermissionDenied:
+        """
+        with self.client.open_image(pool or self.pool, name, snapshot=snapshot,
+                                    read_only=True, op="get parent") as image:
             return self.client.parent_of(image)
 
     def read_edges(self, location: RbdLocation, head: int, tail: int) -> tuple[bytes, bytes, int]:
