@@ -5,12 +5,14 @@ data leaving Ceph, in these steps:
 
 1. snapshot the disk as ``snapshot_name`` (protected, so it can be cloned);
 2. build the new image under a temporary name ``<image_id>.snapshotting-<hex>``:
+
    * *shared* (the default when the disk is a clone of a golden snapshot in
      the image pool, seen whole, and shallow enough): clone that golden
      snapshot and copy in only what the disk holds itself
      (:func:`~rbd_driver.storage.snapshot_copy.copy_changes`);
    * *flattened* (otherwise, or with ``[rbd] snapshot_flatten``): clone the
      disk snapshot and flatten the clone, a full copy;
+
 3. remove the disk snapshot;
 4. snapshot the new image as ``snap`` and protect it;
 5. rename it to ``image_id`` (the commit point) and return

@@ -128,6 +128,7 @@ def collect(client: RadosClient, pools: Iterable[str] = (), time_bound: float = 
         started; a call already waiting on an OSD is bounded by the client's
         ``op_timeout`` (use :func:`collect_from_conf` for a hard bound).
     :param doc: a document to fill in place (for a caller that may give up).
+
     Never raises for cluster errors: they land in ``errors``.
     """
     started = time.monotonic()

@@ -11,7 +11,7 @@ Clone depth (a golden image is 0, its clones 1, a golden registered from a
 clone's snapshot 2...) is bounded: a clone deeper than ``max_clone_depth``
 is flattened before it is returned, and one deeper than
 ``clone_depth_soft_limit`` is flattened in the background by a
-:class:`FlattenQueue` that runs at most ``flatten_concurrency`` at once.
+:class:`~rbd_driver.storage.flatten_queue.FlattenQueue` that runs at most ``flatten_concurrency`` at once.
 
 A golden image with clones is never deleted under them: deletion is refused
 with their names, or with ``force`` the image goes to the RBD trash, where
@@ -44,7 +44,7 @@ from rbd_driver.storage.location import RbdLocation, SnapshotIdentity
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage.spares import is_spare_name
 
-__all__ = ["CloneResult", "FlattenQueue", "GoldenImage", "GoldenImages"]
+__all__ = ["CloneResult", "GoldenImage", "GoldenImages"]
 
 LOG = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from rbd_driver import exception
-from rbd_driver.ops.golden import FlattenQueue, GoldenImages
+from rbd_driver.ops.golden import GoldenImages
+from rbd_driver.storage.flatten_queue import FlattenQueue
 from rbd_driver.ops.snapshots import InstanceSnapshots
 from rbd_driver.storage import convert
 from rbd_driver.storage.location import RbdLocation, parse_location
