@@ -15,7 +15,9 @@ text (the contract is in :mod:`rbd_driver.cli._common`):
   ``snapshot``, ``cleanup``;
 - :mod:`~rbd_driver.cli.backup`: ``backup``, ``restore``;
 - :mod:`~rbd_driver.cli.golden`: ``golden``;
-- :mod:`~rbd_driver.cli.provision`: ``provision``.
+- :mod:`~rbd_driver.cli.provision`: ``provision``;
+- :mod:`~rbd_driver.cli.output`: text for people (human sizes, tables, the
+  progress bar).
 
 :func:`main` only wires them together.
 """
