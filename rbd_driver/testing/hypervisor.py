@@ -359,7 +359,8 @@ class Hypervisor:
         raise HypervisorUnavailable(f"{why}; its log:\n{tail}")
 
     def stop(self) -> None:
-        """Destroy every guest, stop the daemon, kill what it left, remove the directory."""
+        """Destroy every guest and storage pool, stop the daemon, kill what it left,
+        remove the directory."""
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 for domain in self._conn.listAllDomains(0):
@@ -367,6 +368,12 @@ class Hypervisor:
                         domain.destroy()
                     with contextlib.suppress(Exception):
                         domain.undefine()
+            with contextlib.suppress(Exception):
+                for pool in self._conn.listAllStoragePools(0):
+                    with contextlib.suppress(Exception):
+                        pool.destroy()
+                    with contextlib.suppress(Exception):
+                        pool.undefine()
             with contextlib.suppress(Exception):
                 for secret in self._conn.listAllSecrets(0):
                     with contextlib.suppress(Exception):
