@@ -307,3 +307,35 @@ def test_vol_delete_of_a_disk_a_running_guest_holds_is_refused_by_ceph_and_loses
     assert data[8 * SECTOR:8 * SECTOR + 6] == b"BEFORE"
     assert data[16 * SECTOR:16 * SECTOR + 5] == b"AFTER"
     assert ceph_admin("rbd", "info", f"vms/{disk.rbd_name}")["parent"]["image"] == golden["name"]
+
+
+def test_vol_delete_of_a_golden_image_with_clones_is_refused_and_the_clone_reads_on(
+        pool_backend, libvirt_pool, hypervisor, ceph_admin, ceph_cluster, tmp_path) -> None:
+    # A golden image in the instance pool itself, so that libvirt's pool lists it.
+    driver = pool_backend.driver("rbd")
+    golden = f"golden-{uuid.uuid4().hex[:8]}"
+    inst = str(uuid.uuid4())
+    driver.create(golden, 16 * MiB)
+    try:
+        with driver.client.open_image("vms", golden) as image:
+            image.write(b"GOLD".ljust(SECTOR, b"\0"), 0)
+        driver.create_snap(golden, "snap", protect=True)
+        disk = _clone(pool_backend,
+                      {"url": format_location(driver.fsid, "vms", golden, "snap")}, inst)
+        assert golden in vol_list(hypervisor, libvirt_pool)
+
+        # Without --delete-snapshots librbd refuses an image with snapshots; with
+        # it, libvirt's first step, unprotecting the snapshot, fails: it has a clone.
+        for flags, step in (((), "failed to remove volume"),
+                            (("--delete-snapshots",), "failed to unprotect snapshot")):
+            refused = virsh(hypervisor, "vol-delete", "--pool", libvirt_pool, *flags, golden,
+                            expect=1)
+            assert f"{step} 'vms/{golden}" in refused, refused
+            assert golden in ceph_admin("rbd", "ls", "vms")
+            assert [s["name"] for s in ceph_admin("rbd", "snap", "ls", f"vms/{golden}")] == [
+                "snap"]
+        assert admin_read(ceph_cluster, f"vms/{disk.rbd_name}", 0, 4, tmp_path) == b"GOLD"
+    finally:
+        report = Rbd.cleanup_instance(pool_backend.conf, inst, driver=driver)
+        assert report.ok and not report.trashed, report
+        assert driver.remove_image(golden).removed == [golden]
