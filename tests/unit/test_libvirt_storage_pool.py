@@ -235,9 +235,9 @@ def test_connection_opens_and_closes_the_uri_and_names_the_pool_on_failure() -> 
         assert conn.getURI() == "test:///default"
     with pytest.raises(libvirt.libvirtError, match="invalid connection"):
         conn.isAlive()  # closed
-    with pytest.raises(exception.LibvirtPoolError, match="storage pool p: cannot connect to bad"):
-        with storage_pool.connection("bad:///", "p"):
-            pass
+    with pytest.raises(exception.LibvirtPoolError, match="storage pool p: cannot connect to bad"), \
+            storage_pool.connection("bad:///", "p"):
+        pass
 
 
 # -- the secret ------------------------------------------------------------------
