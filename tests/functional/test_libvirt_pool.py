@@ -283,6 +283,7 @@ def test_a_guest_boots_from_a_library_clone_named_through_the_pool(
 def test_vol_delete_of_a_disk_a_running_guest_holds_is_refused_by_ceph_and_loses_nothing(
         pool_backend, libvirt_pool, hypervisor, golden, instances, guest_image, ceph_cluster,
         ceph_admin, tmp_path) -> None:
+    """Ceph refuses; the guest writes on. Once it is gone, libvirt removes the disk at once."""
     inst = _new_instance(instances)
     disk = _clone(pool_backend, golden, inst)
     other = _clone(pool_backend, golden, inst, "disk.eph0")
@@ -310,6 +311,11 @@ def test_vol_delete_of_a_disk_a_running_guest_holds_is_refused_by_ceph_and_loses
     assert data[8 * SECTOR:8 * SECTOR + 6] == b"BEFORE"
     assert data[16 * SECTOR:16 * SECTOR + 5] == b"AFTER"
     assert ceph_admin("rbd", "info", f"vms/{disk.rbd_name}")["parent"]["image"] == golden["name"]
+
+    # Once no client holds it, libvirt removes it at once: no library rule applies.
+    virsh(hypervisor, "vol-delete", "--pool", libvirt_pool, disk.rbd_name)
+    assert disk.rbd_name not in ceph_admin("rbd", "ls", "vms")
+    assert not [e for e in ceph_admin("rbd", "trash", "ls", "vms") if e["name"] == disk.rbd_name]
 
 
 def test_vol_delete_of_a_golden_image_with_clones_is_refused_and_the_clone_reads_on(
