@@ -18,7 +18,9 @@ and still hang a guest in containers) with ``<features><acpi/></features>``
 
 Everything a :class:`HypervisorScope` booted or defined (domains, ceph
 secrets) is removed when the scope closes, also when a test failed;
-:meth:`Hypervisor.stop` destroys every domain of the daemon, stops the
+:meth:`Hypervisor.stop` destroys every domain and storage pool of the daemon
+(a test defines libvirt's RBD pool with
+:func:`rbd_driver.ops.libvirt_pool.provision_libvirt_pool`), stops the
 daemon by its recorded PID, kills any QEMU it left (found by the directory
 in their command line) and removes the directory.
 """
