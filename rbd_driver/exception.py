@@ -45,6 +45,7 @@ every template names the pool, image, snapshot or path at fault::
      ├── ProvisioningError            a pool or user could not be set up
      ├── KeyringError                 a keyring file is missing, unsafe or bad
      ├── LibvirtSecretError           the libvirt secret could not be defined
+     ├── LibvirtPoolError             libvirt's RBD storage pool could not be set up
      ├── InvalidConnectionInfo        a volume's connection_info cannot be attached
      └── KernelRbdError               kernelspace (krbd) map or unmap failed
           ├── KernelRbdUnavailable    no rbd kernel module (no /sys/bus/rbd)
@@ -91,6 +92,7 @@ __all__ = [
     "InvalidName",
     "ProvisioningError",
     "KeyringError",
+    "LibvirtPoolError",
     "LibvirtSecretError",
     "InvalidConnectionInfo",
     "KernelRbdError",
@@ -298,6 +300,10 @@ class KeyringError(RbdDriverError):
 
 class LibvirtSecretError(RbdDriverError):
     message = "libvirt secret for %(target)s: %(detail)s"
+
+
+class LibvirtPoolError(RbdDriverError):
+    message = "libvirt storage pool %(target)s: %(detail)s"
 
 
 class InvalidConnectionInfo(RbdDriverError):

@@ -1,4 +1,4 @@
-"""``rbd-driver provision pool|user|from-conf``.
+"""``rbd-driver provision pool|user|from-conf|libvirt-pool``.
 
 The command-line face of :class:`rbd_driver.ops.provision.Provisioner`: the
 parsers, the handlers and their text (the contract of :mod:`rbd_driver.cli._common`).
@@ -6,7 +6,8 @@ parsers, the handlers and their text (the contract of :mod:`rbd_driver.cli._comm
 Provisioning needs a user allowed to create pools and cephx users, which the
 ``[rbd] user`` of a compute host is not: these commands connect as
 ``--admin-id`` (default ``admin``) with ``--admin-keyring`` (default: the
-keyring ceph.conf names), to ``[rbd] ceph_conf``. No key is ever printed:
+keyring ceph.conf names), to ``[rbd] ceph_conf``; ``libvirt-pool`` connects as
+``[rbd] user``, whose monitors and secret the pool uses. No key is ever printed:
 results carry the entity, its caps and the keyring *path*.
 """
 
@@ -24,9 +25,9 @@ from oslo_config import cfg
 from rbd_driver import exception
 from rbd_driver.cli._common import Handler, Renderer, Result, positive_int
 from rbd_driver.cli.output import fields, table
-from rbd_driver.ops import provision
+from rbd_driver.ops import libvirt_pool, provision
 from rbd_driver.ops.provision import CephxUser, Provisioner
-from rbd_driver.storage import cephx
+from rbd_driver.storage import cephx, monitors
 from rbd_driver.storage.rados_client import RadosClient
 
 __all__ = ["HANDLERS", "TEXT", "add_parsers", "provision_cmd"]
@@ -71,6 +72,12 @@ def add_parsers(sub: Any) -> None:
                     help="grant 'profile rbd' (not read-only) on [rbd] snapshot_pool and "
                          "[rbd] image_pools, so that direct_snapshot can write instance "
                          "snapshots there (default: read-only, least privilege)")
+    lp = actions.add_parser("libvirt-pool",
+                            help="define and start libvirt's RBD storage pool on [rbd] pool, "
+                                 "as [rbd] user with its libvirt secret (needs no admin)")
+    lp.add_argument("name", metavar="NAME", help="libvirt storage pool name")
+    lp.add_argument("--no-autostart", action="store_true",
+                    help="do not mark the pool autostart (default: autostart)")
 
 
 def _quiet_libvirt() -> None:
@@ -102,6 +109,8 @@ def _user_doc(user: CephxUser) -> dict[str, Any]:
 
 
 def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
+    if args.action == "libvirt-pool":
+        return _libvirt_pool(args, conf)
     keyring = getattr(args, "keyring", None)
     if keyring:  # before connecting; the library checks again before it creates anything
         cephx.check_keyring_path(keyring, "--keyring")
@@ -121,6 +130,17 @@ def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
             "user": _user_doc(report.user), "secret_uuid": report.secret_uuid}, 0
 
 
+def _libvirt_pool(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
+    # As [rbd] user, not admin: it only reads the monitors, and the pool uses it.
+    _quiet_libvirt()
+    with RadosClient.from_conf(conf) as client:
+        result = libvirt_pool.provision_libvirt_pool(conf, client, args.name,
+                                                     autostart=not args.no_autostart)
+    doc = dataclasses.asdict(result)
+    source = doc.pop("source")
+    return {**doc, "ceph_pool": source["pool"], "user": source["user"],
+            "secret_uuid": source["secret_uuid"],
+            "monitors": [monitors.host_port(tuple(h)) for h in source["hosts"]]}, 0
 
 
 def _provision_text(result: dict[str, Any], args: argparse.Namespace) -> list[str]:

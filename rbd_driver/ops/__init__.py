@@ -3,6 +3,7 @@
 - :mod:`~rbd_driver.ops.backup`: backups to secondary storage and restores;
 - :mod:`~rbd_driver.ops.golden`: golden images and their clones;
 - :mod:`~rbd_driver.ops.provision`: pools, least-privilege cephx users, keyrings;
+- :mod:`~rbd_driver.ops.libvirt_pool`: libvirt's RBD storage pool on ``[rbd] pool``;
 - :mod:`~rbd_driver.ops.snapshots`: in-cluster snapshots of instance disks;
 - :mod:`~rbd_driver.ops.collector`: the health and capacity document.
 

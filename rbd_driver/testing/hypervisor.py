@@ -18,7 +18,9 @@ and still hang a guest in containers) with ``<features><acpi/></features>``
 
 Everything a :class:`HypervisorScope` booted or defined (domains, ceph
 secrets) is removed when the scope closes, also when a test failed;
-:meth:`Hypervisor.stop` destroys every domain of the daemon, stops the
+:meth:`Hypervisor.stop` destroys every domain and storage pool of the daemon
+(a test defines libvirt's RBD pool with
+:func:`rbd_driver.ops.libvirt_pool.provision_libvirt_pool`), stops the
 daemon by its recorded PID, kills any QEMU it left (found by the directory
 in their command line) and removes the directory.
 """
@@ -359,7 +361,8 @@ class Hypervisor:
         raise HypervisorUnavailable(f"{why}; its log:\n{tail}")
 
     def stop(self) -> None:
-        """Destroy every guest, stop the daemon, kill what it left, remove the directory."""
+        """Destroy every guest and storage pool, stop the daemon, kill what it left,
+        remove the directory."""
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 for domain in self._conn.listAllDomains(0):
@@ -367,6 +370,12 @@ class Hypervisor:
                         domain.destroy()
                     with contextlib.suppress(Exception):
                         domain.undefine()
+            with contextlib.suppress(Exception):
+                for pool in self._conn.listAllStoragePools(0):
+                    with contextlib.suppress(Exception):
+                        pool.destroy()
+                    with contextlib.suppress(Exception):
+                        pool.undefine()
             with contextlib.suppress(Exception):
                 for secret in self._conn.listAllSecrets(0):
                     with contextlib.suppress(Exception):
