@@ -3,7 +3,9 @@
 - :mod:`~rbd_driver.libvirt.disk_xml`: ``<disk>`` elements, network rbd
   (userspace) and block (kernelspace);
 - :mod:`~rbd_driver.libvirt.secret`: the libvirt secret of usage type
-  ``ceph`` that ``<auth>`` names, defined through the libvirt Python API.
+  ``ceph`` that ``<auth>`` names, defined through the libvirt Python API;
+- :mod:`~rbd_driver.libvirt.storage_pool`: libvirt's own RBD storage pool on
+  the library's pool (the path CloudStack's agent takes).
 
 This package is ``rbd_driver.libvirt``; inside it, as everywhere in
 rbd_driver, ``import libvirt`` is absolute and means the libvirt Python

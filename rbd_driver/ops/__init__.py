@@ -5,7 +5,8 @@
 - :mod:`~rbd_driver.ops.provision`: pools, least-privilege cephx users, keyrings;
 - :mod:`~rbd_driver.ops.libvirt_pool`: libvirt's RBD storage pool on ``[rbd] pool``;
 - :mod:`~rbd_driver.ops.snapshots`: in-cluster snapshots of instance disks;
-- :mod:`~rbd_driver.ops.collector`: the health and capacity document.
+- :mod:`~rbd_driver.ops.collector`: the health and capacity document;
+- :mod:`~rbd_driver.ops.libvirt_pool`: libvirt's RBD storage pool on ``[rbd] pool``.
 
 Policy only: the librados/librbd calls are in :mod:`rbd_driver.storage`.
 """
