@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from oslo_config import cfg
 
+from rbd_driver.conf_guest_io import guest_io_opts
+
 __all__ = ["GROUP", "register_opts", "list_opts"]
 
 GROUP = "rbd"
@@ -771,7 +773,7 @@ Related options:
 ]
 
 ALL_OPTS = (connection_opts + cleanup_opts + backend_opts + datapath_opts + access_opts
-            + backup_opts + golden_opts + snapshot_opts)
+            + backup_opts + golden_opts + snapshot_opts + guest_io_opts)
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
