@@ -33,9 +33,12 @@ serial console:
     ``blkdiscard`` of that range: ``RG discarded <dev> <offset_mib> <mib>``.
 ``write4k:<dev>:<count>:<flag>``
     writes ``<count>`` blocks of 4 KiB at 4 KiB-aligned offsets from ``shuf``
-    within the first 64 MiB, each by one ``dd`` with ``oflag=<flag>``
-    (``direct``; ``dsync``: with a flush each), timed:
+    within the first 64 MiB, each by one ``dd``, O_DIRECT (``<flag>`` ``direct``)
+    and also fsynced (``fsync``: a flush after each write), timed:
     ``RG write4k <dev> <flag> ops=<count> centiseconds=<elapsed>``.
+``stream4k:<dev>:<count>:direct``
+    the same from one ``dd`` at consecutive offsets (no process per write):
+    ``RG stream4k <dev> <flag> ops=<count> centiseconds=<elapsed>``.
 ``seqwrite:<dev>:<mib>``
     writes ``<mib>`` MiB from offset 0 and fsyncs, timed:
     ``RG seqwrite <dev> mib=<mib> centiseconds=<elapsed>``.
@@ -135,12 +138,18 @@ for step in $(echo "$steps" | tr ',' ' '); do
             && say "discarded $2 $3 $4" || say "error discard $2" ;;
     write4k)
         offsets=$(shuf -i 0-16383 -n $3)
+        conv=notrunc; [ "$4" = fsync ] && conv=notrunc,fsync
         t0=$(centiseconds)
         for o in $offsets; do
             yes RBDDRIVER4K | dd of=/dev/$2 bs=4096 seek=$o count=1 iflag=fullblock \
-                oflag=$4 conv=notrunc 2>/dev/null || { say "error write4k $2"; break; }
+                oflag=direct conv=$conv 2>/dev/null || { say "error write4k $2"; break; }
         done
         say "write4k $2 $4 ops=$3 centiseconds=$(($(centiseconds) - t0))" ;;
+    stream4k)
+        t0=$(centiseconds)
+        yes RBDDRIVER4K | dd of=/dev/$2 bs=4096 count=$3 iflag=fullblock oflag=direct \
+            conv=notrunc 2>/dev/null || say "error stream4k $2"
+        say "stream4k $2 $4 ops=$3 centiseconds=$(($(centiseconds) - t0))" ;;
     seqwrite)
         t0=$(centiseconds)
         yes RBDDRIVERSEQ | dd of=/dev/$2 bs=1M count=$3 iflag=fullblock conv=notrunc,fsync \
