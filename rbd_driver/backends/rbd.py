@@ -609,7 +609,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
 
     # -- libvirt -----------------------------------------------------------------
 
-    def libvirt_info(self, disk_info: dict[str, Any] | None = None, cache_mode: str = "none",
+    def libvirt_info(self, disk_info: dict[str, Any] | None = None, cache_mode: str | None = None,
                      extra_specs: dict[str, Any] | None = None, boot_order: str | None = None,
                      disk_unit: int | None = None, **kwargs: Any) -> str:
         """Return the ``<disk>`` XML of this disk, as ``[rbd] access`` says.
@@ -626,6 +626,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
         :raises KernelRbdUnavailable: / :raises LocalOsdRefused: kernelspace only.
         """
         info = dict(disk_info or {})
+        cache_mode = cache_mode or self.conf.rbd.cache_mode
         io = qos.disk_io(self.conf, extra_specs, f"{self.pool}/{self.rbd_name}")
         if self.conf.rbd.access == "kernelspace":
             device = krbd.KernelRbd.from_conf(self.conf, self.driver.client).map(

@@ -207,3 +207,15 @@ def test_no_default_no_metadata(env) -> None:
     disk = env.disk("inst")
     disk.direct_fetch("golden", RAW, [{"url": env.golden()}])
     assert _meta(env, disk.rbd_name) == {}
+
+
+# -- cache mode -----------------------------------------------------------------------
+
+
+def test_cache_mode_defaults_to_the_option_and_the_caller_wins(env) -> None:
+    assert _driver(env.disk("inst").libvirt_info({"dev": "vda"})).get("cache") == "none"
+    env.conf.set_override("cache_mode", "writeback", group="rbd")
+    assert _driver(env.disk("inst").libvirt_info({"dev": "vda"})).get("cache") == "writeback"
+    assert _driver(env.disk("inst").libvirt_info({"dev": "vda"}, "none")).get("cache") == "none"
+    with pytest.raises(ValueError):
+        env.conf.set_override("cache_mode", "unsafe", group="rbd")
