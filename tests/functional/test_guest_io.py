@@ -101,6 +101,25 @@ def test_librbd_limit_holds_a_second_client(guest_backend, golden, instances, ce
     assert _within(rate, limit), f"{rate:.1f} IOPS measured by rbd bench, limit {limit}"
 
 
+def test_a_running_guest_takes_a_librbd_limit_set_while_it_runs(
+        guest_backend, golden, instances, hypervisor, guest_image) -> None:
+    limit = 50
+    inst = _instance(instances)
+    disk = _clone(guest_backend, golden, inst)
+    gate = _gate(guest_backend, inst, "gate", "vdb")
+    vm = hypervisor.boot(guest_image, [disk.libvirt_info({"dev": "vda"})],
+                         ["iops:vda:400", "wait:vdb", "iops:vda:250"])
+    before = vm.wait_for(r"^iops vda ops=400 centiseconds=(\d+)$", timeout=240)
+    disk.set_qos(read_iops=limit)
+    vm.attach(gate)
+    after = vm.wait_for(r"^iops vda ops=250 centiseconds=(\d+)$", timeout=240)
+    rates = 400 / (int(before[1]) / 100), 250 / (int(after[1]) / 100)
+    print(f"guest reads before / after set_qos(read_iops={limit}): "
+          f"{rates[0]:.1f} / {rates[1]:.1f} IOPS")
+    assert rates[0] > 2 * limit, rates  # unlimited at first: the limit is what holds it
+    assert _within(rates[1], limit), rates
+
+
 def test_per_gib_limit_follows_the_disk_when_it_grows(guest_backend, golden, instances,
                                                       ceph_cluster, ceph_admin) -> None:
     disk = _clone(guest_backend, golden, _instance(instances))
