@@ -215,6 +215,8 @@ def with_default_qos(method: _F) -> _F:
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not any(getattr(self.conf.rbd, f"qos_{name}") for name in QOS_NAMES):
+            return method(self, *args, **kwargs)  # no defaults: the launch path pays nothing
         existed = self.exists()
         result = method(self, *args, **kwargs)
         if not existed and self.exists():

@@ -219,3 +219,13 @@ def test_cache_mode_defaults_to_the_option_and_the_caller_wins(env) -> None:
     assert _driver(env.disk("inst").libvirt_info({"dev": "vda"}, "none")).get("cache") == "none"
     with pytest.raises(ValueError):
         env.conf.set_override("cache_mode", "unsafe", group="rbd")
+
+
+def test_without_defaults_a_launch_makes_no_extra_call(env) -> None:
+    url = env.golden()
+    disk = env.disk("inst")
+    calls: list[str] = []
+    real_exists = disk.exists
+    disk.exists = lambda: calls.append("exists") or real_exists()  # type: ignore[method-assign]
+    disk.direct_fetch("golden", RAW, [{"url": url}])
+    assert calls.count("exists") == 1  # direct_fetch's own check only
