@@ -71,11 +71,9 @@ def qos_text(doc: dict[str, Any], args: argparse.Namespace | None = None) -> lis
     lines = [f"disk:  {doc['disk']}"]
     shown = [(name, value) for name, value in doc["limits"].items() if value is not None]
     for name, value in shown:
-        text = f"{human_size(value)}/s" if name.endswith("bps") else f"{value}/s"
-        if name.endswith("per_gib"):
-            text = (f"{human_size(value)}/s" if name.startswith("bps") else f"{value}/s") \
-                + " per GiB"
-        lines.append(f"{name + ':':<14} {text}")
+        rate = f"{human_size(value)}/s" if name.startswith(("bps", "read_bps", "write_bps")) \
+            else f"{value}/s"
+        lines.append(f"{name + ':':<14} {rate}{' per GiB' if name.endswith('per_gib') else ''}")
     return lines if shown else lines + ["limits: none"]
 
 

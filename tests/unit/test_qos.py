@@ -229,3 +229,22 @@ def test_without_defaults_a_launch_makes_no_extra_call(env) -> None:
     disk.exists = lambda: calls.append("exists") or real_exists()  # type: ignore[method-assign]
     disk.direct_fetch("golden", RAW, [{"url": url}])
     assert calls.count("exists") == 1  # direct_fetch's own check only
+
+
+# -- rbd-driver qos (through cli.main on the fake cluster) -------------------------------
+
+
+def test_qos_cli_set_show_clear(tmp_path, monkeypatch, capsys) -> None:
+    from tests.unit.test_cli_admin import Env as CliEnv
+
+    cenv = CliEnv(tmp_path, monkeypatch, capsys)
+    cenv.cluster.add_image("vms", "inst_disk", 4 * GIB)
+    doc = cenv.run("qos", "set", "inst", "--write-iops", "30", "--bps-per-gib", "1048576")
+    assert (doc["disk"], doc["limits"]["write_iops"], doc["limits"]["bps"]) == (
+        "vms/inst_disk", 30, 4 << 20)
+    text = cenv.run("qos", "show", "inst", as_json=False)
+    assert "write_iops:    30/s" in text and "bps_per_gib:   1 MiB/s per GiB" in text
+    assert set(cenv.run("qos", "clear", "inst")["limits"].values()) == {None}
+    assert "needs at least one limit" in cenv.run("qos", "set", "inst", expect=2)
+    assert "takes no limits" in cenv.run("qos", "show", "inst", "--iops", "5", expect=2)
+    assert "must be >= 0" in cenv.run("qos", "set", "inst", "--iops", "-1", expect=2)
