@@ -11,6 +11,8 @@ from typing import Any
 
 from oslo_config import cfg
 
+from rbd_driver.conf_guest_io import guest_io_opts
+
 __all__ = ["GROUP", "list_opts", "option_default", "register_opts"]
 
 GROUP = "rbd"
@@ -773,7 +775,7 @@ Related options:
 ]
 
 ALL_OPTS = (connection_opts + cleanup_opts + backend_opts + datapath_opts + access_opts
-            + backup_opts + golden_opts + snapshot_opts)
+            + backup_opts + golden_opts + snapshot_opts + guest_io_opts)
 
 
 def option_default(name: str) -> Any:

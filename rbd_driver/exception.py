@@ -47,6 +47,7 @@ every template names the pool, image, snapshot or path at fault::
      ├── LibvirtSecretError           the libvirt secret could not be defined
      ├── LibvirtPoolError             libvirt's RBD storage pool could not be set up
      ├── InvalidConnectionInfo        a volume's connection_info cannot be attached
+     ├── InvalidExtraSpecs            a flavor's quota:disk_* extra spec is unknown or bad
      └── KernelRbdError               kernelspace (krbd) map or unmap failed
           ├── KernelRbdUnavailable    no rbd kernel module (no /sys/bus/rbd)
           └── LocalOsdRefused         an OSD of the pool runs on this host
@@ -95,6 +96,7 @@ __all__ = [
     "LibvirtPoolError",
     "LibvirtSecretError",
     "InvalidConnectionInfo",
+    "InvalidExtraSpecs",
     "KernelRbdError",
     "KernelRbdUnavailable",
     "LocalOsdRefused",
@@ -311,6 +313,10 @@ class InvalidConnectionInfo(RbdDriverError):
         "Cannot attach volume %(target)s: connection_info %(key)s %(detail)s; "
         "nothing was attached"
     )
+
+
+class InvalidExtraSpecs(RbdDriverError):
+    message = "Flavor extra_specs %(key)s %(detail)s; no disk XML was made for %(target)s"
 
 
 class KernelRbdError(RbdDriverError):

@@ -42,7 +42,7 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import exception
-from rbd_driver.libvirt import disk_xml
+from rbd_driver.libvirt import disk_xml, iotune
 from rbd_driver.storage import cephx, krbd
 from rbd_driver.storage.monitors import MonitorAddress, MonitorCache
 from rbd_driver.storage.rados_client import RadosClient
@@ -157,17 +157,10 @@ def _iotune(data: Mapping[str, Any], target: str) -> dict[str, int]:
         return {}
     if not isinstance(specs, Mapping):
         raise _bad(target, "data['qos_specs']", f"must be a mapping, not {_show(specs)}")
-    limits = {}
-    for key, value in specs.items():
-        if key not in disk_xml.IOTUNE_KEYS:
-            LOG.debug("volume %s: qos_specs key %r is not a libvirt limit; skipped", target, key)
-            continue
-        text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if not isinstance(text, str) or not text.isascii() or not text.isdigit():
-            raise _bad(target, f"data['qos_specs'][{key!r}]",
-                       f"is {_show(value)}, which is not a whole number >= 0")
-        limits[key] = int(text)
-    return limits
+    try:
+        return iotune.parse_iotune(specs)
+    except iotune.InvalidLimit as err:
+        raise _bad(target, f"data['qos_specs'][{err.key!r}]", err.detail) from None
 
 
 def _auth(data: Mapping[str, Any], target: str,

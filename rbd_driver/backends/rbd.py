@@ -23,7 +23,7 @@ from oslo_concurrency import lockutils
 from oslo_config import cfg
 
 from rbd_driver import exception, imagebackend
-from rbd_driver.backends import clone_depth, instance_snapshot
+from rbd_driver.backends import clone_depth, instance_snapshot, qos
 from rbd_driver.libvirt import disk_xml
 from rbd_driver.storage import convert, formats, krbd, rados_lock
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
@@ -63,7 +63,7 @@ def disk_name_for(instance_uuid: str, disk_name: str) -> str:
     return f"{instance_uuid}_{disk_name}"
 
 
-class Rbd(imagebackend.Image):
+class Rbd(qos.QosMixin, imagebackend.Image):
     """An instance disk kept as an RBD image in ``[rbd] pool``."""
 
     driver: RBDDriver
@@ -196,6 +196,7 @@ class Rbd(imagebackend.Image):
                 _verdicts[key] = (found, size)
         return found, size, identity
 
+    @qos.with_default_qos
     def direct_fetch(self, image_id: str, image_meta: dict[str, Any],
                      image_locations: list[dict[str, Any]], max_size: int = 0) -> None:
         """Clone the first cloneable location into this disk; see :meth:`check_location`.
@@ -320,6 +321,7 @@ class Rbd(imagebackend.Image):
             finally:
                 held.discard(name)
 
+    @qos.with_default_qos
     def create_image(self, prepare_template: Callable[..., Any], base: str,
                      size: int | None, *args: Any, **kwargs: Any) -> None:
         """See :meth:`Image.create_image`. The copy goes through librbd, sparse.
@@ -406,6 +408,7 @@ class Rbd(imagebackend.Image):
                                              current=current)
         if size > current:
             self.driver.resize(self.rbd_name, size)
+            self.refresh_qos()
 
     # -- snapshots and lifecycle ------------------------------------------------
 
@@ -580,6 +583,7 @@ class Rbd(imagebackend.Image):
         LOG.info("extracted %s%s to %s as %s", self.rbd_name,
                  f"@{snapshot}" if snapshot else "", target, out_format)
 
+    @qos.with_default_qos
     def import_file(self, local_file: str,
                     progress: Callable[[int, int], None] | None = None) -> None:
         """Make the local file ``local_file`` this disk: a config drive ISO, a rescue image.
@@ -605,7 +609,7 @@ class Rbd(imagebackend.Image):
 
     # -- libvirt -----------------------------------------------------------------
 
-    def libvirt_info(self, disk_info: dict[str, Any] | None = None, cache_mode: str = "none",
+    def libvirt_info(self, disk_info: dict[str, Any] | None = None, cache_mode: str | None = None,
                      extra_specs: dict[str, Any] | None = None, boot_order: str | None = None,
                      disk_unit: int | None = None, **kwargs: Any) -> str:
         """Return the ``<disk>`` XML of this disk, as ``[rbd] access`` says.
@@ -615,9 +619,15 @@ class Rbd(imagebackend.Image):
         ``kernelspace``: the disk is mapped through krbd (refused when an OSD
         of the pool runs on this host) and a ``<disk type='block'>`` is returned.
 
+        Both carry :func:`~rbd_driver.backends.qos.disk_io`: ``<iotune>`` from
+        ``extra_specs`` (``quota:disk_*``), ``discard`` and ``detect_zeroes``.
+
+        :raises InvalidExtraSpecs: a bad ``quota:disk_*`` key or value; nothing was mapped.
         :raises KernelRbdUnavailable: / :raises LocalOsdRefused: kernelspace only.
         """
         info = dict(disk_info or {})
+        cache_mode = cache_mode or self.conf.rbd.cache_mode
+        io = qos.disk_io(self.conf, extra_specs, f"{self.pool}/{self.rbd_name}")
         if self.conf.rbd.access == "kernelspace":
             kernel = krbd.KernelRbd.from_conf(self.conf, self.driver.client,
                                               monitors=self.driver.monitors)
@@ -626,7 +636,8 @@ class Rbd(imagebackend.Image):
                 device,
                 target_dev=info.get("dev", kwargs.get("target_dev", "vda")),
                 target_bus=info.get("bus", kwargs.get("target_bus", "virtio")),
-                device=info.get("type", "disk"), cache_mode=cache_mode, boot_order=boot_order)
+                device=info.get("type", "disk"), cache_mode=cache_mode, boot_order=boot_order,
+                **io)
         hosts = [m.preferred for m in self.driver.get_monitors()]
         return disk_xml.network_disk_xml(
             pool=self.pool,
@@ -640,6 +651,7 @@ class Rbd(imagebackend.Image):
             cache_mode=cache_mode,
             boot_order=boot_order,
             driver_format=self.driver_format,
+            **io,
         )
 
 

@@ -2,6 +2,8 @@
 
 - :mod:`~rbd_driver.libvirt.disk_xml`: ``<disk>`` elements, network rbd
   (userspace) and block (kernelspace);
+- :mod:`~rbd_driver.libvirt.iotune`: ``<iotune>`` from Nova's ``quota:disk_*``
+  flavor keys and the volume service's ``qos_specs``;
 - :mod:`~rbd_driver.libvirt.secret`: the libvirt secret of usage type
   ``ceph`` that ``<auth>`` names, defined through the libvirt Python API;
 - :mod:`~rbd_driver.libvirt.storage_pool`: libvirt's own RBD storage pool on

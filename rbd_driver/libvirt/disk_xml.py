@@ -12,7 +12,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 
-__all__ = ["DISCARD_MODES", "IOTUNE_KEYS", "block_disk_xml", "file_disk_xml", "network_disk_xml"]
+__all__ = ["DETECT_ZEROES_MODES", "DISCARD_MODES", "IOTUNE_KEYS", "block_disk_xml", "file_disk_xml",
+           "network_disk_xml"]
 
 
 # <iotune> limits libvirt knows, in the order its schema lists them.
@@ -24,16 +25,22 @@ IOTUNE_KEYS = (
     "size_iops_sec",
 )
 DISCARD_MODES = ("unmap", "ignore")
+DETECT_ZEROES_MODES = ("off", "on", "unmap")
 
 
 def _disk(kind: str, device: str, driver_format: str, cache_mode: str,
-          discard: str | None = None) -> ET.Element:
+          discard: str | None = None, detect_zeroes: str | None = None) -> ET.Element:
     disk = ET.Element("disk", type=kind, device=device)
     driver = ET.SubElement(disk, "driver", name="qemu", type=driver_format, cache=cache_mode)
     if discard:
         if discard not in DISCARD_MODES:
             raise ValueError(f"discard must be one of {DISCARD_MODES}, not {discard!r}")
         driver.set("discard", discard)
+    if detect_zeroes:
+        if detect_zeroes not in DETECT_ZEROES_MODES:
+            raise ValueError(f"detect_zeroes must be one of {DETECT_ZEROES_MODES}, "
+                             f"not {detect_zeroes!r}")
+        driver.set("detect_zeroes", detect_zeroes)
     return disk
 
 
@@ -83,6 +90,7 @@ def network_disk_xml(
     serial: str | None = None,
     discard: str | None = None,
     iotune: Mapping[str, int] | None = None,
+    detect_zeroes: str | None = None,
 ) -> str:
     """Return userspace ``<disk type='network'>`` XML for ``pool/image``.
 
@@ -90,11 +98,11 @@ def network_disk_xml(
     brackets, as libvirt expects). ``<auth>`` is added when both ``user`` and
     ``secret_uuid`` are given. ``discard`` (``unmap`` or ``ignore``) and
     ``iotune`` (limits named as in :data:`IOTUNE_KEYS`; zero means none)
-    apply to every kind of disk.
+    and ``detect_zeroes`` (``off``, ``on``, ``unmap``) apply to every kind of disk.
 
     :raises ValueError: an unknown discard mode or iotune limit.
     """
-    disk = _disk("network", device, driver_format, cache_mode, discard)
+    disk = _disk("network", device, driver_format, cache_mode, discard, detect_zeroes)
     source = ET.SubElement(disk, "source", protocol="rbd", name=f"{pool}/{image}")
     for host, port in hosts:
         ET.SubElement(source, "host", name=host.strip("[]"), port=str(port))
@@ -115,9 +123,10 @@ def block_disk_xml(
     serial: str | None = None,
     discard: str | None = None,
     iotune: Mapping[str, int] | None = None,
+    detect_zeroes: str | None = None,
 ) -> str:
     """Return kernelspace ``<disk type='block'>`` XML for a mapped ``/dev/rbdN``."""
-    disk = _disk("block", device, "raw", cache_mode, discard)
+    disk = _disk("block", device, "raw", cache_mode, discard, detect_zeroes)
     ET.SubElement(disk, "source", dev=device_path)
     return _finish(disk, target_dev, target_bus, boot_order, readonly, serial, iotune)
 
@@ -133,8 +142,9 @@ def file_disk_xml(
     serial: str | None = None,
     discard: str | None = None,
     iotune: Mapping[str, int] | None = None,
+    detect_zeroes: str | None = None,
 ) -> str:
     """Return ``<disk type='file'>`` XML for a raw file on local disk."""
-    disk = _disk("file", device, "raw", cache_mode, discard)
+    disk = _disk("file", device, "raw", cache_mode, discard, detect_zeroes)
     ET.SubElement(disk, "source", file=path)
     return _finish(disk, target_dev, target_bus, boot_order, readonly, serial, iotune)

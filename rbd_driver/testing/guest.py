@@ -23,6 +23,29 @@ serial console:
     ``RG grown <dev> sectors=<n>``.
 ``hold``
     prints ``RG holding`` and waits to be stopped.
+``iops:<dev>:<count>``
+    reads ``<count>`` blocks of 4 KiB with O_DIRECT, one at a time, timed:
+    ``RG iops <dev> ops=<count> centiseconds=<elapsed>``.
+``fill:<dev>:<offset_mib>:<mib>`` / ``zero:<dev>:<offset_mib>:<mib>``
+    writes that range with non-zero data / with zeroes, then fsyncs:
+    ``RG filled <dev> <offset_mib> <mib>`` / ``RG zeroed ...``.
+``discard:<dev>:<offset_mib>:<mib>``
+    ``blkdiscard`` of that range: ``RG discarded <dev> <offset_mib> <mib>``.
+``write4k:<dev>:<count>:<flag>``
+    writes ``<count>`` blocks of 4 KiB at 4 KiB-aligned offsets from ``shuf``
+    within the first 64 MiB, each by one ``dd``, O_DIRECT (``<flag>`` ``direct``)
+    and also fsynced (``fsync``: a flush after each write), timed:
+    ``RG write4k <dev> <flag> ops=<count> centiseconds=<elapsed>``.
+``stream4k:<dev>:<count>:direct``
+    the same from one ``dd`` at consecutive offsets (no process per write):
+    ``RG stream4k <dev> <flag> ops=<count> centiseconds=<elapsed>``.
+``seqwrite:<dev>:<mib>``
+    writes ``<mib>`` MiB from offset 0 and fsyncs, timed:
+    ``RG seqwrite <dev> mib=<mib> centiseconds=<elapsed>``.
+``mark:<dev>:<n>``
+    writes record ``<i>`` (``MARK<i>`` in its own 4 KiB block ``<i>``) for
+    i = 1..n, fsyncing after each and then printing ``RG flushed <i>``;
+    then ``RG holding`` (the host kills the guest).
 
 After the last step it prints ``RG done`` and powers off. The kernel is
 stored uncompressed when it can boot through PVH (QEMU then loads the ELF
@@ -76,6 +99,7 @@ wait_until() {  # run "$@" every 0.2 s for up to 5 minutes
     done
 }
 sectors() { cat /sys/block/$1/size 2>/dev/null || echo 0; }
+centiseconds() { awk '{printf "%d", $1 * 100}' /proc/uptime; }
 at_least() { [ "$(sectors $1)" -ge "$2" ]; }
 steps=""
 for arg in $(cat /proc/cmdline); do
@@ -99,6 +123,46 @@ for step in $(echo "$steps" | tr ',' ' '); do
     gone) wait_until [ ! -e /sys/block/$2 ] && say "gone $2" || say "error gone $2" ;;
     grow) wait_until at_least $2 $3 && say "grown $2 sectors=$(sectors $2)" || say "error grow $2" ;;
     hold) say holding; while :; do sleep 1; done ;;
+    iops)
+        t0=$(centiseconds)
+        dd if=/dev/$2 of=/dev/null bs=4096 count=$3 iflag=direct 2>/dev/null || say "error iops $2"
+        say "iops $2 ops=$3 centiseconds=$(($(centiseconds) - t0))" ;;
+    fill)
+        yes RBDDRIVERFILL | dd of=/dev/$2 bs=1M seek=$3 count=$4 iflag=fullblock \
+            conv=notrunc,fsync 2>/dev/null && say "filled $2 $3 $4" || say "error fill $2" ;;
+    zero)
+        dd if=/dev/zero of=/dev/$2 bs=1M seek=$3 count=$4 conv=notrunc,fsync 2>/dev/null \
+            && say "zeroed $2 $3 $4" || say "error zero $2" ;;
+    discard)
+        blkdiscard -o $(($3 * 1048576)) -l $(($4 * 1048576)) /dev/$2 \
+            && say "discarded $2 $3 $4" || say "error discard $2" ;;
+    write4k)
+        offsets=$(shuf -i 0-16383 -n $3)
+        conv=notrunc; [ "$4" = fsync ] && conv=notrunc,fsync
+        t0=$(centiseconds)
+        for o in $offsets; do
+            yes RBDDRIVER4K | dd of=/dev/$2 bs=4096 seek=$o count=1 iflag=fullblock \
+                oflag=direct conv=$conv 2>/dev/null || { say "error write4k $2"; break; }
+        done
+        say "write4k $2 $4 ops=$3 centiseconds=$(($(centiseconds) - t0))" ;;
+    stream4k)
+        t0=$(centiseconds)
+        yes RBDDRIVER4K | dd of=/dev/$2 bs=4096 count=$3 iflag=fullblock oflag=direct \
+            conv=notrunc 2>/dev/null || say "error stream4k $2"
+        say "stream4k $2 $4 ops=$3 centiseconds=$(($(centiseconds) - t0))" ;;
+    seqwrite)
+        t0=$(centiseconds)
+        yes RBDDRIVERSEQ | dd of=/dev/$2 bs=1M count=$3 iflag=fullblock conv=notrunc,fsync \
+            2>/dev/null || say "error seqwrite $2"
+        say "seqwrite $2 mib=$3 centiseconds=$(($(centiseconds) - t0))" ;;
+    mark)
+        i=1
+        while [ $i -le $3 ]; do
+            printf 'MARK%d' $i | dd of=/dev/$2 bs=4096 seek=$i count=1 conv=notrunc,sync,fsync \
+                2>/dev/null && say "flushed $i" || { say "error mark $2"; break; }
+            i=$((i + 1))
+        done
+        say holding; while :; do sleep 1; done ;;
     *) say "error unknown step $1" ;;
     esac
 done
@@ -108,7 +172,7 @@ poweroff -f
 """.replace("__MODULES__", " ".join(MODULES))
 
 # Bumped whenever the way a guest is built changes, so old caches are not reused.
-_LAYOUT = b"layout 4: kernel (a PVH vmlinux when possible) and initramfs.cpio\n"
+_LAYOUT = b"layout 5: kernel (a PVH vmlinux when possible) and initramfs.cpio\n"
 
 _LINE = re.compile(r"^RG (.*?)\s*$", re.MULTILINE)
 
@@ -293,7 +357,7 @@ def _initramfs(busybox: bytes, modules: dict[str, bytes]) -> bytes:
     archive.add("dev/console", 0o020600, rdev=(5, 1))
     archive.add("bin/busybox", 0o100755, busybox)
     for applet in ("sh", "mount", "insmod", "cat", "dd", "tr", "awk", "sleep", "sync",
-                   "poweroff", "printf", "echo", "["):
+                   "poweroff", "printf", "echo", "[", "yes", "blkdiscard", "shuf"):
         archive.add(f"bin/{applet}", 0o120777, b"busybox")
     archive.add("init", 0o100755, INIT.encode())
     for name, data in modules.items():

@@ -18,7 +18,8 @@ PACKAGE = ROOT / "rbd_driver"
 
 # Lowest first. A module may import its own layer and the ones below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("rbd_driver", "rbd_driver.conf", "rbd_driver.exception")),
+    ("base", ("rbd_driver", "rbd_driver.conf", "rbd_driver.conf_guest_io",
+              "rbd_driver.exception")),
     # storage/krbd.py is kernelspace mechanics (sysfs writes, the kernel keyring).
     ("storage", ("rbd_driver.storage",)),
     ("access", ("rbd_driver.libvirt", "rbd_driver.volumes")),
@@ -29,7 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # module per command group.
     ("command", ("rbd_driver.cli", "rbd_driver.cli._common", "rbd_driver.cli.output",
                  "rbd_driver.cli.cluster", "rbd_driver.cli.disks", "rbd_driver.cli.backup",
-                 "rbd_driver.cli.golden", "rbd_driver.cli.provision",
+                 "rbd_driver.cli.golden", "rbd_driver.cli.provision", "rbd_driver.cli.qos",
                  "rbd_driver.cli.devcluster", "rbd_driver.cli.__main__",
                  "rbd_driver.demo")),
 ]

@@ -288,6 +288,34 @@ class Image:
             raise rbd_error(errno.EINVAL, "error allow_shrink is False but old_size > new_size")
         storage.resize_view(view, size)
 
+    @api
+    def metadata_get(self, key: str) -> str:
+        """Return the image metadata value of ``key``; raises KeyError when unset."""
+        check_str(key, "key")
+        value = self._live().metadata.get(key)
+        if value is None:
+            raise KeyError(f"no metadata {key} for image {self.name}")
+        return value
+
+    @api
+    def metadata_set(self, key: str, value: str) -> None:
+        """Set image metadata ``key``; raises ReadOnlyImage through a read-only handle."""
+        check_str(key, "key")
+        check_str(value, "value")
+        self._meta_writable("setting metadata").metadata[key] = value
+
+    @api
+    def metadata_remove(self, key: str) -> None:
+        """Remove image metadata ``key``; raises KeyError when unset."""
+        check_str(key, "key")
+        if self._meta_writable("removing metadata").metadata.pop(key, None) is None:
+            raise KeyError(f"no metadata {key} for image {self.name}")
+
+    @api
+    def metadata_list(self) -> Iterator[tuple[str, str]]:
+        """Yield ``(key, value)`` of the image metadata, in key order (as librbd)."""
+        return iter(sorted(self._live().metadata.items()))
+
     def aio_write(
         self, data: bytes, offset: int, oncomplete: Callable[[Completion], Any] | None, fadvise_flags: int = 0
     ) -> Completion:

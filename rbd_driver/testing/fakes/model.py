@@ -141,6 +141,7 @@ class FakeImage:
         self.trash: Trash | None = None
         self.removed = False
         self.handles: dict[int, Image] = {}  # open Image objects, by watch cookie
+        self.metadata: dict[str, str] = {}  # image-meta (rbd image-meta set)
 
     def __repr__(self) -> str:
         return f"<FakeImage {self.pool.name}/{self.name} id={self.id} size={self.size}>"
