@@ -484,6 +484,7 @@ class Rbd(imagebackend.Image):
         who: left in place, never trashed) and failed (with why). A disk left
         behind is also logged; it is never only a log line. The disks are
         found by name prefix in the pool directory, without listing the pool.
+        A busy disk loses the temporary snapshots a dead direct_snapshot left.
         """
         return cls.cleanup_instances(conf, [instance_uuid], driver).instances[instance_uuid]
 
@@ -516,6 +517,7 @@ class Rbd(imagebackend.Image):
             removals = driver.map_bounded(lambda disk: driver.remove_image(disk[1]), todo)
             for (u, _), one in zip(todo, removals):
                 reports[u].merge(one)
+            instance_snapshot.remove_leftovers(driver, reports.values())
         finally:
             if owned:
                 driver.close()
