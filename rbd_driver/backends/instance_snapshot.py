@@ -115,7 +115,9 @@ def _shared_golden(disk: Rbd, snapshot_name: str, pool: str) -> RbdLocation | No
     if parent.overlap != driver.size(parent.image, parent.pool, snapshot=parent.snapshot):
         return None
     identity = driver.snapshot_identity(golden)
-    if clone_depth.snapshot_depth(driver, golden, identity) + 1 > group.clone_depth_soft_limit:
+    depth = clone_depth.snapshot_depth(driver, golden, identity,
+                                       recheck_over=group.clone_depth_soft_limit - 1)
+    if depth + 1 > group.clone_depth_soft_limit:
         return None
     return golden
 

@@ -264,7 +264,7 @@ class Rbd(imagebackend.Image):
 
         :raises RbdDriverError: flattening failed; the disk was removed.
         """
-        depth = clone_depth.snapshot_depth(self.driver, location, identity) + 1
+        depth = clone_depth.launch_depth(self.driver, self.conf, location, identity)
         try:
             clone_depth.apply_policy(self.driver, self.conf, self.pool, self.rbd_name, depth)
         except BaseException as err:

@@ -271,6 +271,19 @@ def test_a_golden_depth_is_remembered(env) -> None:
     assert env.cluster.calls.count("Image.parent_info") == opens  # no walk again
 
 
+def test_a_remembered_depth_that_would_flatten_is_walked_again(env) -> None:
+    # As if the golden's ancestors were flattened since its depth was remembered.
+    identity = env.driver.snapshot_identity(parse_location(env.golden_url))
+    clone_depth._depths[(env.fsid, identity)] = 7
+    disk = env.launched()
+    assert disk.parent_info() == ("images", "golden", "snap")  # depth 1: no flatten
+    assert env.driver.flattener.pending() == []
+    assert clone_depth._depths[(env.fsid, identity)] == 0
+    opens = env.cluster.calls.count("Image.parent_info")
+    env.launched()  # 0 decides no flatten: not walked again
+    assert env.cluster.calls.count("Image.parent_info") == opens
+
+
 # -- golden rm and the images that share a golden ------------------------------------
 
 
