@@ -97,12 +97,15 @@ def _image_pool(disk: Rbd, parent_pool: str | None, image_id: str) -> str:
                "no parent_pool was given and [rbd] snapshot_pool is unset")
 
 
-def _shared_golden(disk: Rbd, snapshot_name: str, pool: str) -> RbdLocation | None:
-    """Return the golden snapshot the new image may share, or None to flatten.
+def _shared_golden(disk: Rbd, snapshot_name: str,
+                   pool: str) -> tuple[RbdLocation, snapshot_copy.ParentAt] | None:
+    """Return the golden snapshot the new image may share with the disk snapshot's
+    parent facts, or None to flatten.
 
     Shared only when exact and bounded: the disk's parent at the snapshot is in
     ``pool``, the disk sees all of it (overlap = the parent's size, so nothing
     was shrunk away), and the new clone stays within ``clone_depth_soft_limit``.
+    The golden's size comes with its identity (no open of its own).
     """
     group = disk.conf.rbd
     if group.snapshot_flatten:
@@ -112,14 +115,16 @@ def _shared_golden(disk: Rbd, snapshot_name: str, pool: str) -> RbdLocation | No
     if parent is None or parent.pool != pool:
         return None
     golden = RbdLocation(driver.fsid, parent.pool, parent.image, parent.snapshot)
-    if parent.overlap != driver.size(parent.image, parent.pool, snapshot=parent.snapshot):
-        return None
     identity = driver.snapshot_identity(golden)
+    golden_size = identity.size if identity is not None else driver.size(
+        parent.image, parent.pool, snapshot=parent.snapshot)
+    if parent.overlap != golden_size:
+        return None
     depth = clone_depth.snapshot_depth(driver, golden, identity,
                                        recheck_over=group.clone_depth_soft_limit - 1)
     if depth + 1 > group.clone_depth_soft_limit:
         return None
-    return golden
+    return golden, parent
 
 
 def direct_snapshot(disk: Rbd, snapshot_name: str, image_format: str, image_id: str,
@@ -171,7 +176,8 @@ def direct_snapshot(disk: Rbd, snapshot_name: str, image_format: str, image_id: 
             except exception.RbdDriverError:
                 state["snap"] = False  # e.g. the name is taken: not ours to remove
                 raise
-            golden = _shared_golden(disk, disk_snap, pool)
+            shared = _shared_golden(disk, disk_snap, pool)
+            golden = shared[0] if shared is not None else None
             if golden is None:  # clone format 1 needs it to clone the disk snapshot
                 driver.protect_snap(disk.rbd_name, disk_snap)
             state["temp"] = True
@@ -187,10 +193,10 @@ def direct_snapshot(disk: Rbd, snapshot_name: str, image_format: str, image_id: 
             except exception.RbdDriverError:
                 state["temp"] = False
                 raise
-            if golden is not None:
-                size = driver.size(disk.rbd_name, snapshot=disk_snap)
-                if size != driver.size(temp, pool):
-                    driver.resize(temp, size, pool)
+            if shared is not None:
+                parent = shared[1]  # the clone is as big as the golden, the overlap
+                if parent.size != parent.overlap:
+                    driver.resize(temp, parent.size, pool)
                 snapshot_copy.copy_changes(driver.client, disk.pool, disk.rbd_name,
                                            disk_snap, pool, temp, window=driver.io_window,
                                            progress=relay, cancel=cancel)
