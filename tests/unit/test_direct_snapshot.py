@@ -271,6 +271,16 @@ def test_a_golden_depth_is_remembered(env) -> None:
     assert env.cluster.calls.count("Image.parent_info") == opens  # no walk again
 
 
+def test_the_policy_costs_a_known_golden_no_call_to_the_cluster(env) -> None:
+    env.launched()  # the golden's depth is now known
+    location = parse_location(env.golden_url)
+    identity = env.driver.snapshot_identity(location)
+    disk = env.launched()
+    before = len(env.cluster.calls)
+    disk._limit_depth(location, identity)
+    assert env.cluster.calls[before:] == []
+
+
 def test_a_remembered_depth_that_would_flatten_is_walked_again(env) -> None:
     # As if the golden's ancestors were flattened since its depth was remembered.
     identity = env.driver.snapshot_identity(parse_location(env.golden_url))
