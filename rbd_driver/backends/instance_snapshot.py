@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from rbd_driver import exception
 from rbd_driver.backends import clone_depth
-from rbd_driver.storage import snapshot_copy
+from rbd_driver.storage import snapshot_copy, snapshot_removal
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
 from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
 from rbd_driver.storage.sigterm import SigtermGuard
@@ -62,7 +62,8 @@ class Rbd(Protocol):
     def parent_info(self) -> tuple[str, str, str] | None: ...
 
 __all__ = ["GOLDEN_SNAPSHOT", "TEMP_SNAPSHOT_PREFIX", "cleanup_direct_snapshot",
-           "direct_snapshot", "remove_leftovers", "remove_temporary_snapshots"]
+           "direct_snapshot", "remove_leftovers", "remove_temporary_snapshots",
+           "wait_for_removals"]
 
 LOG = logging.getLogger(__name__)
 
@@ -232,6 +233,16 @@ def _remove_later(disk: Rbd, disk_snap: str) -> None:
     except exception.RbdDriverError as err:
         LOG.error("could not remove snapshot %s/%s@%s (cleanup of the instance removes "
                   "it): %s", disk.pool, disk.rbd_name, disk_snap, err)
+
+
+def wait_for_removals(driver: RBDDriver, disks: Iterable[str]) -> None:
+    """Wait (at most the driver's busy-retry time) for this process's background
+    removals of temporary snapshots of ``disks`` in the driver's pool: each holds
+    its disk open, and a disk held open is not removed."""
+    limit = driver.destroy_retry_interval * (driver.destroy_retries + 1)
+    if not snapshot_removal.wait_for_images(driver.pool, disks, timeout=limit):
+        LOG.warning("background snapshot removals of %s still running after %.0f s",
+                    ", ".join(sorted(set(disks))), limit)
 
 
 def remove_leftovers(driver: RBDDriver, reports: Iterable[CleanupReport]) -> None:

@@ -510,6 +510,7 @@ class Rbd(imagebackend.Image):
                                           lambda name: name.startswith(prefixes))
             listed = driver.map_bounded(driver.list_images_named, list(prefixes))
             disks = [(u, name) for u, names in zip(uuids, listed) for name in names]
+            instance_snapshot.wait_for_removals(driver, [name for _, name in disks])
             for u, name in disks:
                 if name in busy:
                     reports[u].busy[name] = busy[name]

@@ -23,11 +23,13 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
+import weakref
+from collections.abc import Iterable
 from typing import Protocol
 
 from rbd_driver import exception
 
-__all__ = ["SnapshotRemovalQueue"]
+__all__ = ["SnapshotRemovalQueue", "wait_for_images"]
 
 LOG = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class SnapshotRemovalQueue:
         self._failed: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        _queues.add(self)
 
     def submit(self, pool: str, image: str, snap: str) -> concurrent.futures.Future[None]:
         """Queue the removal of ``pool/image@snap`` (unprotected first); return its future.
@@ -132,6 +135,26 @@ class SnapshotRemovalQueue:
         with ``wait`` this returns after it; what still fails stays logged."""
         self._stop.set()
         self._pool.shutdown(wait=wait)
+
+
+#: Every queue of this process, for :func:`wait_for_images`.
+_queues: weakref.WeakSet[SnapshotRemovalQueue] = weakref.WeakSet()
+
+
+def wait_for_images(pool: str, images: Iterable[str], timeout: float | None = None) -> bool:
+    """Wait for the removals, queued or running in any queue of this process, of
+    snapshots of ``pool/<image>``; return True if all finished in time.
+
+    A removal holds its disk open (a watch), so cleanup of an instance waits
+    for them before it removes the disks, or it would find them in use.
+    """
+    wanted = set(images)
+    futures = []
+    for queue in list(_queues):
+        with queue._lock:
+            futures += [f for (p, i, _), f in queue._futures.items() if p == pool and i in wanted]
+    _, not_done = concurrent.futures.wait(futures, timeout=timeout)
+    return not not_done
 
 
 def _spec(pool: str, image: str, snap: str) -> str:

@@ -17,6 +17,7 @@ from rbd_driver.backends import instance_snapshot
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver
+from rbd_driver.storage import snapshot_removal
 from rbd_driver.storage.snapshot_removal import SnapshotRemovalQueue
 from tests.unit.test_cleanup_busy import Guest
 from tests.unit.test_direct_snapshot import GOLDEN, MIB, RAW, Env
@@ -151,3 +152,43 @@ def test_close_gives_queued_removals_one_last_try_without_waiting_out_retries(en
     assert list(queue.failed()) == [f"vms/{disk.rbd_name}@{TEMP}s1"]
     env.cluster.clear_failures()
     env.cluster.assert_no_open_handles()
+
+
+def test_cleanup_of_the_instance_waits_for_a_removal_holding_the_disk_open(
+        env, monkeypatch) -> None:
+    disk = env.launched(b"changed")
+    gate, held = threading.Event(), threading.Event()
+    real = env.driver.remove_snap
+
+    def holding_the_disk(name: str, *args: Any, **kwargs: Any) -> None:
+        # As librbd does while it removes a snapshot: the disk is open, watched.
+        with env.driver.client.open_image("vms", name, op="test"):
+            held.set()
+            assert gate.wait(10)
+        real(name, *args, **kwargs)
+
+    env.driver.remove_snap = holding_the_disk  # type: ignore[method-assign]
+    waiting = threading.Event()
+    real_wait = snapshot_removal.wait_for_images
+
+    def wait_for_images(*args: Any, **kwargs: Any) -> bool:
+        waiting.set()
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_removal, "wait_for_images", wait_for_images)
+    release = threading.Thread(target=lambda: waiting.wait(10) and gate.set())
+    other = RBDDriver(  # another driver of the process, as cleanup_instance makes its own
+        RadosClient(env.conf.rbd.ceph_conf, user="compute", rados=env.rados, rbd=env.rbd),
+        pool="vms", destroy_retries=0)
+    disk.direct_snapshot("s1", "raw", "snap-img")
+    assert held.wait(10)
+    release.start()
+    try:
+        report = Rbd.cleanup_instance(env.conf, disk.instance_uuid, driver=other)
+    finally:
+        gate.set()
+        release.join()
+        other.close()
+    assert report.removed == [disk.rbd_name] and report.ok, report
+    assert disk.rbd_name not in env.images("vms")
+    assert env.driver.snapshot_remover.wait(10)
