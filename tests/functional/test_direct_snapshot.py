@@ -322,3 +322,30 @@ def test_golden_rm_flattens_the_snapshot_images_that_share_it(
     assert "parent" not in ceph_admin("rbd", "info", f"images/{image_id}@snap")
     assert filecmp.cmp(before, _export(ceph_cluster, f"images/{image_id}@snap",
                                        tmp_path / "after.raw"), shallow=False)
+
+
+def test_cleanup_of_the_instance_removes_the_snapshot_a_dead_process_left(
+        backend, driver, golden, made, ceph_cluster, ceph_admin, rbd_conf, monkeypatch) -> None:
+    from rbd_driver.backends.rbd import Rbd
+    from tests.functional.test_cleanup_busy import Holder
+
+    disk = _launch(backend, driver.fsid, "images", golden, made)
+    image_id = f"snap-{uuid.uuid4().hex[:8]}"
+    # The process dies before its background removal runs: it is never queued.
+    monkeypatch.setattr(driver.snapshot_remover, "submit", lambda *args: None)
+    disk.direct_snapshot("nova-snap", "raw", image_id)
+    made.append(("images", image_id))
+    temp = instance_snapshot.TEMP_SNAPSHOT_PREFIX + "nova-snap"
+    assert [s["name"] for s in ceph_admin("rbd", "snap", "ls", f"vms/{disk.rbd_name}")] \
+        == [temp]
+    guest = Holder(ceph_cluster, "vms", disk.rbd_name)  # a guest still runs on the disk
+    try:
+        report = Rbd.cleanup_instance(rbd_conf, disk.instance_uuid, driver=driver)
+        assert list(report.busy) == [disk.rbd_name] and report.failed == {}
+        assert ceph_admin("rbd", "snap", "ls", f"vms/{disk.rbd_name}") == []
+    finally:
+        guest.close()
+    assert Rbd.cleanup_instance(rbd_conf, disk.instance_uuid, driver=driver).removed \
+        == [disk.rbd_name]
+    assert disk.rbd_name not in ceph_admin("rbd", "ls", "vms")
+    assert ceph_admin("rbd", "snap", "ls", f"images/{image_id}")[0]["name"] == "snap"
