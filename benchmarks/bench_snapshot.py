@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Instance snapshot benchmark: ``Rbd.direct_snapshot`` against export + import.
+"""Instance snapshot benchmark: ``Rbd.direct_snapshot`` against its floor and export + import.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_snapshot.py [--rounds 3] [--launches 50] [--json out.json]
+    .venv/bin/python benchmarks/bench_snapshot.py [--rounds 7] [--settle 1.5] [--launches 200] [--block 10]
 
 In one run, on a fresh throwaway bluestore cluster (one OSD on a sparse
 file), as the cluster's non-admin cephx user:
@@ -12,8 +12,17 @@ file), as the cluster's non-admin cephx user:
    incompressible data, with a protected snapshot ``snap``;
 2. each round launches a new disk from it with ``direct_fetch`` and writes
    64 MiB into it (16 x 4 MiB, spread over the disk, half over golden data),
-   then times, in an order that alternates between rounds (ABC, CBA, ...):
+   waits ``--settle`` seconds (so that no series starts inside the
+   monitor's cycle left by the one before), then times, in an order that
+   rotates between rounds (ABCD, DCBA, ...):
 
+   * ``floor``: what no way of making the new golden can skip, as bare librbd
+     calls in the order the shared path needs them: snapshot the disk
+     (a monitor commit), copy the 64 MiB the disk holds itself into a clone of
+     the golden with the copy engine of the shared path
+     (``snapshot_copy.copy_changes``), snapshot that clone (a monitor commit).
+     Each step is timed alone; the floor is the sum of their medians. Then
+     the disk snapshot is removed, timed too: the bare cost of one remove;
    * ``shared``: ``direct_snapshot`` as configured by default (the new image
      clones the golden and receives only the 64 MiB the disk changed);
    * ``flattened``: ``direct_snapshot`` with ``[rbd] snapshot_flatten`` (a
@@ -23,13 +32,19 @@ file), as the cluster's non-admin cephx user:
      ``import_file`` that file into a new image of the image pool (parallel
      sparse import) and snapshot + protect it, remove the disk snapshot;
 
-   every image made is removed (untimed) before the next series;
+   within each ``direct_snapshot`` its snapshot creates are timed too (the
+   commits it cannot avoid; the rest is its own work); after it the
+   background removal of the disk's temporary snapshot is waited for
+   (untimed for the call, reported as ``background removal``), and every
+   image made is removed (untimed) before the next series;
 3. times ``--launches`` ``direct_fetch`` launches from the depth-0 golden with
    the clone-depth policy on, and as many with it bypassed (the code before
-   it), alternating in blocks of 10, to show its cost on the common launch;
+   it), in blocks of ``--block`` in ABBA order (A B B A  B A A B ...), and
+   compares the per-block medians (ratio, noise, verdict);
 4. removes everything, checks the pools are empty and stops the cluster.
 
-Target (issue 14): median(baseline) / median(shared) >= 3.
+Target (issue 24): median(shared) <= 1.2 x floor. The ratios to the baseline
+are reported as measured, not judged.
 Exit status: 0 when met, 1 otherwise, 2 when the cleanup left something.
 """
 
@@ -44,17 +59,23 @@ import time
 import uuid
 from typing import Any
 
-from _benchlib import GIB, GOLDEN_POOL, MIB, RAW, environment, summarize, write_json
+from _benchlib import (GIB, GOLDEN_POOL, MIB, RAW, add_output_args, bluestore_cluster,
+                       compare, environment, finish, summarize)
 
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
-from rbd_driver.testing.cluster import ClusterState, LocalCluster, make_conf
+from rbd_driver.storage import snapshot_copy
+from rbd_driver.storage.location import RbdLocation
+from rbd_driver.testing.cluster import ClusterState, make_conf
 
-TARGET_SPEEDUP = 3.0
+TARGET_OF_FLOOR = 1.2
 GOLDEN_SIZE = 2 * GIB
 GOLDEN_DATA = 512 * MIB
 WRITTEN = 64 * MIB
 CHUNK = 4 * MIB
+KINDS = ("floor", "shared", "flattened", "baseline")
+MADE = {"floor": "floor-scratch", "shared": "snap-shared", "flattened": "snap-flat",
+        "baseline": "snap-baseline"}
 
 
 def _block(seed: int) -> bytes:
@@ -62,13 +83,24 @@ def _block(seed: int) -> bytes:
     return seed.to_bytes(8, "little") + os.urandom(CHUNK - 8)
 
 
+def _timed(call: Any, *args: Any, **kwargs: Any) -> float:
+    start = time.perf_counter()
+    call(*args, **kwargs)
+    return time.perf_counter() - start
+
+
 class Bench:
-    def __init__(self, state: ClusterState, workdir: str) -> None:
+    def __init__(self, state: ClusterState, workdir: str, settle: float) -> None:
+        self.settle = settle
         self.conf = make_conf(state)
         self.backend = imagebackend.Backend(self.conf)
         self.driver = self.backend.driver("rbd")
         self.workdir = workdir
         self.golden_url = ""
+        self.steps: dict[str, list[float]] = {
+            "create_disk_snapshot": [], "copy_changes": [], "create_image_snapshot": [],
+            "remove_snapshot": [], "background_removal": [], "shared_creates": [],
+            "flattened_creates": []}
 
     def make_golden(self) -> None:
         self.driver.create("golden", GOLDEN_SIZE, pool=GOLDEN_POOL)
@@ -93,17 +125,50 @@ class Bench:
             image.flush()
         return disk
 
+    def floor(self, disk: Rbd) -> float:
+        """The unavoidable steps as bare librbd calls; returns their sum."""
+        driver, steps = self.driver, self.steps
+        create = _timed(driver.create_snap, disk.rbd_name, "bench-floor")
+        golden = RbdLocation(driver.fsid, GOLDEN_POOL, "golden", "snap")
+        driver.clone(golden, MADE["floor"], GOLDEN_POOL)  # untimed: no monitor commit
+        copy = _timed(snapshot_copy.copy_changes, driver.client, "vms", disk.rbd_name,
+                      "bench-floor", GOLDEN_POOL, MADE["floor"], window=driver.io_window)
+        second = _timed(driver.create_snap, MADE["floor"], "snap", pool=GOLDEN_POOL)
+        steps["remove_snapshot"].append(_timed(driver.remove_snap, disk.rbd_name,
+                                               "bench-floor"))
+        steps["create_disk_snapshot"].append(create)
+        steps["copy_changes"].append(copy)
+        steps["create_image_snapshot"].append(second)
+        return create + copy + second
+
+    def _direct(self, disk: Rbd, flatten: bool, image_id: str) -> float:
+        self.conf.set_override("snapshot_flatten", flatten, group="rbd")
+        driver, real, creates = self.driver, self.driver.create_snap, []
+
+        def timed_create(*args: Any, **kwargs: Any) -> None:
+            creates.append(_timed(real, *args, **kwargs))
+
+        driver.create_snap = timed_create  # type: ignore[method-assign]
+        try:
+            start = time.perf_counter()
+            disk.direct_snapshot("bench-snap", "raw", image_id)
+            returned = time.perf_counter()
+        finally:
+            del driver.create_snap  # the class's method again
+        self.steps["flattened_creates" if flatten else "shared_creates"].append(sum(creates))
+        if not self.driver.snapshot_remover.wait(300):
+            raise RuntimeError("the background snapshot removal did not finish in 300 s")
+        self.steps["background_removal"].append(time.perf_counter() - returned)
+        failed = self.driver.snapshot_remover.failed()
+        if failed:
+            raise RuntimeError(f"background snapshot removal failed: {failed}")
+        return returned - start
+
     def shared(self, disk: Rbd) -> float:
-        self.conf.set_override("snapshot_flatten", False, group="rbd")
-        start = time.perf_counter()
-        disk.direct_snapshot("bench-snap", "raw", "snap-shared")
-        return time.perf_counter() - start
+        return self._direct(disk, False, MADE["shared"])
 
     def flattened(self, disk: Rbd) -> float:
-        self.conf.set_override("snapshot_flatten", True, group="rbd")
-        start = time.perf_counter()
-        disk.direct_snapshot("bench-snap", "raw", "snap-flat")
-        return time.perf_counter() - start
+        return self._direct(disk, True, MADE["flattened"])
 
     def baseline(self, disk: Rbd) -> float:
         path = os.path.join(self.workdir, "snapshot.raw")
@@ -111,8 +176,8 @@ class Bench:
         start = time.perf_counter()
         driver.create_snap(disk.rbd_name, "bench-snap")
         driver.export_file(disk.rbd_name, path, snapshot="bench-snap")
-        driver.import_file(path, "snap-baseline", GOLDEN_POOL)
-        driver.create_snap("snap-baseline", "snap", protect=True, pool=GOLDEN_POOL)
+        driver.import_file(path, MADE["baseline"], GOLDEN_POOL)
+        driver.create_snap(MADE["baseline"], "snap", protect=True, pool=GOLDEN_POOL)
         driver.remove_snap(disk.rbd_name, "bench-snap")
         elapsed = time.perf_counter() - start
         os.unlink(path)
@@ -127,111 +192,166 @@ class Bench:
         for name in self.driver.list_images("vms"):
             self.remove("vms", name)
         for name in self.driver.list_images(GOLDEN_POOL):
-            self.remove(GOLDEN_POOL, name)
+            if name != "golden":
+                self.remove(GOLDEN_POOL, name)
+        if "golden" in self.driver.list_images(GOLDEN_POOL):
+            self.remove(GOLDEN_POOL, "golden")
         left = {p: self.driver.list_images(p) for p in ("vms", GOLDEN_POOL)}
         self.backend.close()
         return {"left": {p: names for p, names in left.items() if names}}
 
 
 def run_snapshots(bench: Bench, rounds: int) -> dict[str, list[float]]:
-    series: dict[str, list[float]] = {"shared": [], "flattened": [], "baseline": []}
-    made = {"shared": "snap-shared", "flattened": "snap-flat", "baseline": "snap-baseline"}
-    order = ["shared", "flattened", "baseline"]
+    series: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for index in range(rounds):
-        for kind in order if index % 2 == 0 else list(reversed(order)):
+        order = KINDS[index % len(KINDS):] + KINDS[:index % len(KINDS)]
+        for kind in order if index % 2 == 0 else tuple(reversed(order)):
             disk = bench.launch_and_write()
+            time.sleep(bench.settle)
             seconds = getattr(bench, kind)(disk)
             series[kind].append(seconds)
             print(f"  round {index + 1} {kind:9s} {seconds:.3f} s", file=sys.stderr)
-            bench.remove(GOLDEN_POOL, made[kind])
+            bench.remove(GOLDEN_POOL, MADE[kind])
             bench.remove("vms", disk.rbd_name)
     return series
 
 
-def run_launches(bench: Bench, launches: int) -> dict[str, list[float]]:
-    """Time direct_fetch with the depth policy and with it bypassed, in blocks of 10."""
-    series: dict[str, list[float]] = {"with_policy": [], "without_policy": []}
+def run_launches(bench: Bench, launches: int, block: int) -> dict[str, Any]:
+    """Time direct_fetch with the depth policy and with it bypassed, blocks in ABBA order."""
+    samples: dict[str, list[float]] = {"with_policy": [], "without_policy": []}
+    blocks: dict[str, list[float]] = {"with_policy": [], "without_policy": []}
     original = Rbd._limit_depth
     for _ in range(3):  # warm-up: the golden's verdict and depth are remembered
         bench.remove("vms", bench.launch().rbd_name)
     try:
-        for block in range(0, 2 * launches, 10):
-            with_policy = (block // 10) % 2 == 0
+        for index in range(2 * -(-launches // block)):
+            # A B B A  B A A B ...: each kind as often first as second, early as late.
+            with_policy = (index % 4 in (0, 3)) == ((index // 4) % 2 == 0)
+            kind = "with_policy" if with_policy else "without_policy"
             Rbd._limit_depth = original if with_policy else (  # type: ignore[method-assign]
                 lambda self, location, identity: None)
-            for _ in range(10):
+            times = []
+            for _ in range(block):
                 disk = bench.backend.by_name(str(uuid.uuid4()), "disk", image_type="rbd")
                 start = time.perf_counter()
                 disk.direct_fetch("golden", RAW, [{"url": bench.golden_url, "metadata": {}}])
-                elapsed = time.perf_counter() - start
-                series["with_policy" if with_policy else "without_policy"].append(elapsed)
+                times.append(time.perf_counter() - start)
                 bench.remove("vms", disk.rbd_name)
+            samples[kind].extend(times)
+            blocks[kind].append(statistics.median(times))
     finally:
         Rbd._limit_depth = original  # type: ignore[method-assign]
-    return {k: v[:launches] for k, v in series.items()}
+    return {"samples": {k: v[:launches] for k, v in samples.items()}, "block_medians": blocks}
+
+
+def report(env: dict[str, Any], args: argparse.Namespace, snaps: dict[str, list[float]],
+           steps: dict[str, list[float]], launches: dict[str, Any],
+           cleanup: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    medians = {k: statistics.median(v) for k, v in snaps.items()}
+    step_medians = {k: statistics.median(v) for k, v in steps.items() if v}
+    floor = (step_medians["create_disk_snapshot"] + step_medians["copy_changes"]
+             + step_medians["create_image_snapshot"])
+    of_floor = medians["shared"] / floor
+    ratios = {
+        "shared_over_floor": of_floor,
+        "baseline_over_shared": medians["baseline"] / medians["shared"],
+        "baseline_over_flattened": medians["baseline"] / medians["flattened"],
+    }
+    print(f"\nsnapshot of a disk cloned from a 2 GiB golden (512 MiB data) with 64 MiB "
+          f"written, median of {args.rounds}:")
+    print("  the floor, bare librbd steps in the same run:")
+    labels = {"create_disk_snapshot": "snapshot create (disk)",
+              "copy_changes": "copy of 64 MiB changed",
+              "create_image_snapshot": "snapshot create (new image)",
+              "remove_snapshot": "snapshot remove (bare)"}
+    for key, label in labels.items():
+        print(f"    {label:28s} {step_medians[key]:7.3f} s   "
+              f"({', '.join(f'{s:.3f}' for s in steps[key])})")
+    print(f"    {'floor = create + copy + create':28s} {floor:7.3f} s")
+    for kind in ("shared", "flattened", "baseline"):
+        print(f"  {kind:10s} {medians[kind]:7.3f} s   "
+              f"({', '.join(f'{s:.3f}' for s in snaps[kind])})")
+    for kind in ("shared", "flattened"):
+        rest = [t - c for t, c in zip(snaps[kind], steps[f"{kind}_creates"])]
+        print(f"  {kind} = its 2 snapshot creates {step_medians[kind + '_creates']:.3f} s + "
+              f"the rest {statistics.median(rest):.3f} s (medians)")
+    print(f"  background removal of the disk snapshot, after the call returned: "
+          f"{step_medians['background_removal']:.3f} s (not waited for by the caller)")
+    floors = [a + b + c for a, b, c in zip(steps["create_disk_snapshot"], steps["copy_changes"],
+                                           steps["create_image_snapshot"])]
+    verdict = compare(snaps["shared"], floors)
+    ratios["shared_over_floor_per_round"] = verdict["per_round_ratio"]
+    print(f"  shared / floor        = {of_floor:.2f}x (target <= {TARGET_OF_FLOOR}x; per round "
+          f"{verdict['per_round_ratio']:.2f}x, noise +-{verdict['noise']:.2f})")
+    print(f"  baseline / shared     = {ratios['baseline_over_shared']:.2f}x")
+    print(f"  baseline / flattened  = {ratios['baseline_over_flattened']:.2f}x")
+    launch_summary: dict[str, Any] = {}
+    if launches:
+        samples, blocks = launches["samples"], launches["block_medians"]
+        launch_summary = {k: summarize(v) for k, v in samples.items()}
+        verdict = compare(blocks["with_policy"], blocks["without_policy"])
+        launch_summary["policy_vs_none"] = verdict
+        print(f"\ndirect_fetch from a depth-0 golden, {args.launches} each, blocks of "
+              f"{args.block} in ABBA order:")
+        for kind in ("with_policy", "without_policy"):
+            summary = launch_summary[kind]
+            print(f"  {kind:15s} median {summary['median_ms']:.2f} ms, "
+                  f"p90 {summary['p90_ms']:.2f} ms")
+        print(f"  with / without: {verdict['ratio']:.3f}x (per block pair "
+              f"{verdict['per_round_ratio']:.3f}x), noise +-{verdict['noise']:.3f}: "
+              f"{verdict['verdict']}")
+    met = of_floor <= TARGET_OF_FLOOR
+    print(f"\ntarget {'met' if met else 'NOT met'}; cleanup: "
+          f"{'clean' if not cleanup.get('left') else cleanup['left']}")
+    doc = {
+        "environment": env, "rounds": args.rounds, "settle_s": args.settle,
+        "snapshot_seconds": snaps, "median_seconds": medians,
+        "step_seconds": steps, "step_median_seconds": step_medians,
+        "floor_seconds": floor, "ratios": ratios, "target_of_floor": TARGET_OF_FLOOR,
+        "met": met, "launches": launch_summary,
+        "launch_samples_s": launches.get("samples", {}) if launches else {},
+        "launch_block_medians_s": launches.get("block_medians", {}) if launches else {},
+        "cleanup": cleanup,
+    }
+    status = 2 if cleanup.get("left") else (0 if met else 1)
+    return doc, status
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each series (3)")
-    parser.add_argument("--launches", type=int, default=50,
-                        help="launches timed with and without the depth policy (50; 0 skips)")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of each series (7)")
+    parser.add_argument("--settle", type=float, default=1.5,
+                        help="seconds of quiet before each timed series (1.5: longer than "
+                             "the monitor's 1 s cycle)")
+    parser.add_argument("--launches", type=int, default=200,
+                        help="launches timed with and without the depth policy (200; 0 skips)")
+    parser.add_argument("--block", type=int, default=10,
+                        help="launches per block of the ABBA order (10)")
     parser.add_argument("--osd-size-gib", type=int, default=8)
-    parser.add_argument("--json", help="also write the results (and raw samples) here")
+    add_output_args(parser)
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.launches < 0:
-        parser.error("--rounds must be positive and --launches not negative")
+    if args.rounds < 1 or args.launches < 0 or args.block < 1:
+        parser.error("--rounds and --block must be positive and --launches not negative")
 
     env = environment()
-    cluster = LocalCluster(osds=1, objectstore="bluestore", osd_size_gib=args.osd_size_gib)
-    print(f"starting a bluestore cluster ({args.osd_size_gib} GiB OSD file)...", file=sys.stderr)
-    state = cluster.start()
     cleanup: dict[str, Any] = {}
-    try:
+    launches: dict[str, Any] = {}
+    with bluestore_cluster(args.osd_size_gib, env) as state:
         with tempfile.TemporaryDirectory(prefix="bench-snapshot-") as workdir:
-            bench = Bench(state, workdir)
+            bench = Bench(state, workdir, args.settle)
             try:
                 print("writing the golden image...", file=sys.stderr)
                 bench.make_golden()
                 print("measuring snapshots...", file=sys.stderr)
                 snaps = run_snapshots(bench, args.rounds)
-                launches = run_launches(bench, args.launches) if args.launches else {}
+                if args.launches:
+                    print("measuring launches...", file=sys.stderr)
+                    launches = run_launches(bench, args.launches, args.block)
             finally:
                 print("cleaning up...", file=sys.stderr)
                 cleanup = bench.cleanup()
-    finally:
-        cluster.stop()
-
-    medians = {k: statistics.median(v) for k, v in snaps.items()}
-    speedup = medians["baseline"] / medians["shared"]
-    speedup_flat = medians["baseline"] / medians["flattened"]
-    print(f"\nsnapshot of a disk cloned from a 2 GiB golden (512 MiB data) with 64 MiB "
-          f"written, median of {args.rounds}:")
-    for kind in ("shared", "flattened", "baseline"):
-        print(f"  {kind:10s} {medians[kind]:7.3f} s   "
-              f"({', '.join(f'{s:.3f}' for s in snaps[kind])})")
-    print(f"  baseline / shared    = {speedup:.1f}x (target >= {TARGET_SPEEDUP:.0f}x)")
-    print(f"  baseline / flattened = {speedup_flat:.1f}x")
-    launch_summary = {k: summarize(v) for k, v in launches.items()}
-    if launches:
-        print(f"\ndirect_fetch from a depth-0 golden, {args.launches} each:")
-        for kind, summary in launch_summary.items():
-            print(f"  {kind:15s} median {summary['median_ms']:.2f} ms, "
-                  f"p90 {summary['p90_ms']:.2f} ms")
-    met = speedup >= TARGET_SPEEDUP
-    print(f"\ntarget {'met' if met else 'NOT met'}; cleanup: "
-          f"{'clean' if not cleanup.get('left') else cleanup['left']}")
-    if args.json:
-        write_json(args.json, {
-            "environment": env, "rounds": args.rounds,
-            "snapshot_seconds": snaps, "median_seconds": medians,
-            "speedup_shared": speedup, "speedup_flattened": speedup_flat,
-            "target_speedup": TARGET_SPEEDUP, "met": met,
-            "launches": launch_summary, "launch_samples_s": launches, "cleanup": cleanup,
-        })
-    if cleanup.get("left"):
-        return 2
-    return 0 if met else 1
+    return finish("bench_snapshot", args, env,
+                  lambda: report(env, args, snaps, bench.steps, launches, cleanup))
 
 
 if __name__ == "__main__":

@@ -181,6 +181,9 @@ open that librbd still reports busy (an operation on it that is finishing).
 After the last retry that disk is moved to the RBD trash and reported,
 never silently left behind.
 
+The background removal of the temporary disk snapshot of
+``direct_snapshot`` is retried as many times after a failure of any kind.
+
 Possible values:
 
 * 0 or more retries.

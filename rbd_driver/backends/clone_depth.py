@@ -10,10 +10,14 @@ by the driver's :attr:`~rbd_driver.storage.rbd_utils.RBDDriver.flattener`.
 
 A golden snapshot's depth is remembered by its identity (image id and
 snapshot id, which are never reused), as the format verdict is, so the
-common launch from a depth-0 golden costs a dictionary lookup. The depth of
-a snapshot only shrinks later (its image flattened with deep-flatten), so a
-remembered depth can only cause a flatten that was not needed, never skip
-one that is.
+common launch from a depth-0 golden costs a dictionary lookup (about 4 us
+with the policy applied; ``benchmarks/bench_snapshot.py`` finds no cost on
+a launch above noise). Nothing invalidates an entry, because none can be
+wrong where it matters: a snapshot's depth never grows (a recreated image or
+snapshot has new ids, so a new entry), it only shrinks (an ancestor
+flattened with deep-flatten). A remembered depth that allows the clone
+without a flatten therefore still does; one that would cause a flatten is
+walked again first (``recheck_over``), so no flatten comes from a stale entry.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from oslo_config import cfg
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rbd_utils import RBDDriver, SnapshotIdentity
 
-__all__ = ["DEPTH_CACHE_SIZE", "apply_policy", "snapshot_depth"]
+__all__ = ["DEPTH_CACHE_SIZE", "apply_policy", "launch_depth", "snapshot_depth"]
 
 LOG = logging.getLogger(__name__)
 
@@ -50,10 +54,12 @@ def _walk(driver: RBDDriver, pool: str, image: str, snapshot: str | None) -> int
 
 
 def snapshot_depth(driver: RBDDriver, location: RbdLocation,
-                   identity: SnapshotIdentity | None) -> int:
+                   identity: SnapshotIdentity | None, recheck_over: int | None = None) -> int:
     """Return the depth of a golden snapshot (0: its image has no parent there).
 
-    Remembered by ``(fsid, identity)`` when the identity is known.
+    Remembered by ``(fsid, identity)`` when the identity is known. A
+    remembered depth above ``recheck_over`` (it would make a clone the caller
+    flattens) is walked again, since it may have shrunk.
 
     :raises ImageNotFound: / :raises SnapshotNotFound: / :raises PermissionDenied:
     """
@@ -61,15 +67,23 @@ def snapshot_depth(driver: RBDDriver, location: RbdLocation,
     if key is not None:
         with _depths_lock:
             cached = _depths.get(key)
-        if cached is not None:
+        if cached is not None and (recheck_over is None or cached <= recheck_over):
             return cached
     depth = _walk(driver, location.pool, location.image, location.snapshot)
     if key is not None:
         with _depths_lock:
-            if len(_depths) >= DEPTH_CACHE_SIZE:
+            if key not in _depths and len(_depths) >= DEPTH_CACHE_SIZE:
                 _depths.pop(next(iter(_depths)))
             _depths[key] = depth
     return depth
+
+
+def launch_depth(driver: RBDDriver, conf: cfg.ConfigOpts, location: RbdLocation,
+                 identity: SnapshotIdentity | None) -> int:
+    """Return the depth of a new clone of ``location``, exact when it decides a flatten."""
+    group = conf.rbd
+    threshold = min(group.clone_depth_soft_limit, group.max_clone_depth) - 1
+    return snapshot_depth(driver, location, identity, recheck_over=threshold) + 1
 
 
 def apply_policy(driver: RBDDriver, conf: cfg.ConfigOpts, pool: str, name: str,

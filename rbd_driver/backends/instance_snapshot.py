@@ -3,7 +3,9 @@
 The disk becomes a new golden image ``<image pool>/<image_id>@snap``, with no
 data leaving Ceph, in these steps:
 
-1. snapshot the disk as ``snapshot_name`` (protected, so it can be cloned);
+1. snapshot the disk as ``rbd-driver.snapshotting.<snapshot_name>``
+   (:data:`TEMP_SNAPSHOT_PREFIX`: a temporary snapshot, the consistent point
+   the copy reads from);
 2. build the new image under a temporary name ``<image_id>.snapshotting-<hex>``:
 
    * *shared* (the default when the disk is a clone of a golden snapshot in
@@ -11,12 +13,20 @@ data leaving Ceph, in these steps:
      snapshot and copy in only what the disk holds itself
      (:func:`~rbd_driver.storage.snapshot_copy.copy_changes`);
    * *flattened* (otherwise, or with ``[rbd] snapshot_flatten``): clone the
-     disk snapshot and flatten the clone, a full copy;
+     disk snapshot (protected for it) and flatten the clone, a full copy;
 
-3. remove the disk snapshot;
-4. snapshot the new image as ``snap`` and protect it;
-5. rename it to ``image_id`` (the commit point) and return
-   ``rbd://fsid/pool/image_id/snap``.
+3. snapshot the new image as ``snap`` and protect it;
+4. rename it to ``image_id`` (the commit point) and return
+   ``rbd://fsid/pool/image_id/snap``, usable at once;
+5. the disk snapshot is removed in the background by the driver's
+   :attr:`~rbd_driver.storage.rbd_utils.RBDDriver.snapshot_remover`, retried
+   and logged (see :mod:`rbd_driver.storage.snapshot_removal`), so the caller
+   does not wait for its monitor commit. If the process dies first, cleanup
+   of the instance removes it (:func:`remove_temporary_snapshots`).
+
+Creating or removing a snapshot costs a monitor commit (a snapshot id is
+allocated or released in the OSD map), the dearest steps here; the two
+creates are what the caller cannot avoid waiting for.
 
 The image pool is the ``parent_pool`` argument, else the pool of the disk's
 own parent, else ``[rbd] snapshot_pool``. Any failure, ^C or SIGTERM before
@@ -30,14 +40,14 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from rbd_driver import exception
 from rbd_driver.backends import clone_depth
-from rbd_driver.storage import snapshot_copy
+from rbd_driver.storage import snapshot_copy, snapshot_removal
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
-from rbd_driver.storage.rbd_utils import RBDDriver
+from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
 from rbd_driver.storage.sigterm import SigtermGuard
 
 
@@ -53,12 +63,17 @@ class Rbd(Protocol):
 
     def parent_info(self) -> tuple[str, str, str] | None: ...
 
-__all__ = ["GOLDEN_SNAPSHOT", "cleanup_direct_snapshot", "direct_snapshot"]
+__all__ = ["GOLDEN_SNAPSHOT", "TEMP_SNAPSHOT_PREFIX", "cleanup_direct_snapshot",
+           "direct_snapshot", "remove_leftovers", "remove_temporary_snapshots",
+           "wait_for_removals"]
 
 LOG = logging.getLogger(__name__)
 
 #: The protected snapshot of the new image, as the image service names it.
 GOLDEN_SNAPSHOT = "snap"
+
+#: The name of a disk's temporary snapshot is this + the caller's snapshot name.
+TEMP_SNAPSHOT_PREFIX = "rbd-driver.snapshotting."
 
 
 def _check_name(kind: str, name: object, image_id: str) -> str:
@@ -85,12 +100,15 @@ def _image_pool(disk: Rbd, parent_pool: str | None, image_id: str) -> str:
                "no parent_pool was given and [rbd] snapshot_pool is unset")
 
 
-def _shared_golden(disk: Rbd, snapshot_name: str, pool: str) -> RbdLocation | None:
-    """Return the golden snapshot the new image may share, or None to flatten.
+def _shared_golden(disk: Rbd, snapshot_name: str,
+                   pool: str) -> tuple[RbdLocation, snapshot_copy.ParentAt] | None:
+    """Return the golden snapshot the new image may share with the disk snapshot's
+    parent facts, or None to flatten.
 
     Shared only when exact and bounded: the disk's parent at the snapshot is in
     ``pool``, the disk sees all of it (overlap = the parent's size, so nothing
     was shrunk away), and the new clone stays within ``clone_depth_soft_limit``.
+    The golden's size comes with its identity (no open of its own).
     """
     group = disk.conf.rbd
     if group.snapshot_flatten:
@@ -100,12 +118,16 @@ def _shared_golden(disk: Rbd, snapshot_name: str, pool: str) -> RbdLocation | No
     if parent is None or parent.pool != pool:
         return None
     golden = RbdLocation(driver.fsid, parent.pool, parent.image, parent.snapshot)
-    if parent.overlap != driver.size(parent.image, parent.pool, snapshot=parent.snapshot):
-        return None
     identity = driver.snapshot_identity(golden)
-    if clone_depth.snapshot_depth(driver, golden, identity) + 1 > group.clone_depth_soft_limit:
+    golden_size = identity.size if identity is not None else driver.size(
+        parent.image, parent.pool, snapshot=parent.snapshot)
+    if parent.overlap != golden_size:
         return None
-    return golden
+    depth = clone_depth.snapshot_depth(driver, golden, identity,
+                                       recheck_over=group.clone_depth_soft_limit - 1)
+    if depth + 1 > group.clone_depth_soft_limit:
+        return None
+    return golden, parent
 
 
 def direct_snapshot(disk: Rbd, snapshot_name: str, image_format: str, image_id: str,
@@ -119,7 +141,7 @@ def direct_snapshot(disk: Rbd, snapshot_name: str, image_format: str, image_id: 
     :raises ImageUnacceptable: ``image_format`` is not raw, or there is no image
         pool; nothing was made (the caller falls back to ``snapshot_extract``).
     :raises ImageExists: ``image_id`` exists in the image pool, or the disk
-        already has a snapshot ``snapshot_name``.
+        already has the temporary snapshot for ``snapshot_name``.
     :raises PermissionDenied: the cephx user may not write to the image pool.
     :raises OperationCancelled: ``cancel`` was set, or a SIGTERM came.
     """
@@ -135,6 +157,7 @@ def direct_snapshot(disk: Rbd, snapshot_name: str, image_format: str, image_id: 
     if driver.exists(image_id, pool):
         raise exception.ImageExists(pool=pool, image=image_id, detail="refusing to overwrite")
     temp = f"{image_id}.snapshotting-{uuid.uuid4().hex[:8]}"
+    disk_snap = TEMP_SNAPSHOT_PREFIX + snapshot_name
     target = f"{pool}/{image_id}"
     state = {"snap": False, "temp": False}
     seen = [0, 0]  # the last progress (done, total), for the message of a SIGTERM
@@ -152,47 +175,119 @@ def direct_snapshot(disk: Rbd, snapshot_name: str, image_format: str, image_id: 
         try:
             state["snap"] = True  # before the call: an interrupt just after it must clean up
             try:
-                driver.create_snap(disk.rbd_name, snapshot_name)
+                driver.create_snap(disk.rbd_name, disk_snap)
             except exception.RbdDriverError:
                 state["snap"] = False  # e.g. the name is taken: not ours to remove
                 raise
-            driver.protect_snap(disk.rbd_name, snapshot_name)  # clone format 1 needs it
-            golden = _shared_golden(disk, snapshot_name, pool)
+            shared = _shared_golden(disk, disk_snap, pool)
+            golden = shared[0] if shared is not None else None
+            if golden is None:  # clone format 1 needs it to clone the disk snapshot
+                driver.protect_snap(disk.rbd_name, disk_snap)
             state["temp"] = True
             try:
                 if golden is not None:
                     driver.clone(golden, temp, pool)
                 else:
                     driver.clone(RbdLocation(driver.fsid, disk.pool, disk.rbd_name,
-                                             snapshot_name), temp, pool)
+                                             disk_snap), temp, pool)
             except exception.PermissionDenied as err:
                 state["temp"] = False
                 raise _no_caps(disk, pool, image_id, err) from err
             except exception.RbdDriverError:
                 state["temp"] = False
                 raise
-            if golden is not None:
-                size = driver.size(disk.rbd_name, snapshot=snapshot_name)
-                if size != driver.size(temp, pool):
-                    driver.resize(temp, size, pool)
+            if shared is not None:
+                parent = shared[1]  # the clone is as big as the golden, the overlap
+                if parent.size != parent.overlap:
+                    driver.resize(temp, parent.size, pool)
                 snapshot_copy.copy_changes(driver.client, disk.pool, disk.rbd_name,
-                                           snapshot_name, pool, temp, window=driver.io_window,
+                                           disk_snap, pool, temp, window=driver.io_window,
                                            progress=relay, cancel=cancel)
             else:
                 snapshot_copy.flatten_image(driver.client, pool, temp, progress=relay,
                                             cancel=cancel)
-            driver.remove_snap(disk.rbd_name, snapshot_name, force=True)
-            state["snap"] = False
             driver.create_snap(temp, GOLDEN_SNAPSHOT, protect=True, pool=pool)
             guard.disarm()  # the commit point: a SIGTERM now waits for the end
             driver.rename(temp, image_id, pool)
         except BaseException as err:
-            _undo(disk, pool, temp, snapshot_name, state, err)
+            _undo(disk, pool, temp, disk_snap, state, err)
             raise
+        _remove_later(disk, disk_snap)
     location = RbdLocation(driver.fsid, pool, image_id, GOLDEN_SNAPSHOT)
     LOG.info("snapshot of %s/%s is golden image %s (%s)", disk.pool, disk.rbd_name,
              location.url, "sharing " + golden.url if golden is not None else "flattened")
     return location.url
+
+
+def _remove_later(disk: Rbd, disk_snap: str) -> None:
+    """Queue the removal of the disk's temporary snapshot; remove it here if the
+    queue is closed (the driver is closing). Never raises: the image is made."""
+    driver = disk.driver
+    try:
+        driver.snapshot_remover.submit(disk.pool, disk.rbd_name, disk_snap)
+        return
+    except RuntimeError:
+        pass
+    try:
+        driver.remove_snap(disk.rbd_name, disk_snap, force=True)
+    except exception.SnapshotNotFound:
+        pass
+    except exception.RbdDriverError as err:
+        LOG.error("could not remove snapshot %s/%s@%s (cleanup of the instance removes "
+                  "it): %s", disk.pool, disk.rbd_name, disk_snap, err)
+
+
+#: Seconds cleanup waits at least for a removal holding a disk open (see below).
+REMOVAL_WAIT_FLOOR = 30.0
+
+
+def wait_for_removals(driver: RBDDriver, disks: Iterable[str]) -> None:
+    """Wait for this process's background removals of temporary snapshots of
+    ``disks`` in the driver's pool: each holds its disk open, and a disk held
+    open is not removed. At most the driver's busy-retry time (retries x
+    interval), and at least :data:`REMOVAL_WAIT_FLOOR`; then a warning."""
+    names = sorted(set(disks))
+    limit = max(REMOVAL_WAIT_FLOOR,
+                driver.destroy_retry_interval * (driver.destroy_retries + 1))
+    if not snapshot_removal.wait_for_images(driver.pool, names, timeout=limit):
+        LOG.warning("background snapshot removals of %s still running after %.0f s",
+                    ", ".join(names), limit)
+
+
+def remove_leftovers(driver: RBDDriver, reports: Iterable[CleanupReport]) -> None:
+    """Remove the temporary snapshots of the disks that cleanup left in place as
+    busy (a removed disk lost its snapshots with it); a snapshot that could not
+    be removed is added to its report's ``failed`` as ``disk@snapshot``."""
+    for report in reports:
+        for name in list(report.busy):
+            report.failed.update(remove_temporary_snapshots(driver, driver.pool, name))
+
+
+def remove_temporary_snapshots(driver: RBDDriver, pool: str, name: str) -> dict[str, str]:
+    """Remove the temporary snapshots that :func:`direct_snapshot` left on disk
+    ``pool/name`` (its process died before their background removal).
+
+    Returns ``name@snapshot`` -> why, for those that could not be removed; a
+    missing disk has none.
+    """
+    failed: dict[str, str] = {}
+    try:
+        snaps = [s.name for s in driver.list_snapshots(name, pool)
+                 if s.name.startswith(TEMP_SNAPSHOT_PREFIX)]
+    except exception.ImageNotFound:
+        return failed
+    except exception.RbdDriverError as err:
+        return {name: f"could not list its snapshots: {err}"}
+    for snap in snaps:
+        try:
+            driver.remove_snap(name, snap, force=True, pool=pool)
+            LOG.info("removed temporary snapshot %s/%s@%s left by an instance snapshot",
+                     pool, name, snap)
+        except (exception.ImageNotFound, exception.SnapshotNotFound):
+            pass
+        except exception.RbdDriverError as err:
+            failed[f"{name}@{snap}"] = str(err)
+    return failed
 
 
 def _no_caps(disk: Rbd, pool: str, image_id: str,
@@ -206,7 +301,7 @@ def _no_caps(disk: Rbd, pool: str, image_id: str,
                f"librbd said: {err}")
 
 
-def _undo(disk: Rbd, pool: str, temp: str, snapshot_name: str, state: dict[str, bool],
+def _undo(disk: Rbd, pool: str, temp: str, disk_snap: str, state: dict[str, bool],
           cause: BaseException) -> None:
     """Remove the temporary image, then the disk snapshot; note what could not be."""
     driver = disk.driver
@@ -219,13 +314,13 @@ def _undo(disk: Rbd, pool: str, temp: str, snapshot_name: str, state: dict[str, 
             cause.add_note(f"{pool}/{temp} could not be removed: {err}")
     if state["snap"]:
         try:
-            driver.remove_snap(disk.rbd_name, snapshot_name, force=True)
+            driver.remove_snap(disk.rbd_name, disk_snap, force=True)
         except exception.SnapshotNotFound:
             pass
         except Exception as err:  # noqa: BLE001
             LOG.error("could not remove snapshot %s/%s@%s: %s", disk.pool, disk.rbd_name,
-                      snapshot_name, err)
-            cause.add_note(f"snapshot {disk.pool}/{disk.rbd_name}@{snapshot_name} could not "
+                      disk_snap, err)
+            cause.add_note(f"snapshot {disk.pool}/{disk.rbd_name}@{disk_snap} could not "
                            f"be removed: {err}")
 
 

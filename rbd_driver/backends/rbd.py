@@ -265,7 +265,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
 
         :raises RbdDriverError: flattening failed; the disk was removed.
         """
-        depth = clone_depth.snapshot_depth(self.driver, location, identity) + 1
+        depth = clone_depth.launch_depth(self.driver, self.conf, location, identity)
         try:
             clone_depth.apply_policy(self.driver, self.conf, self.pool, self.rbd_name, depth)
         except BaseException as err:
@@ -487,6 +487,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
         who: left in place, never trashed) and failed (with why). A disk left
         behind is also logged; it is never only a log line. The disks are
         found by name prefix in the pool directory, without listing the pool.
+        A busy disk loses the temporary snapshots a dead direct_snapshot left.
         """
         return cls.cleanup_instances(conf, [instance_uuid], driver).instances[instance_uuid]
 
@@ -512,6 +513,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
                                           lambda name: name.startswith(prefixes))
             listed = driver.map_bounded(driver.list_images_named, list(prefixes))
             disks = [(u, name) for u, names in zip(uuids, listed) for name in names]
+            instance_snapshot.wait_for_removals(driver, [name for _, name in disks])
             for u, name in disks:
                 if name in busy:
                     reports[u].busy[name] = busy[name]
@@ -519,6 +521,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
             removals = driver.map_bounded(lambda disk: driver.remove_image(disk[1]), todo)
             for (u, _), one in zip(todo, removals):
                 reports[u].merge(one)
+            instance_snapshot.remove_leftovers(driver, reports.values())
         finally:
             if owned:
                 driver.close()

@@ -12,9 +12,10 @@ types and library errors only.
   :mod:`~rbd_driver.storage.diff_format`: backup streams and Ceph's
   export-diff format; :mod:`~rbd_driver.storage.sources`: what an import reads;
   :mod:`~rbd_driver.storage.localfile`: local files written atomically;
-- :mod:`~rbd_driver.storage.snapshot_copy` and
-  :mod:`~rbd_driver.storage.flatten_queue`: instance-snapshot copies,
-  interruptible and background flattens;
+- :mod:`~rbd_driver.storage.snapshot_copy`,
+  :mod:`~rbd_driver.storage.flatten_queue` and
+  :mod:`~rbd_driver.storage.snapshot_removal`: instance-snapshot copies,
+  interruptible and background flattens, background snapshot removals;
 - :mod:`~rbd_driver.storage.spares` and :mod:`~rbd_driver.storage.claim`:
   spare clones and claims by rename;
 - :mod:`~rbd_driver.storage.location` and :mod:`~rbd_driver.storage.formats`:

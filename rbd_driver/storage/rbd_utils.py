@@ -34,6 +34,7 @@ from rbd_driver.storage.removal import CleanupReport, Removal
 
 if TYPE_CHECKING:
     from rbd_driver.storage.flatten_queue import FlattenQueue
+    from rbd_driver.storage.snapshot_removal import SnapshotRemovalQueue
     from rbd_driver.storage.spares import Spares
 
 __all__ = ["CleanupReport", "RBDDriver", "SnapshotIdentity", "SnapshotInfo"]
@@ -124,6 +125,7 @@ class RBDDriver(Removal):
         self._spares_lock = threading.Lock()
         self.flatten_concurrency = flatten_concurrency
         self._flattener: FlattenQueue | None = None
+        self._snapshot_remover: SnapshotRemovalQueue | None = None
         # The one monitor list of this connection: disk XML, volumes, krbd.
         self.monitors = MonitorCache(client, ttl=monitor_cache_ttl)
 
@@ -144,8 +146,9 @@ class RBDDriver(Removal):
     def close(self) -> None:
         """Stop the spare-refill worker (queued refills are cancelled, a running
         clone is waited for) and the background flattens (queued ones are
-        cancelled, running ones waited for), then close the connection
-        (reopened on next use)."""
+        cancelled, running ones waited for) and the background snapshot
+        removals (each queued one gets one last try), then close the
+        connection (reopened on next use)."""
         try:
             if self._spares is not None:
                 self._spares.close()
@@ -155,7 +158,12 @@ class RBDDriver(Removal):
                     self._flattener.close(wait=True, cancel_queued=True)
                     self._flattener = None
             finally:
-                self.client.close()
+                try:
+                    if self._snapshot_remover is not None:
+                        self._snapshot_remover.close(wait=True)
+                        self._snapshot_remover = None
+                finally:
+                    self.client.close()
 
     def __enter__(self) -> RBDDriver:
         return self
@@ -189,6 +197,17 @@ class RBDDriver(Removal):
 
                 self._flattener = FlattenQueue(self, self.flatten_concurrency)
             return self._flattener
+
+    @property
+    def snapshot_remover(self) -> SnapshotRemovalQueue:
+        """The queue of background snapshot removals of this driver (instance
+        snapshots): see :mod:`rbd_driver.storage.snapshot_removal`."""
+        with self._spares_lock:
+            if self._snapshot_remover is None:
+                from rbd_driver.storage.snapshot_removal import SnapshotRemovalQueue
+
+                self._snapshot_remover = SnapshotRemovalQueue(self)
+            return self._snapshot_remover
 
     def wait_spares(self, timeout: float | None = None) -> bool:
         """Wait until no spare refill is queued or running; False on timeout."""

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from oslo_config import cfg
 
 from rbd_driver import exception, imagebackend
+from rbd_driver.backends import instance_snapshot
 from rbd_driver.ops import provision
 from rbd_driver.storage.location import parse_location
 from rbd_driver.storage.rados_client import RadosClient
@@ -90,7 +92,7 @@ def _export(state: ClusterState, spec: str, path: Any) -> str:
 @pytest.mark.parametrize("flatten", [False, True], ids=["shared", "flattened"])
 def test_direct_snapshot_is_a_golden_independent_of_the_disk(
         backend, driver, golden, made, ceph_cluster, ceph_admin, rbd_conf, tmp_path,
-        flatten) -> None:
+        monkeypatch, flatten) -> None:
     rbd_conf.set_override("snapshot_flatten", flatten, group="rbd")
     disk = _launch(backend, driver.fsid, "images", golden, made)
     with driver.client.open_image("vms", disk.rbd_name) as image:
@@ -100,9 +102,33 @@ def test_direct_snapshot_is_a_golden_independent_of_the_disk(
     at_snapshot = _export(ceph_cluster, f"vms/{disk.rbd_name}", tmp_path / "disk.raw")
     image_id = f"snap-{uuid.uuid4().hex[:8]}"
     progress: list[tuple[int, int]] = []
-    url = disk.direct_snapshot("nova-snap", "raw", image_id,
-                               progress=lambda d, t: progress.append((d, t)))
-    made.append(("images", image_id))
+    # The background removal of the disk's temporary snapshot is held until
+    # the location has been checked: it must be usable before that step runs.
+    gate, started = threading.Event(), threading.Event()
+    real_remove_snap = driver.remove_snap
+
+    def held_remove_snap(*args: Any, **kwargs: Any) -> None:
+        started.set()
+        assert gate.wait(30)
+        real_remove_snap(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "remove_snap", held_remove_snap)
+    try:
+        url = disk.direct_snapshot("nova-snap", "raw", image_id,
+                                   progress=lambda d, t: progress.append((d, t)))
+        made.append(("images", image_id))
+        assert started.wait(60)
+        temp = instance_snapshot.TEMP_SNAPSHOT_PREFIX + "nova-snap"
+        assert [s["name"] for s in ceph_admin("rbd", "snap", "ls", f"vms/{disk.rbd_name}")] \
+            == [temp]  # still there: the removal has not run
+        assert driver.snapshot_remover.pending() == [f"vms/{disk.rbd_name}@{temp}"]
+        assert ceph_admin("rbd", "info", f"images/{image_id}@snap")["protected"] == "true"
+        assert filecmp.cmp(at_snapshot, _export(ceph_cluster, f"images/{image_id}@snap",
+                                                tmp_path / "early.raw"), shallow=False)
+    finally:
+        gate.set()
+    assert driver.snapshot_remover.wait(120)
+    assert driver.snapshot_remover.failed() == {}
     with driver.client.open_image("vms", disk.rbd_name) as image:
         image.write(b"after the snapshot" * 1000, 1 * MIB)
 
@@ -296,3 +322,30 @@ def test_golden_rm_flattens_the_snapshot_images_that_share_it(
     assert "parent" not in ceph_admin("rbd", "info", f"images/{image_id}@snap")
     assert filecmp.cmp(before, _export(ceph_cluster, f"images/{image_id}@snap",
                                        tmp_path / "after.raw"), shallow=False)
+
+
+def test_cleanup_of_the_instance_removes_the_snapshot_a_dead_process_left(
+        backend, driver, golden, made, ceph_cluster, ceph_admin, rbd_conf, monkeypatch) -> None:
+    from rbd_driver.backends.rbd import Rbd
+    from tests.functional.test_cleanup_busy import Holder
+
+    disk = _launch(backend, driver.fsid, "images", golden, made)
+    image_id = f"snap-{uuid.uuid4().hex[:8]}"
+    # The process dies before its background removal runs: it is never queued.
+    monkeypatch.setattr(driver.snapshot_remover, "submit", lambda *args: None)
+    disk.direct_snapshot("nova-snap", "raw", image_id)
+    made.append(("images", image_id))
+    temp = instance_snapshot.TEMP_SNAPSHOT_PREFIX + "nova-snap"
+    assert [s["name"] for s in ceph_admin("rbd", "snap", "ls", f"vms/{disk.rbd_name}")] \
+        == [temp]
+    guest = Holder(ceph_cluster, "vms", disk.rbd_name)  # a guest still runs on the disk
+    try:
+        report = Rbd.cleanup_instance(rbd_conf, disk.instance_uuid, driver=driver)
+        assert list(report.busy) == [disk.rbd_name] and report.failed == {}
+        assert ceph_admin("rbd", "snap", "ls", f"vms/{disk.rbd_name}") == []
+    finally:
+        guest.close()
+    assert Rbd.cleanup_instance(rbd_conf, disk.instance_uuid, driver=driver).removed \
+        == [disk.rbd_name]
+    assert disk.rbd_name not in ceph_admin("rbd", "ls", "vms")
+    assert ceph_admin("rbd", "snap", "ls", f"images/{image_id}")[0]["name"] == "snap"

@@ -11,7 +11,7 @@ from oslo_config import cfg
 
 from rbd_driver import conf as conf_module
 from rbd_driver import exception
-from rbd_driver.backends import clone_depth
+from rbd_driver.backends import clone_depth, instance_snapshot
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage.location import parse_location
 from rbd_driver.storage.rados_client import RadosClient
@@ -87,6 +87,7 @@ def test_snapshot_has_the_disk_bytes_and_launches(env, flatten) -> None:
         assert parent is None
     else:  # shares the golden, never the instance disk
         assert parent is not None and parent.image.name == "golden"
+    assert env.driver.snapshot_remover.wait(10)
     assert env.snaps("vms", disk.rbd_name) == []  # the temporary snapshot is gone
     assert env.images("images") == ["golden", "snap-img"]
     assert seen and seen[-1][0] == seen[-1][1]
@@ -115,11 +116,17 @@ def test_other_formats_and_taken_names_are_refused_with_nothing_made(env) -> Non
         disk.direct_snapshot("s", "qcow2", "new")
     with pytest.raises(exception.ImageExists):
         disk.direct_snapshot("s", "raw", "golden")
-    env.cluster.image("vms", disk.rbd_name).create_snap("mine")
+    taken = instance_snapshot.TEMP_SNAPSHOT_PREFIX + "mine"
+    env.cluster.image("vms", disk.rbd_name).create_snap(taken)  # say, a run going on
     with pytest.raises(exception.ImageExists):
         disk.direct_snapshot("mine", "raw", "new")
-    assert env.snaps("vms", disk.rbd_name) == ["mine"]  # not ours to remove
+    assert env.snaps("vms", disk.rbd_name) == [taken]  # not ours to remove
     assert env.images("images") == ["golden"]
+    env.driver.remove_snap(disk.rbd_name, taken)
+    env.cluster.image("vms", disk.rbd_name).create_snap("mine")  # a user's: no clash
+    disk.direct_snapshot("mine", "raw", "new")
+    assert env.driver.snapshot_remover.wait(10)
+    assert env.snaps("vms", disk.rbd_name) == ["mine"]
 
 
 STEPS = ["Image.create_snap", "Image.protect_snap", "Image.overlap", "RBD.clone",
@@ -262,6 +269,29 @@ def test_a_golden_depth_is_remembered(env) -> None:
     for _ in range(3):
         env.launched()
     assert env.cluster.calls.count("Image.parent_info") == opens  # no walk again
+
+
+def test_the_policy_costs_a_known_golden_no_call_to_the_cluster(env) -> None:
+    env.launched()  # the golden's depth is now known
+    location = parse_location(env.golden_url)
+    identity = env.driver.snapshot_identity(location)
+    disk = env.launched()
+    before = len(env.cluster.calls)
+    disk._limit_depth(location, identity)
+    assert env.cluster.calls[before:] == []
+
+
+def test_a_remembered_depth_that_would_flatten_is_walked_again(env) -> None:
+    # As if the golden's ancestors were flattened since its depth was remembered.
+    identity = env.driver.snapshot_identity(parse_location(env.golden_url))
+    clone_depth._depths[(env.fsid, identity)] = 7
+    disk = env.launched()
+    assert disk.parent_info() == ("images", "golden", "snap")  # depth 1: no flatten
+    assert env.driver.flattener.pending() == []
+    assert clone_depth._depths[(env.fsid, identity)] == 0
+    opens = env.cluster.calls.count("Image.parent_info")
+    env.launched()  # 0 decides no flatten: not walked again
+    assert env.cluster.calls.count("Image.parent_info") == opens
 
 
 # -- golden rm and the images that share a golden ------------------------------------
