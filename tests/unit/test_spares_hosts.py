@@ -304,3 +304,44 @@ def test_a_spare_finished_after_its_golden_was_replaced_is_removed_by_its_maker(
     assert _ours(env, old) == []  # the clone of the new golden under the old name went
     assert env.driver.snap_children("golden", "snap", "images") == []
     env.check_consistent()
+
+
+def test_a_making_spare_is_moved_by_its_maker_or_its_remover_never_both(
+        both: Env, monkeypatch: Any) -> None:
+    """Holds Spares.remove's claim of a making- spare: its maker's clone has returned and
+    it is about to publish the spare when a remover, mid-removal (librbd resolved the
+    name, then removes by id), lets it go on."""
+    env, other = both, both.new_driver()
+    identity = env.identity()
+    publishing, go, done = threading.Event(), threading.Event(), threading.Event()
+    published: list[bool] = []
+    real_claim = other.claims.claim_rename
+
+    def claim_rename(src: str, dst: str, pool: str | None = None) -> bool:
+        if not src.startswith(MAKING):
+            return real_claim(src, dst, pool)
+        publishing.set()
+        assert go.wait(WAIT)
+        try:
+            published.append(real_claim(src, dst, pool))
+            return published[-1]
+        finally:
+            done.set()
+
+    def in_the_remove() -> None:
+        go.set()
+        assert done.wait(WAIT)
+
+    monkeypatch.setattr(other.claims, "claim_rename", claim_rename)
+    _refill(env, other)
+    assert publishing.wait(WAIT)
+    [making] = _ours(env, identity)
+    assert making.startswith(MAKING)
+    env.cluster.pause_in("RBD.remove", in_the_remove)
+    removed = env.driver.remove_spares("vms", identity)
+    assert go.is_set(), "the remover never removed anything"
+    assert other.wait_spares(WAIT)
+    # The remover claimed it first, so the maker's publish found nothing to move.
+    assert removed == [making] and published == [False]
+    assert _ours(env, identity) == []
+    env.check_consistent()
