@@ -75,47 +75,6 @@ def test_an_expired_hold_does_not_hold(env: Env) -> None:
         assert len(env.spares()) == 2
 
 
-def test_golden_delete_racing_another_hosts_refill_removes_the_golden(env: Env) -> None:
-    env.conf.set_override("clone_spares", 4, group="rbd")
-    other = env.new_driver()
-    started, gate = threading.Event(), threading.Event()
-    real_clone = other.clone
-
-    def slow_clone(location: Any, name: str, pool: str | None = None) -> None:
-        real_clone(location, name, pool)
-        if name.startswith("rbd-driver-spare-making."):
-            started.set()
-            gate.wait(5)
-
-    other.clone = slow_clone  # type: ignore[method-assign]
-    disk = env.launch(other)  # the other host's refill starts and stops mid-spare
-    assert started.wait(5)
-    from rbd_driver.backends.rbd import Rbd
-
-    assert Rbd.cleanup_instance(env.conf, disk.instance_uuid, driver=other).ok
-    golden = GoldenImages(env.driver, pool="images")
-    done = threading.Event()
-    outcome: list[Any] = []
-
-    def delete() -> None:
-        try:
-            outcome.append(golden.delete("golden"))
-        except exception.RbdDriverError as err:
-            outcome.append(err)
-        done.set()
-
-    worker = threading.Thread(target=delete)
-    worker.start()
-    gate.set()  # the other host finishes its clone while the delete runs
-    worker.join(30)
-    assert outcome == ["removed"], outcome
-    assert other.wait_spares(5)
-    assert env.cluster.pool("images").image_names() == []
-    assert env.spares() == []
-    with pytest.raises(exception.ImageNotFound):
-        env.driver.snapshot_identity(parse_location(env.url))
-
-
 def test_a_spare_finished_after_a_hold_began_is_removed_by_its_maker(env: Env) -> None:
     """A clone started before the hold finishes after it: its maker removes it."""
     other = env.new_driver()
