@@ -3,7 +3,8 @@
 :class:`FakeCluster` is what a test holds on to: it owns the pools, lets the
 test pre-populate and inspect them, sets the knobs (health, capacity, clone
 format, aio mode, extra mon commands), makes chosen API calls fail
-(:meth:`FakeCluster.fail_next`) and tracks every connection, ioctx and image
+(:meth:`FakeCluster.fail_next`), lets another client's calls run in the middle
+of a call that librbd does in several steps (:meth:`FakeCluster.pause_in`) and tracks every connection, ioctx and image
 handle so leaks show up (:meth:`FakeCluster.assert_no_open_handles`).
 
 Every public method of the fake classes goes through :func:`api`, which takes
