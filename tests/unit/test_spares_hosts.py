@@ -102,7 +102,7 @@ def test_a_spare_finished_after_a_hold_began_is_removed_by_its_maker(env: Env) -
 # Each test below stops two hosts at the points where the race was lost (events,
 # never sleeps) and fails when the fix it names is taken out of the product.
 
-WAIT = 10  # seconds an event may take before the test fails (never reached when green)
+WAIT = 30  # seconds an event may take before the test fails (never reached when green)
 MAKING = "rbd-driver-spare-making."
 
 
