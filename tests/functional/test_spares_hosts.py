@@ -162,3 +162,67 @@ def test_a_making_spare_is_moved_by_its_maker_or_the_golden_delete_never_both(
         assert _stray_id_objects(ceph_cluster, ceph_admin, pools.vms) == []
     finally:
         driver.close()
+
+
+def test_a_spare_whose_maker_died_after_the_deletes_last_look_is_swept(
+        ceph_cluster, agents, ceph_admin, pools, monkeypatch) -> None:
+    """The refill's clone attaches after the delete's last look, just before librbd
+    removes the golden, and its maker dies before it can remove it: the golden goes
+    to the trash (a snapshot with a clone), and the delete's final sweep removes the
+    spare (GoldenImages._sweep_spares)."""
+    driver = RBDDriver.from_conf(make_conf(ceph_cluster, pool=pools.vms))
+    try:
+        g = Golden(driver, pools)
+        refiller: Launcher = agents(1)
+        in_clone, go, cloned, finished = (threading.Event() for _ in range(4))
+        real_clone, real_remove = refiller.driver.clone, driver.remove_image
+        seen: dict[str, Any] = {}
+
+        def clone(location: Any, name: str, pool: str | None = None) -> None:
+            if not name.startswith(MAKING_PREFIX) or in_clone.is_set():
+                return real_clone(location, name, pool)
+            in_clone.set()
+            assert go.wait(WAIT)
+            real_clone(location, name, pool)
+            cloned.set()
+            assert finished.wait(WAIT)
+            raise RuntimeError("the maker died")  # its making- clone is left behind
+
+        def remove_image(name: str, pool: str | None = None) -> Any:
+            if name == g.name and not go.is_set():
+                seen["before"] = _children(ceph_admin, g)  # the delete's last look: none
+                go.set()
+                assert cloned.wait(WAIT)
+                seen["during"] = _children(ceph_admin, g)
+            return real_remove(name, pool)
+
+        monkeypatch.setattr(refiller.driver, "clone", clone)
+        monkeypatch.setattr(driver, "remove_image", remove_image)
+        _one_refill_started(refiller, g)
+        assert in_clone.wait(WAIT)
+        try:
+            outcome = GoldenImages(driver, pool=pools.images).delete(g.name)
+        finally:
+            finished.set()
+        assert refiller.driver.spares.wait(WAIT)
+        assert seen["before"] == [] and len(seen["during"]) == 1, seen
+        assert seen["during"][0].startswith(MAKING_PREFIX)
+        assert outcome == "trashed"  # librbd could not remove it under the clone
+        assert _ours(ceph_admin, pools.vms, g) == []  # swept
+        assert g.name not in (ceph_admin("rbd", "ls", pools.images) or [])
+        assert _stray_id_objects(ceph_cluster, ceph_admin, pools.vms) == []
+        # Its protected snapshot keeps it there (the trash cannot purge it): restore it,
+        # and the usual removal takes the snapshot, then the image.
+        _restore_from_trash(driver, pools.images, g.name)
+        assert driver.remove_image(g.name, pools.images).ok
+    finally:
+        driver.close()
+    assert not [e for e in ceph_admin("rbd", "trash", "ls", pools.images) or []
+                if e["name"] == g.name]
+
+
+def _restore_from_trash(driver: RBDDriver, pool: str, name: str) -> None:
+    with driver.client.ioctx(pool) as ioctx:
+        for entry in driver.rbd.RBD().trash_list(ioctx):
+            if entry["name"] == name:
+                driver.rbd.RBD().trash_restore(ioctx, entry["id"], name)
