@@ -257,7 +257,7 @@ class Spares:
                     # Its golden is being deleted (or is gone): a spare made
                     # from a clone started before the hold must not outlive it.
                     self._discard(name, pool)
-                    continue  # the loop sees the hold (or the error) and stops
+                    return  # held, or the golden is gone or replaced: never clone again
                 with self._lock:
                     self._free.setdefault(job.key, []).append(name)
                 LOG.debug("made spare clone %s/%s of %s", pool, name, job.location.url)

@@ -14,7 +14,6 @@ import pathlib
 import subprocess
 import sys
 import textwrap
-import time
 
 from rbd_driver.testing.cluster import LocalCluster
 
@@ -76,18 +75,20 @@ INNER_TEST = textwrap.dedent('''
 ''')
 
 
-def _inner_run(directory: pathlib.Path, conf: str) -> tuple[str, int, float]:
+def _inner_run(directory: pathlib.Path, conf: str) -> tuple[str, int]:
     directory.mkdir()
     (directory / "conftest.py").write_text(INNER_CONFTEST)
     (directory / "test_inner.py").write_text(INNER_TEST)
-    start = time.monotonic()
     proc = subprocess.run(
         # A blocked write would hang: pytest-timeout ends a broken guard's run.
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-v", "-o", "timeout=60",
          str(directory)],
         cwd=directory, env={**os.environ, "RBD_DRIVER_TEST_CEPH_CONF": conf},
         capture_output=True, text=True, timeout=300, check=False)
-    return proc.stdout + proc.stderr, proc.returncode, time.monotonic() - start
+    out = proc.stdout + proc.stderr
+    # Stopped by the guard, not by pytest-timeout after a blocked write.
+    assert "Timeout" not in out, out
+    return out, proc.returncode
 
 
 def test_a_full_cluster_stops_the_run_before_any_fixture_writes(tmp_path) -> None:
@@ -95,9 +96,9 @@ def test_a_full_cluster_stops_the_run_before_any_fixture_writes(tmp_path) -> Non
         assert cluster.state is not None
         conf = cluster.state.conf_path
         # Filled during the run: stopped before the session fixture that writes.
-        during, rc_during, took_during = _inner_run(tmp_path / "during", conf)
+        during, rc_during = _inner_run(tmp_path / "during", conf)
         # Full from the start (a reused dev cluster): stopped before any test.
-        before, rc_before, took_before = _inner_run(tmp_path / "before", conf)
+        before, rc_before = _inner_run(tmp_path / "before", conf)
     assert rc_during == 3, during
     assert "test_first_fills_the_cluster PASSED" in during, during
     # The second test was started (-v names it) but neither ran nor errored.
@@ -106,8 +107,6 @@ def test_a_full_cluster_stops_the_run_before_any_fixture_writes(tmp_path) -> Non
     assert "ERROR" not in during and "FAILED" not in during, during
     assert "the test cluster is full (osd.0, pool vms" in during, during
     assert "OSD_FULL" in during, during
-    assert took_during < 120, (took_during, during)
     assert rc_before == 3, before
     assert "PASSED" not in before, before
     assert "the test cluster is full (osd.0" in before, before
-    assert took_before < 30, (took_before, before)

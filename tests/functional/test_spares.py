@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import rados
 from oslo_config import cfg
 
-from rbd_driver import imagebackend
+from rbd_driver import exception, imagebackend
 from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage.location import parse_location
 from rbd_driver.storage.rbd_utils import RBDDriver
@@ -278,9 +279,9 @@ def test_claim_calls_work_with_profile_rbd_caps(golden, ceph_cluster, ceph_admin
         spare_id = _info(ceph_admin, spare, vms)["id"]
         driver.create(taken, 1 << 20)
         # The target exists: refused (EEXIST from dir_rename_image), the spare intact.
-        with pytest.raises(Exception) as info:
+        with pytest.raises(exception.ImageExists) as info:  # translated, not a raw binding error
             driver.claims.claim_rename(spare, taken)
-        assert type(info.value).__name__ == "ImageExists"
+        assert isinstance(info.value.__cause__, rados.Error)
         assert _info(ceph_admin, spare, vms)["id"] == spare_id
         driver.remove_image(taken)
         assert driver.claims.claim_rename(spare, taken) is True

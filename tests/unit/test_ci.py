@@ -34,6 +34,7 @@ def _ci_run(tmp_path: pathlib.Path, output: str, status: int,
     (tmp_path / "output").write_text(output)
     run_sh = tmp_path / "run.sh"
     run_sh.write_text('#!/usr/bin/env bash\necho "$*" > "$(dirname "$0")/args"\n'
+                      'echo "${CI:-}" > "$(dirname "$0")/ci"\n'
                       f'cat "$(dirname "$0")/output"\nexit {status}\n')
     run_sh.chmod(0o755)
     return subprocess.run([str(tmp_path / ".ci" / "run")], capture_output=True, text=True,
@@ -60,6 +61,7 @@ def test_ci_run_status(tmp_path, output: str, status: int, expected: int) -> Non
     proc = _ci_run(tmp_path, output, status)
     assert proc.returncode == expected, proc.stderr
     assert (tmp_path / "args").read_text() == "test\n"  # exactly ./run.sh test
+    assert (tmp_path / "ci").read_text() == "true\n"  # tests fail rather than fall back
     assert proc.stdout == output  # the user still sees pytest's output
     if NOT_ALLOWED in output:
         assert f"skip not on .ci/allowed-skips: {NOT_ALLOWED}" in proc.stderr
@@ -125,3 +127,27 @@ def test_pytest_prints_the_skips_the_check_reads() -> None:
     tox.read(ROOT / "tox.ini")
     addopts = tox["pytest"]["addopts"].split()
     assert any(opt.startswith("-r") and ("a" in opt or "s" in opt) for opt in addopts)
+
+
+XFAIL = "XFAIL tests/unit/test_x.py::test_known - a known bug"
+XPASS = "XPASS tests/unit/test_x.py::test_lucky - a known bug"
+
+
+def test_an_xfail_or_xpass_counts_like_a_skip(tmp_path) -> None:
+    output = f"{SUMMARY}\n{XFAIL}\n{XPASS}\n1 xfailed, 1 xpassed\n"
+    proc = _check(tmp_path, "", output)
+    assert proc.returncode == 1
+    assert f"skip not on {tmp_path / 'allow'}: {XFAIL}" in proc.stderr
+    assert f"skip not on {tmp_path / 'allow'}: {XPASS}" in proc.stderr
+    allow = "tests/unit/test_x.py::test_known - *  # reason\n" \
+            "tests/unit/test_x.py::test_lucky - *  # reason\n"
+    assert _check(tmp_path, allow, output).returncode == 0
+
+
+@pytest.mark.parametrize("pattern", ["*", "*: clone v1 *", "tests/*: clone v1 *",
+                                     "tests/functional/*.py:*: *", "test_rbd_backend.py:*: *",
+                                     "tests/functional/test_rbd_backend.py"])
+def test_a_pattern_must_start_with_its_test_file(tmp_path, pattern: str) -> None:
+    proc = _check(tmp_path, f"{pattern}  # reason\n", f"{SUMMARY}\n{ALLOWED}\n")
+    assert proc.returncode == 1
+    assert "starts with its test file" in proc.stderr

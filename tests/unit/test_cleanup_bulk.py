@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -65,27 +64,35 @@ def test_a_mix_of_instances_each_in_its_own_report(env, tmp_path, monkeypatch) -
 
 
 def test_removals_in_flight_are_bounded_by_cleanup_concurrency(env) -> None:
+    """The first three removals wait for each other (so three run at once), and no
+    fourth worker thread ever starts: the pool submits all twelve while they wait."""
     env.driver.cleanup_concurrency = 3
     instances = [_instance(env)[0] for _ in range(6)]
     lock = threading.Lock()
-    state = {"now": 0, "peak": 0}
+    state = {"now": 0, "peak": 0, "entered": 0}
+    workers: set[str] = set()
+    together = threading.Barrier(3)
     remove = env.driver.remove_image
 
-    def slow_remove(name: str, pool: str | None = None) -> Any:
+    def spied_remove(name: str, pool: str | None = None) -> Any:
         with lock:
             state["now"] += 1
+            state["entered"] += 1
             state["peak"] = max(state["peak"], state["now"])
-        time.sleep(0.02)
+            workers.add(threading.current_thread().name)
+            first = state["entered"] <= 3
+        if first:
+            together.wait(10)  # BrokenBarrierError: fewer than three at once
         try:
             return remove(name, pool)
         finally:
             with lock:
                 state["now"] -= 1
 
-    env.driver.remove_image = slow_remove  # type: ignore[method-assign]
+    env.driver.remove_image = spied_remove  # type: ignore[method-assign]
     report = Rbd.cleanup_instances(env.conf, instances, driver=env.driver)
     assert report.ok and sum(len(r.removed) for r in report.instances.values()) == 12
-    assert state["peak"] == 3
+    assert state["peak"] == 3 and len(workers) == 3, (state, workers)
     assert env.vms() == []
 
 

@@ -6,16 +6,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 from rbd_driver.testing.cluster import _stop_pids
 
-SLEEP = "import time; time.sleep(120)"
+SLEEP = "import time; print('ready', flush=True); time.sleep(120)"
 
 
 def _daemon(name: str, conf: str) -> subprocess.Popen[bytes]:
     # argv[0] names it as a Ceph daemon; -c <conf> as the cluster's daemons get.
-    return subprocess.Popen([name, "-c", SLEEP, "-c", conf], executable=sys.executable)
+    proc = subprocess.Popen([name, "-c", SLEEP, "-c", conf], executable=sys.executable,
+                            stdout=subprocess.PIPE)
+    # Its first line says it runs, so /proc shows the argv the scan reads (right after
+    # Popen returns it can still be empty: the exec is not quite done).
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[0] == name.encode()
+    return proc
 
 
 def test_an_unrecorded_daemon_of_the_cluster_is_stopped_too(tmp_path) -> None:
@@ -26,7 +32,6 @@ def test_an_unrecorded_daemon_of_the_cluster_is_stopped_too(tmp_path) -> None:
     other_cluster = _daemon("ceph-osd", str(tmp_path / "other" / "ceph.conf"))
     not_a_daemon = _daemon("python-tool", os.path.join(directory, "ceph.conf"))
     try:
-        time.sleep(0.3)
         _stop_pids(directory, {"osd.0": recorded.pid}, timeout=5)
         assert recorded.wait(5) is not None
         assert stray.wait(5) is not None
@@ -37,3 +42,5 @@ def test_an_unrecorded_daemon_of_the_cluster_is_stopped_too(tmp_path) -> None:
             if proc.poll() is None:
                 proc.kill()
             proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()

@@ -129,32 +129,51 @@ def test_other_formats_and_taken_names_are_refused_with_nothing_made(env) -> Non
     assert env.snaps("vms", disk.rbd_name) == ["mine"]
 
 
-STEPS = ["Image.create_snap", "Image.protect_snap", "Image.overlap", "RBD.clone",
-         "Image.resize", "Image.diff_iterate", "Image.aio_read", "Image.aio_write",
-         "Image.flush", "Image.flatten", "Image.remove_snap", "RBD.rename"]
+# The calls direct_snapshot makes, and how many times (a fault at each call fires).
+# Kept as a snapshot shares the disk's data: a clone, then the data path copies what
+# the disk changed. Flattened (snapshot_flatten): a clone that librbd flattens.
+_BOTH = [("Image.create_snap", 0), ("Image.create_snap", 1), ("Image.protect_snap", 0),
+         ("Image.protect_snap", 1), ("RBD.clone", 0), ("Image.remove_snap", 0),
+         ("RBD.rename", 0)]
+FAULTS = ([(False, step, after) for step, after in _BOTH + [
+              ("Image.overlap", 0), ("Image.resize", 0), ("Image.diff_iterate", 0),
+              ("Image.aio_read", 0), ("Image.aio_write", 0), ("Image.flush", 0)]]
+          + [(True, step, after) for step, after in _BOTH + [("Image.flatten", 0)]])
 
 
-@pytest.mark.parametrize("flatten", [False, True])
-@pytest.mark.parametrize("step,after", [(s, a) for s in STEPS for a in (0, 1)])
+@pytest.mark.parametrize("flatten,step,after", FAULTS,
+                         ids=[f"{'flat' if f else 'shared'}-{s}-{a}" for f, s, a in FAULTS])
 def test_a_fault_at_any_step_leaves_nothing(env, step, after, flatten) -> None:
     env.conf.set_override("snapshot_flatten", flatten, group="rbd")
     disk = env.launched(b"changed" * 1000)
     if step == "Image.resize":
         env.driver.resize(disk.rbd_name, GOLDEN + 4 * MIB)
+    before = env.cluster.calls.count(step)
     env.cluster.fail_next(step, env.rbd.IOError, after=after)
-    try:
+    with pytest.raises(exception.StorageError) as raised:
         disk.direct_snapshot("tmp", "raw", "snap-img")
-    except exception.RbdDriverError:
-        pass
-    else:  # this path does not make that call (twice): it must have worked
-        assert env.images("images") == ["golden", "snap-img"]
-        return
-    env.cluster.clear_failures()
+    assert env.cluster.calls.count(step) > before + after  # the injected failure was consumed
+    assert isinstance(raised.value.__cause__, env.rbd.IOError)  # and is what was reported
     assert env.images("images") == ["golden"]
     assert env.snaps("vms", disk.rbd_name) == []
     assert env.cluster.image("images", "golden").read(0, len(GOLDEN_DATA)) == GOLDEN_DATA
     env.driver.close()
     env.cluster.assert_no_open_handles()
+
+
+def test_the_fault_matrix_lists_every_call_direct_snapshot_makes(env) -> None:
+    """A call added to (or dropped from) direct_snapshot must be added to FAULTS too."""
+    for flatten in (False, True):
+        env.conf.set_override("snapshot_flatten", flatten, group="rbd")
+        disk = env.launched(b"changed" * 1000)
+        if not flatten:
+            env.driver.resize(disk.rbd_name, GOLDEN + 4 * MIB)
+        start = len(env.cluster.calls)
+        disk.direct_snapshot("tmp", "raw", f"snap-{flatten}")
+        made = env.cluster.calls[start:]
+        listed = {(s, a) for f, s, a in FAULTS if f is flatten}
+        steps = {s for s, _ in listed}
+        assert {(s, a) for s in steps for a in range(made.count(s))} == listed, flatten
 
 
 @pytest.mark.parametrize("flatten", [False, True])

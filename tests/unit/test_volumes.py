@@ -310,8 +310,7 @@ def test_module_function_opens_and_closes_its_own_connection(kenv, monkeypatch) 
     monkeypatch.setattr(volumes.RadosClient, "from_conf", from_conf)
     ceph_conf = kenv.tmp / "ceph.conf"
     kenv.conf.set_override("ceph_conf", str(ceph_conf), group="rbd")
-    monkeypatch.setattr(volumes.VolumeAttacher, "__init__",
-                        lambda self, conf=None, client=None, **kw: _init(self, conf, client, kenv))
+    monkeypatch.setattr(volumes, "VolumeAttacher", _with_fake_kernel(kenv))
     info = connection_info(keyring=cephx.keyring_text("client.cinder", KEY))
     assert "/dev/rbd0" in volumes.volume_disk_xml(info, conf=kenv.conf)
     assert volumes.disconnect_volume(info, conf=kenv.conf) is True
@@ -319,11 +318,17 @@ def test_module_function_opens_and_closes_its_own_connection(kenv, monkeypatch) 
     kenv.cluster.assert_no_open_handles()
 
 
-def _init(self: volumes.VolumeAttacher, conf: Any, client: Any, kenv: Any) -> None:
-    self.conf, self.client = conf, client
-    self.kernel_options = {"sysfs_root": str(kenv.tmp / "sys"), "writer": kenv.kernel,
-                           "kernel_keyring": kenv.keyring, "addresses": [LOCAL],
-                           "hostname": "compute-1"}
+def _with_fake_kernel(kenv: Any) -> type[volumes.VolumeAttacher]:
+    """The real VolumeAttacher, given the fake sysfs and kernel the module functions
+    cannot pass (its own constructor runs; only kernel_options are added)."""
+
+    class Attacher(volumes.VolumeAttacher):
+        def __init__(self, conf: Any = None, client: Any = None, **kernel_options: Any) -> None:
+            super().__init__(conf, client, sysfs_root=str(kenv.tmp / "sys"), writer=kenv.kernel,
+                             kernel_keyring=kenv.keyring, addresses=[LOCAL],
+                             hostname="compute-1", **kernel_options)
+
+    return Attacher
 
 
 def test_userspace_disconnect_has_nothing_to_undo() -> None:

@@ -3,7 +3,8 @@
 :class:`FakeCluster` is what a test holds on to: it owns the pools, lets the
 test pre-populate and inspect them, sets the knobs (health, capacity, clone
 format, aio mode, extra mon commands), makes chosen API calls fail
-(:meth:`FakeCluster.fail_next`) and tracks every connection, ioctx and image
+(:meth:`FakeCluster.fail_next`), lets another client's calls run in the middle
+of a call that librbd does in several steps (:meth:`FakeCluster.pause_in`) and tracks every connection, ioctx and image
 handle so leaks show up (:meth:`FakeCluster.assert_no_open_handles`).
 
 Every public method of the fake classes goes through :func:`api`, which takes
@@ -76,6 +77,7 @@ class FakeCluster:
         # Reentrant: API methods call helpers that lock too (create_pool -> add_pool).
         self._lock = threading.RLock()
         self._failures: list[_FailureRule] = []
+        self._pauses: dict[str, Callable[[], None]] = {}
         self._pool_ids = itertools.count(1)
         self._image_ids = itertools.count(1)
         # Handle registries and id sources, updated by the fake classes.
@@ -212,6 +214,28 @@ class FakeCluster:
                 raise exc
             return exc
         return None
+
+    def pause_in(self, method: str, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once, without the cluster lock, in the middle of the next
+        ``method`` call, so a test can put another client's calls between its steps.
+
+        Only calls that are several steps in librbd have such a point:
+        ``"RBD.remove"`` pauses after it resolved the name (librbd then removes
+        what it resolved, whatever the name has become meanwhile).
+        """
+        with self._lock:
+            self._pauses[method] = callback
+
+    def pause_point(self, method: str) -> None:
+        """Called by the fake classes at their pause point (the lock held once)."""
+        callback = self._pauses.pop(method, None)
+        if callback is None:
+            return
+        self._lock.release()
+        try:
+            callback()
+        finally:
+            self._lock.acquire()
 
     # -- handle tracking ----------------------------------------------------
 

@@ -175,7 +175,10 @@ class RBD:
         image = rbd_pool(ioctx).image_by_name(name)
         if image is None:
             raise rbd_error(errno.ENOENT, f"error removing image {name}")
-        _remove_image(ioctx, image)
+        ioctx._cluster.pause_point("RBD.remove")
+        if image.removed:
+            raise rbd_error(errno.ENOENT, f"error removing image {name}")
+        _remove_image(ioctx, image)  # by the id resolved above, even if renamed meanwhile
         if on_progress is not None:
             on_progress(1, 1)
 
