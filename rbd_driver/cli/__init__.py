@@ -32,10 +32,10 @@ from typing import Any
 
 from oslo_config import cfg
 
-from rbd_driver import conf as conf_module
 from rbd_driver import exception
 from rbd_driver.cli import backup, cluster, devcluster, disks, golden, provision
 from rbd_driver.cli._common import UsageError
+from rbd_driver.cli.config import load_conf
 from rbd_driver.cli.output import fields
 from rbd_driver.testing.cluster import ClusterStartError
 
@@ -49,23 +49,14 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rbd-driver", description="Operate rbd_driver and the Ceph RBD disks it manages.")
     parser.add_argument("--config-file", action="append", default=[], metavar="PATH",
-                        help="oslo.config file with an [rbd] section (repeatable)")
+                        help="oslo.config file with an [rbd] section (repeatable; default "
+                             "/etc/rbd_driver/rbd_driver.conf when it exists)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.add_parsers(sub)
     return parser
-
-
-def _load_conf(files: list[str]) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    conf_module.register_opts(conf)
-    args: list[str] = []
-    for path in files:
-        args += ["--config-file", path]
-    conf(args, project="rbd_driver", default_config_files=[])
-    return conf
 
 
 def _print(result: Any, lines: list[str] | None) -> None:
@@ -81,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     check = getattr(group, "check", None)
     if check is not None:
         check(args)
-    conf = (_load_conf(args.config_file) if getattr(group, "NEEDS_CONF", True)
+    conf = (load_conf(args.config_file) if getattr(group, "NEEDS_CONF", True)
             else cfg.ConfigOpts())
     result, code = group.HANDLERS[args.command](args, conf)
     if result is None:  # the handler printed already

@@ -23,6 +23,7 @@ from oslo_config import cfg
 
 from rbd_driver import exception
 from rbd_driver.cli._common import Handler, Renderer, Result, positive_int
+from rbd_driver.cli.config import warn
 from rbd_driver.cli.output import fields, table
 from rbd_driver.ops import provision
 from rbd_driver.ops.provision import CephxUser, Provisioner
@@ -101,6 +102,24 @@ def _user_doc(user: CephxUser) -> dict[str, Any]:
     return {"entity": user.entity, "caps": user.caps, "keyring": user.keyring}
 
 
+def _keyring_mismatch(keyring: str | None, conf: cfg.ConfigOpts) -> str | None:
+    """The warning when ``--keyring`` writes where ``[rbd] keyring`` will not read."""
+    configured = conf.rbd.keyring
+    if not keyring:
+        return None
+    if configured and os.path.abspath(configured) == os.path.abspath(keyring):
+        return None
+    if not configured and os.path.abspath(keyring) == provision.default_keyring_path(
+            conf.rbd.user or ""):
+        return None  # where ceph.conf's default keyring search finds it
+    if configured:
+        return (f"the keyring goes to {keyring} (--keyring) but [rbd] keyring is {configured}, "
+                "where every other command reads it; next: set [rbd] keyring = "
+                f"{keyring}, or drop --keyring")
+    return (f"the keyring goes to {keyring} (--keyring) but [rbd] keyring is unset, so other "
+            f"commands look where ceph.conf says; next: set [rbd] keyring = {keyring}")
+
+
 def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     keyring = getattr(args, "keyring", None)
     if keyring:  # before connecting; the library checks again before it creates anything
@@ -111,6 +130,9 @@ def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
         if args.action == "user":
             user = prov.ensure_user(args.name, args.writable, args.read_only, keyring=keyring)
             return _user_doc(user), 0
+        mismatch = _keyring_mismatch(keyring, conf)
+        if mismatch:
+            warn(mismatch)
         if args.define_secret:
             _quiet_libvirt()
         report = provision.provision_from_conf(conf, prov.client, keyring=keyring,
