@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["SIZE_KEYS", "fields", "human_size", "progress_bar", "table"]
+__all__ = ["SIZE_KEYS", "fields", "human_size", "progress_bar", "set_progress", "table"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
@@ -116,11 +116,20 @@ def fields(doc: Mapping[str, Any], indent: str = "") -> list[str]:
     return lines
 
 
+# Off with ``--no-progress``, whatever a handler asks.
+_progress = {"enabled": True}
+
+
+def set_progress(enabled: bool) -> None:
+    """Allow (the default) or forbid every progress bar of this process."""
+    _progress["enabled"] = enabled
+
+
 def progress_bar(enabled: bool,
                  stream: TextIO | None = None) -> Callable[[int, int], None] | None:
     """A progress bar on stderr when it is a terminal, else nothing (``None``)."""
     out = stream or sys.stderr
-    if not enabled or not out.isatty():
+    if not enabled or not _progress["enabled"] or not out.isatty():
         return None
     started = time.monotonic()
 
