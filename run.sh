@@ -42,7 +42,7 @@ cmd="${1:-}"
 shift || true
 case "$cmd" in
     setup) setup ;;
-    demo) setup; exec .venv/bin/rbd-driver demo "$@" ;;
+    demo) setup; exec .venv/bin/rbd-driver throwaway demo "$@" ;;
     test) setup; exec .venv/bin/pytest "$@" ;;
     *) echo "usage: ./run.sh demo|test|setup [args...]" >&2; exit 2 ;;
 esac

@@ -9,13 +9,13 @@ the operator guide for every subcommand.
 One module per command group, each with its parsers, its handlers and their
 text (the contract is in :mod:`rbd_driver.cli._common`):
 
-- :mod:`~rbd_driver.cli.devcluster`: ``dev-cluster``, ``demo``;
 - :mod:`~rbd_driver.cli.cluster`: ``status``, ``pool-info``;
 - :mod:`~rbd_driver.cli.disks`: ``ls``, ``clone``, ``import``, ``export``,
   ``snapshot``, ``cleanup``;
 - :mod:`~rbd_driver.cli.backup`: ``backup``, ``restore``;
 - :mod:`~rbd_driver.cli.golden`: ``golden``;
-- :mod:`~rbd_driver.cli.provision`: ``provision``.
+- :mod:`~rbd_driver.cli.provision`: ``provision``;
+- :mod:`~rbd_driver.cli.devcluster`: ``throwaway`` (a local cluster and the demo).
 
 :func:`main` only wires them together.
 """
@@ -43,7 +43,7 @@ from rbd_driver.testing.cluster import ClusterStartError
 __all__ = ["GROUPS", "main"]
 
 # In the order of ``rbd-driver --help``.
-GROUPS: tuple[ModuleType, ...] = (devcluster, cluster, disks, backup, golden, provision)
+GROUPS: tuple[ModuleType, ...] = (cluster, disks, backup, golden, provision, devcluster)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -175,3 +175,20 @@ def test_qemu_img_permission_words_name_the_caps() -> None:
         detail="qemu-img: error rbd create: Operation not permitted")
     line = errors.one_line(err, user="compute")
     assert "next: client.compute lacks cephx caps to write there" in line
+
+
+def test_throwaway_start_with_a_missing_base_dir_names_it(capsys, tmp_path) -> None:
+    missing = tmp_path / "no" / "such"
+    assert cli.main(["throwaway", "start", "--base-dir", str(missing)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"rbd-driver: error: --base-dir {missing} is not a directory; next: "
+                   "create it, or leave --base-dir out")
+
+
+def test_throwaway_status_without_a_cluster_is_one_line(capsys, tmp_path, monkeypatch) -> None:
+    from rbd_driver.testing import cluster as dev_cluster
+
+    monkeypatch.setattr(dev_cluster, "POINTER", tmp_path / "none")
+    assert cli.main(["throwaway", "status"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("next: rbd-driver throwaway start"), err
