@@ -15,6 +15,7 @@ text (the contract is in :mod:`rbd_driver.cli._common`):
 - :mod:`~rbd_driver.cli.backup`: ``backup``, ``restore``;
 - :mod:`~rbd_driver.cli.golden`: ``golden``;
 - :mod:`~rbd_driver.cli.provision`: ``provision``;
+- :mod:`~rbd_driver.cli.secret`: ``secret`` (the libvirt secret, as ``[rbd] user``);
 - :mod:`~rbd_driver.cli.devcluster`: ``throwaway`` (a local cluster and the demo).
 
 :func:`main` only wires them together.
@@ -33,7 +34,8 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import exception
-from rbd_driver.cli import backup, cluster, devcluster, disks, golden, options, provision
+from rbd_driver.cli import (backup, cluster, devcluster, disks, golden, options, provision,
+                            secret)
 from rbd_driver.cli._common import UsageError
 from rbd_driver.cli.config import load_conf
 from rbd_driver.cli.errors import CommandError, one_line
@@ -43,7 +45,8 @@ from rbd_driver.testing.cluster import ClusterStartError
 __all__ = ["GROUPS", "main"]
 
 # In the order of ``rbd-driver --help``.
-GROUPS: tuple[ModuleType, ...] = (cluster, disks, backup, golden, provision, devcluster)
+GROUPS: tuple[ModuleType, ...] = (cluster, disks, backup, golden, provision, secret,
+                                  devcluster)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``rbd-driver provision pool|user|from-conf``.
+"""``rbd-driver provision pool|user|from-conf|rotate-key``.
 
 The command-line face of :class:`rbd_driver.ops.provision.Provisioner`: the
 parsers, the handlers and their text (the contract of :mod:`rbd_driver.cli._common`).
@@ -72,6 +72,13 @@ def add_parsers(sub: Any) -> None:
                     help="grant 'profile rbd' (not read-only) on [rbd] snapshot_pool and "
                          "[rbd] image_pools, so that direct_snapshot can write instance "
                          "snapshots there (default: read-only, least privilege)")
+    rk = actions.add_parser("rotate-key", parents=[admin],
+                            help="give a user a new key (caps kept) and rewrite its keyring")
+    rk.add_argument("name", nargs="?", metavar="NAME",
+                    help="cephx user, without 'client.' (default: [rbd] user)")
+    rk.add_argument("--keyring", metavar="PATH",
+                    help="where to write its new keyring (default: [rbd] keyring, else "
+                         "/etc/ceph/ceph.client.<user>.keyring)")
 
 
 def _quiet_libvirt() -> None:
@@ -102,6 +109,19 @@ def _user_doc(user: CephxUser) -> dict[str, Any]:
     return {"entity": user.entity, "caps": user.caps, "keyring": user.keyring}
 
 
+def _rotate_key(prov: Provisioner, args: argparse.Namespace, conf: cfg.ConfigOpts,
+                keyring: str | None) -> dict[str, Any]:
+    user = args.name or conf.rbd.user
+    if not user:
+        raise exception.ConfigError(detail="provision rotate-key needs NAME or [rbd] user")
+    path = keyring or conf.rbd.keyring or provision.default_keyring_path(user)
+    cephx.check_keyring_path(path, "--keyring" if keyring else "[rbd] keyring")
+    rotated = prov.rotate_key(user, keyring=path)
+    return {**_user_doc(rotated),
+            "next": f"copy {path} to each compute host, then run 'rbd-driver secret define' "
+                    "there (running guests keep their connections)"}
+
+
 def _keyring_mismatch(keyring: str | None, conf: cfg.ConfigOpts) -> str | None:
     """The warning when ``--keyring`` writes where ``[rbd] keyring`` will not read."""
     configured = conf.rbd.keyring
@@ -127,6 +147,8 @@ def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     with _provisioner(args, conf) as prov:
         if args.action == "pool":
             return dataclasses.asdict(prov.create_pool(args.name, args.pg_num)), 0
+        if args.action == "rotate-key":
+            return _rotate_key(prov, args, conf, keyring), 0
         if args.action == "user":
             user = prov.ensure_user(args.name, args.writable, args.read_only, keyring=keyring)
             return _user_doc(user), 0
@@ -148,6 +170,7 @@ def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
 def _provision_text(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
     if args.action != "from-conf":
         return fields(result)
+    # from-conf:
     lines = table(["POOL", "CREATED", "PG_NUM"],
                   [[p["name"], "yes" if p["created"] else "no (exists)", p["pg_num"]]
                    for p in result["pools"]], right=(2,))

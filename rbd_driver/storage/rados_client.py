@@ -202,6 +202,8 @@ def translate_errors(
         kind = _kind_of(err, rados, rbd)
         if kind is None:
             raise
+        if kind == "storage":  # a generic class (rbd.OSError...): its errno may say more
+            kind = _ERRNO_KINDS.get(abs(getattr(err, "errno", None) or 0), kind)
         raise _error_for(kind, op, str(err) or type(err).__name__, pool, image, snapshot,
                          user) from err
 

@@ -239,3 +239,12 @@ def test_permission_denied_names_the_user_whose_caps_to_check(env) -> None:
 def test_mon_command_returns_parsed_json(env) -> None:
     client, cluster, *_ = env
     assert client.mon_command("fsid")["fsid"] == client.get_fsid()
+
+
+def test_a_generic_binding_error_with_eacces_is_a_permission_error(env) -> None:
+    # Finding 4 of issue 26: "rbd pool init" as a user without caps raised
+    # rbd.OSError(errno 13), which read "failed: [errno 13]".
+    client, *_ = env
+    with pytest.raises(exception.PermissionDenied, match=r"^client\.compute lacks cephx caps"):
+        with client.translate("rbd pool init", pool="vms"):
+            raise client.rbd.OSError("pool init", errno=errno.EACCES)
