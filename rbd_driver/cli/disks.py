@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 from typing import Any
 
@@ -154,6 +155,23 @@ def snapshot(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     return {"disk": f"{disk.pool}/{disk.rbd_name}", "snapshots": snaps}, 0
 
 
+def _count_removals(driver: Any, instances: list[str], bar: Any) -> None:
+    """Make each disk removal of this (command-private) driver advance ``bar``."""
+    total = sum(len(driver.list_images_named(disk_name_for(u, ""))) for u in instances)
+    remove, lock, done = driver.remove_image, threading.Lock(), [0]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return remove(*args, **kwargs)
+        finally:
+            with lock:
+                done[0] += 1
+                bar(min(done[0], total), total)
+
+    if total:
+        driver.remove_image = counted
+
+
 def cleanup(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     """One instance: its CleanupReport. Several: one report, instance by instance."""
     instances = list(dict.fromkeys(args.instance))
@@ -164,6 +182,9 @@ def cleanup(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
             if len(instances) == 1:
                 return {"would_remove": names[instances[0]], "pool": conf.rbd.pool}, 0
             return {"would_remove": names, "pool": conf.rbd.pool}, 0
+        bar = progress_bar(not args.json, unit="disks") if len(instances) > 1 else None
+        if bar is not None:
+            _count_removals(driver, instances, bar)
         report = backend.backend("rbd").cleanup_instances(conf, instances, driver=driver)
     if len(instances) == 1:
         return report.instances[instances[0]].as_dict(), 0 if report.ok else 1

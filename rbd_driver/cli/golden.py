@@ -69,7 +69,8 @@ def golden(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
             return {"golden": where, "children": images.children(args.name)}, 0
         if args.action == "rm":
             outcome = images.delete(args.name, force=args.force,
-                                    flatten_images=args.flatten_images)
+                                    flatten_images=args.flatten_images,
+                                    progress=progress_bar(not args.json))
             return {"golden": where, "outcome": outcome}, 0
         started = time.monotonic()
         image = images.register(args.name, args.file, progress=progress_bar(not args.json))

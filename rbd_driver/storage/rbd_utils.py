@@ -472,18 +472,23 @@ class RBDDriver(Removal):
         with self.client.open_image(pool or self.pool, name, op="resize") as image:
             image.resize(size)
 
-    def flatten(self, name: str, pool: str | None = None) -> None:
+    def flatten(self, name: str, pool: str | None = None,
+                progress: Callable[[int, int], Any] | None = None) -> None:
         """Copy the parent's data into the clone, detaching it from its parent.
 
         An image that has no parent is already flat: nothing to do (librbd
-        would raise a bare EINVAL).
+        would raise a bare EINVAL). ``progress(done, total)`` is librbd's
+        ``on_progress``.
         """
         with self.client.open_image(pool or self.pool, name, op="flatten") as image:
             try:
                 image.parent_info()
             except self.rbd.ImageNotFound:
                 return
-            image.flatten()
+            if progress is None:
+                image.flatten()
+            else:
+                image.flatten(on_progress=progress)
 
     # -- snapshots ------------------------------------------------------------
 

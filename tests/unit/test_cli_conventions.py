@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 from typing import Any
 
 import pytest
@@ -192,3 +193,45 @@ def test_throwaway_status_without_a_cluster_is_one_line(capsys, tmp_path, monkey
     assert cli.main(["throwaway", "status"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].endswith("next: rbd-driver throwaway start"), err
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_bulk_cleanup_draws_a_disk_count_on_a_terminal(env, monkeypatch) -> None:
+    for inst in ("i1", "i2", "i3"):
+        env.cluster.add_image("vms", f"{inst}_disk", 4 * MIB)
+    tty = _Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert cli.main(["--config-file", str(env.conf), "cleanup", "i1", "i2", "i3"]) == 0
+    assert "3 of 3 disks" in tty.getvalue()
+    assert env.cluster.pool("vms").image_names() == []
+    quiet = _Tty()
+    monkeypatch.setattr(sys, "stderr", quiet)
+    env.cluster.add_image("vms", "i4_disk", 4 * MIB)
+    env.cluster.add_image("vms", "i5_disk", 4 * MIB)
+    try:
+        assert cli.main(["--config-file", str(env.conf), "cleanup", "i4", "i5",
+                         "--no-progress"]) == 0
+    finally:
+        output.set_progress(True)
+    assert "disks" not in quiet.getvalue()
+
+
+def test_flatten_before_golden_rm_reports_progress(env) -> None:
+    seen: list[tuple[int, int]] = []
+    env.cluster.add_image("vms", "base", 4 * MIB, data=b"b" * MIB)
+    driver = None
+    from rbd_driver import imagebackend
+    from rbd_driver.cli.config import load_conf
+    from rbd_driver.storage.location import RbdLocation
+
+    with imagebackend.Backend(load_conf([str(env.conf)])) as backend:
+        driver = backend.driver("rbd")
+        driver.create_snap("base", "snap", protect=True)
+        driver.clone(RbdLocation(driver.fsid, "vms", "base", "snap"), "child", "vms")
+        driver.flatten("child", "vms", progress=lambda done, total: seen.append((done, total)))
+        assert driver.parent_info("child", "vms") is None
+    assert seen and seen[-1][0] == seen[-1][1]
