@@ -32,9 +32,10 @@ MIB = 1 << 20
 
 
 def _documented_conf(tmp: Path, ceph_conf: str, user: str, secret_uuid: str) -> Path:
-    """etc/rbd_driver/rbd_driver.conf with this cluster's paths: the only edits an operator makes."""
+    """etc/rbd_driver/rbd_driver.conf with this cluster's paths: an operator's only edits."""
     text = (ROOT / "etc" / "rbd_driver" / "rbd_driver.conf").read_text(encoding="utf-8")
-    edits = {"ceph_conf": ceph_conf, "user": user, "keyring": str(tmp / f"ceph.client.{user}.keyring"),
+    edits = {"ceph_conf": ceph_conf, "user": user,
+             "keyring": str(tmp / f"ceph.client.{user}.keyring"),
              "secret_uuid": secret_uuid, "pool": "vms"}
     for option, value in edits.items():
         text, count = re.subn(rf"(?m)^{option} = .*$", f"{option} = {value}", text)
