@@ -25,8 +25,9 @@ _FLAGS = (
     (re.compile(r"\bflatten_images=True\b"), "--flatten-images"),
     (re.compile(r"\ballow_snapshots=True\b"), "--allow-snapshots"),
 )
-# A temporary file next to the user's: PATH.part-XXXXXXXX (hex).
-_PART = re.compile(r"(\S+?)\.part-[0-9a-f]{6,}")
+# A temporary image or file of a copy: NAME.restoring-, .importing-, .part-XXXXXXXX.
+_TEMP = re.compile(r"(\S+?)(?:\.(?:restoring|importing|part)-[0-9a-f]{6,})+")
+_RBD_POOL = re.compile(r"\brbd:([^/:\s]+)/")
 _QEMU_DENIED = re.compile(r"qemu-img.*(Operation not permitted|Permission denied)", re.S)
 
 
@@ -40,9 +41,13 @@ def one_line(err: BaseException, user: str | None = None) -> str:
         text = text.splitlines()[0] if text else type(err).__name__
     for pattern, flag in _FLAGS:
         text = pattern.sub(flag, text)
-    text = _PART.sub(r"\1", text)
-    if _QEMU_DENIED.search(str(err)):
+    denied = _QEMU_DENIED.search(str(err))
+    if denied:
+        # qemu-img names a temporary image in a long rbd: spec; say what it means.
         who = f"client.{user}" if user else "the cephx user"
-        text += (f"; next: {who} lacks cephx caps to write there: compare 'ceph auth get "
-                 f"{who}' with the provisioning guide's caps")
-    return text
+        pool = _RBD_POOL.search(str(err))
+        where = f"pool {pool.group(1)}" if pool else "the target pool"
+        text = (f"{who} lacks cephx caps to create images in {where} (qemu-img: "
+                f"{denied.group(1)}); next: write to a pool it may write to, or compare "
+                f"'ceph auth get {who}' with the provisioning guide's caps")
+    return _TEMP.sub(r"\1", text)

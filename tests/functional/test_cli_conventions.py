@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,3 +88,43 @@ def test_status_with_a_bad_pool_exits_1_naming_it(conf_file) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "pool vmss does not exist" in lines[0], proc.stderr
     assert "vms" in lines[0].split("pools:")[1]
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_restore_without_write_caps_names_the_caps(conf_file, ceph_cluster, ceph_admin, backend,
+                                                   tmp_path, fmt) -> None:
+    # Finding 8: qemu-img's "error rbd create: Operation not permitted" (qcow2
+    # backups are restored through qemu-img) now reads as the missing caps.
+    user = f"conv-ro-{uuid.uuid4().hex[:6]}"  # as provisioned: images read-only
+    keyring = tmp_path / "ro.keyring"
+    subprocess.run(["ceph", "-c", ceph_cluster.conf_path, "auth", "get-or-create",
+                    f"client.{user}", "mon", "profile rbd", "osd",
+                    "profile rbd pool=vms, profile rbd-read-only pool=images",
+                    "-o", str(keyring)], check=True, capture_output=True, timeout=60)
+    keyring.chmod(0o600)
+    conf_file.write_text(f"[rbd]\nceph_conf = {ceph_cluster.conf_path}\nuser = {user}\n"
+                         f"keyring = {keyring}\npool = vms\n"
+                         f"backup_dir = {tmp_path / 'backups'}\n")
+    driver = backend.driver("rbd")
+    name = f"conv-restore-{uuid.uuid4().hex[:6]}"
+    driver.create(name, 8 << 20)
+    try:
+        made = _cli(conf_file, "backup", "create", name, "--format", fmt, "--json")
+        assert made.returncode == 0, made.stderr
+        backup_id = json.loads(made.stdout)["id"]
+        proc = _cli(conf_file, "restore", name, backup_id, f"{name}-back", "--to-pool", "images")
+        assert proc.returncode == 1, proc.stderr
+        line = proc.stderr.strip()
+        assert len(line.splitlines()) == 1 and "Traceback" not in line, line
+        assert f"client.{user} lacks cephx caps" in line and "images" in line, line
+        assert not re.search(r"\.(restoring|importing|part)-", line), line  # no temporary name
+        assert f"{name}-back" not in ceph_admin("rbd", "ls", "images")
+    finally:
+        for snap in ceph_admin("rbd", "snap", "ls", f"vms/{name}"):
+            subprocess.run(["rbd", "-c", ceph_cluster.conf_path, "snap", "rm",
+                            f"vms/{name}@{snap['name']}"], capture_output=True, timeout=60)
+        driver.remove_image(name)
+        subprocess.run(["rbd", "-c", ceph_cluster.conf_path, "rm", f"images/{name}-back"],
+                       capture_output=True, timeout=60)
+        subprocess.run(["ceph", "-c", ceph_cluster.conf_path, "auth", "del", f"client.{user}"],
+                       capture_output=True, timeout=60)

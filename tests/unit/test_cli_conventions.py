@@ -162,6 +162,9 @@ def test_protected_snapshot_rm_speaks_in_flags(env) -> None:
     (exception.StorageError(op="export", target="x",
                             detail="cannot open /srv/out.raw.part-1a2b3c4d: gone"),
      "cannot open /srv/out.raw: gone"),
+    (exception.PermissionDenied(op="create image", target="images/new.restoring-808d9a54"
+                                ".importing-c5826457", detail="x", user="client.c"),
+     "create image on images/new (x)"),
     (FileNotFoundError(2, "No such file or directory", "/no/such/dir"),
      "/no/such/dir: No such file or directory"),
     (OSError(2, "No such file or directory"), "No such file or directory"),
@@ -175,7 +178,14 @@ def test_qemu_img_permission_words_name_the_caps() -> None:
         path="/backups/b1.qcow2", source_format="qcow2",
         detail="qemu-img: error rbd create: Operation not permitted")
     line = errors.one_line(err, user="compute")
-    assert "next: client.compute lacks cephx caps to write there" in line
+    assert line.startswith("client.compute lacks cephx caps to create images in the target "
+                           "pool (qemu-img: Operation not permitted); next: "), line
+    err = exception.ImageConversionFailed(
+        path="rbd:images/new.restoring-7d482ee6:id=compute:conf=/c", source_format="qcow2",
+        detail="qemu-img: rbd:images/new.restoring-7d482ee6: error rbd create: "
+               "Operation not permitted")
+    line = errors.one_line(err, user="compute")
+    assert "lacks cephx caps to create images in pool images" in line and "restoring" not in line
 
 
 def test_throwaway_start_with_a_missing_base_dir_names_it(capsys, tmp_path) -> None:
