@@ -137,3 +137,22 @@ def test_no_monitor_answered_only_on_a_real_timeout(tmp_path) -> None:
     line = _one_error_line(_rbd_driver(conf, "ls"))
     assert line.startswith("rbd-driver: error: no monitor answered within 2 s"), line
     assert f"127.0.0.1:{port}" in line and str(ceph_conf) in line, line
+
+
+def test_rotate_key_then_the_old_keyring_is_rejected(ceph_cluster, scratch_user, tmp_path) -> None:
+    user, keyring = scratch_user
+    subprocess.run(["ceph", "-c", ceph_cluster.conf_path, "auth", "caps", f"client.{user}",
+                    "mon", "profile rbd", "osd", "profile rbd pool=vms"],
+                   check=True, capture_output=True, timeout=60)
+    old = tmp_path / "old.keyring"
+    old.write_bytes(keyring.read_bytes())
+    old.chmod(0o600)
+    conf = _write_conf(tmp_path / "rbd.conf", ceph_cluster.conf_path, user, keyring=str(keyring))
+    rotated = _rbd_driver(conf, "provision", "rotate-key", "--admin-keyring",
+                          ceph_cluster.admin_keyring)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "rbd-driver secret define" in rotated.stdout and "key =" not in rotated.stdout
+    assert _rbd_driver(conf, "ls").returncode == 0  # the rewritten [rbd] keyring works
+    stale = _write_conf(tmp_path / "stale.conf", ceph_cluster.conf_path, user, keyring=str(old))
+    line = _one_error_line(_rbd_driver(stale, "ls"))
+    assert f"key rejected for client.{user}" in line, line
