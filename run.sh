@@ -2,7 +2,9 @@
 # One entry point for a fresh Debian 12 machine, run as root:
 #   ./run.sh demo   set everything up, then run the demo on a throwaway local cluster
 #   ./run.sh test   set everything up, then run every test (unit and functional)
-#   ./run.sh setup  only set up (apt packages, .venv, editable install)
+#   ./run.sh setup  only set up, for development (apt packages of the test cluster and
+#                   guests, .venv, editable install); a compute host needs far less:
+#                   see doc/source/install.rst
 # Extra arguments go to the demo or to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -42,8 +44,10 @@ setup() {
 cmd="${1:-}"
 shift || true
 case "$cmd" in
-    setup) setup ;;
-    demo) setup; exec .venv/bin/rbd-driver demo "$@" ;;
+    setup) echo "run.sh: setting up for development (test cluster, guests, editable .venv);" \
+                "a compute host needs far less: see doc/source/install.rst" >&2
+           setup ;;
+    demo) setup; exec .venv/bin/rbd-driver throwaway demo "$@" ;;
     test) setup; exec .venv/bin/pytest "$@" ;;
     *) echo "usage: ./run.sh demo|test|setup [args...]" >&2; exit 2 ;;
 esac

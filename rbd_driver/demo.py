@@ -1,4 +1,4 @@
-"""The demo behind ``rbd-driver demo`` (and ``./run.sh demo``).
+"""The demo behind ``rbd-driver throwaway demo`` (and ``./run.sh demo``).
 
 It plays both sides of a cloud on a throwaway local cluster:
 

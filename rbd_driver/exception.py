@@ -12,7 +12,11 @@ every template names the pool, image, snapshot or path at fault::
      ├── ConfigError                  bad or missing configuration
      │    └── CephConfNotFound        ceph.conf path does not exist
      ├── ClusterError                 talking to the cluster failed
-     │    ├── ClusterConnectionError  could not connect (or timed out)
+     │    ├── ClusterConnectionError  could not connect
+     │    │    ├── KeyringNotFound    no keyring for the user where it was looked for
+     │    │    ├── KeyringInvalid     the keyring holds no usable key for the user
+     │    │    ├── KeyRejected        the monitors refused the user's key
+     │    │    └── MonitorTimeout     no monitor answered within connect_timeout
      │    ├── OperationTimeout        an operation passed its timeout
      │    ├── PermissionDenied        the cephx user lacks the caps
      │    ├── NoSpace                 the cluster or a quota is full
@@ -63,6 +67,10 @@ __all__ = [
     "CephConfNotFound",
     "ClusterError",
     "ClusterConnectionError",
+    "KeyringNotFound",
+    "KeyringInvalid",
+    "KeyRejected",
+    "MonitorTimeout",
     "OperationTimeout",
     "PermissionDenied",
     "NoSpace",
@@ -146,8 +154,43 @@ class ClusterError(RbdDriverError):
 
 class ClusterConnectionError(ClusterError):
     message = (
-        "Could not connect to the Ceph cluster of %(conf)s as client.%(user)s "
-        "within %(timeout)ss: %(detail)s"
+        "Could not connect to the Ceph cluster of %(conf)s as client.%(user)s: %(detail)s"
+    )
+
+
+# The connection errors below say what went wrong, then, after "; next:",
+# the one step that fixes it most often.
+
+class KeyringNotFound(ClusterConnectionError):
+    message = (
+        "no keyring for client.%(user)s at %(path)s; next: copy the user's keyring "
+        "there (rbd-driver provision from-conf writes it) or set [rbd] keyring to "
+        "where it is"
+    )
+
+
+class KeyRejected(ClusterConnectionError):
+    message = (
+        "key rejected for client.%(user)s (keyring %(path)s, cluster of %(conf)s): the "
+        "user does not exist or the key is not its current key; next: compare with "
+        "'ceph auth get client.%(user)s' run as admin, or 'rbd-driver provision rotate-key'"
+    )
+
+
+class KeyringInvalid(ClusterConnectionError):
+    message = (
+        "no usable key for client.%(user)s in %(path)s (librados: %(detail)s); next: "
+        "check the file has a [client.%(user)s] section with a 'key = ' line, as "
+        "'ceph auth get client.%(user)s' prints it"
+    )
+
+
+class MonitorTimeout(ClusterConnectionError):
+    message = (
+        "no monitor answered within %(timeout)s s (client.%(user)s, mon host %(mon_host)s "
+        "from %(conf)s); "
+        "next: check that address in ceph.conf, the network, and 'ceph -s' on a monitor "
+        "host; [rbd] connect_timeout sets the wait"
     )
 
 
@@ -157,8 +200,9 @@ class OperationTimeout(ClusterError):
 
 class PermissionDenied(ClusterError):
     message = (
-        "Permission denied for %(op)s on %(target)s: check the cephx caps of "
-        "%(user)s (%(detail)s)"
+        "%(user)s lacks cephx caps for %(op)s on %(target)s (%(detail)s); next: compare "
+        "'ceph auth get %(user)s' with the caps in the provisioning guide, or rerun "
+        "'rbd-driver provision from-conf' as admin"
     )
 
 

@@ -9,7 +9,6 @@ the operator guide for every subcommand.
 One module per command group, each with its parsers, its handlers and their
 text (the contract is in :mod:`rbd_driver.cli._common`):
 
-- :mod:`~rbd_driver.cli.devcluster`: ``dev-cluster``, ``demo``;
 - :mod:`~rbd_driver.cli.cluster`: ``status``, ``pool-info``;
 - :mod:`~rbd_driver.cli.disks`: ``ls``, ``clone``, ``import``, ``export``,
   ``snapshot``, ``cleanup``;
@@ -17,8 +16,14 @@ text (the contract is in :mod:`rbd_driver.cli._common`):
 - :mod:`~rbd_driver.cli.golden`: ``golden``;
 - :mod:`~rbd_driver.cli.provision`: ``provision``;
 - :mod:`~rbd_driver.cli.qos`: ``qos``;
+- :mod:`~rbd_driver.cli.secret`: ``secret`` (the libvirt secret, as ``[rbd] user``);
+- :mod:`~rbd_driver.cli.devcluster`: ``throwaway`` (a local cluster and the demo);
 - :mod:`~rbd_driver.cli.output`: text for people (human sizes, tables, the
-  progress bar).
+  progress bar); :mod:`~rbd_driver.cli.options`: the global options
+  (``-f/--format``, ``--json``, ``--no-progress``, ``--version``) accepted
+  before or after a subcommand, and signals; :mod:`~rbd_driver.cli.config`:
+  the config file looked for and the defaults said once;
+  :mod:`~rbd_driver.cli.errors`: library errors in the command's words.
 
 :func:`main` only wires them together.
 """
@@ -35,40 +40,31 @@ from typing import Any
 
 from oslo_config import cfg
 
-from rbd_driver import conf as conf_module
 from rbd_driver import exception
-from rbd_driver.cli import backup, cluster, devcluster, disks, golden, provision, qos
+from rbd_driver.cli import (backup, cluster, devcluster, disks, golden, options, provision,
+                            qos, secret)
 from rbd_driver.cli._common import UsageError
+from rbd_driver.cli.config import load_conf
+from rbd_driver.cli.errors import CommandError, one_line
 from rbd_driver.cli.output import fields
 from rbd_driver.testing.cluster import ClusterStartError
 
 __all__ = ["GROUPS", "main"]
 
 # In the order of ``rbd-driver --help``.
-GROUPS: tuple[ModuleType, ...] = (devcluster, cluster, disks, backup, golden, provision, qos)
+GROUPS: tuple[ModuleType, ...] = (cluster, disks, backup, golden, provision, qos, secret,
+                                  devcluster)
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rbd-driver", description="Operate rbd_driver and the Ceph RBD disks it manages.")
-    parser.add_argument("--config-file", action="append", default=[], metavar="PATH",
-                        help="oslo.config file with an [rbd] section (repeatable)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+        prog="rbd-driver", description="Operate rbd_driver and the Ceph RBD disks it manages.",
+        epilog="The options above may also follow the subcommand (rbd-driver ls --json).")
+    options.add_global_options(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in GROUPS:
         group.add_parsers(sub)
     return parser
-
-
-def _load_conf(files: list[str]) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    conf_module.register_opts(conf)
-    args: list[str] = []
-    for path in files:
-        args += ["--config-file", path]
-    conf(args, project="rbd_driver", default_config_files=[])
-    return conf
 
 
 def _print(result: Any, lines: list[str] | None) -> None:
@@ -84,13 +80,16 @@ def _run(args: argparse.Namespace) -> int:
     check = getattr(group, "check", None)
     if check is not None:
         check(args)
-    conf = (_load_conf(args.config_file) if getattr(group, "NEEDS_CONF", True)
+    conf = (load_conf(args.config_file) if getattr(group, "NEEDS_CONF", True)
             else cfg.ConfigOpts())
+    args.cephx_user = conf.rbd.user if getattr(group, "NEEDS_CONF", True) else None
     result, code = group.HANDLERS[args.command](args, conf)
     if result is None:  # the handler printed already
         return code
-    if args.json:
+    if args.output_format == "json":
         _print(result, None)
+    elif args.output_format == "value":
+        _print(result, options.values(result))
     else:
         render = group.TEXT.get(args.command)
         _print(result, render(result, args) if render else
@@ -105,15 +104,27 @@ def _usage(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``rbd-driver``; returns the exit code."""
-    args = _build_parser().parse_args(argv)
+    if argv is None:  # the command itself, not a caller in Python: it owns the signals
+        options.install_signal_handlers()
+    args = _build_parser().parse_args(options.hoist(sys.argv[1:] if argv is None else argv))
+    options.finish(args)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING)
     try:
         return _run(args)
     except UsageError as err:
         return _usage(str(err))
-    except (exception.RbdDriverError, ClusterStartError, cfg.Error, OSError) as err:
+    except KeyboardInterrupt:
         if args.debug:
             traceback.print_exc()
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"rbd-driver: error: {message}", file=sys.stderr)
+        print("rbd-driver: interrupted (^C)", file=sys.stderr)
+        return 130
+    except options.Terminated:
+        print("rbd-driver: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    except (exception.RbdDriverError, ClusterStartError, cfg.Error, OSError,
+            CommandError) as err:
+        if args.debug:
+            traceback.print_exc()
+        print(f"rbd-driver: error: {one_line(err, getattr(args, 'cephx_user', None))}",
+              file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from oslo_config import cfg
 
 from rbd_driver import imagebackend
 from rbd_driver.cli._common import Handler, Renderer, Result, UsageError, positive_int
+from rbd_driver.cli.errors import CommandError
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
 from rbd_driver.ops.backup import BackupManager, BackupManifest
 
@@ -44,13 +45,13 @@ def add_parsers(sub: Any) -> None:
     create.add_argument("--snapshot", help="back up this existing snapshot, which stays yours "
                                            "(default: a new backup snapshot)")
     ls = actions.add_parser("ls", parents=[where], help="backups of an image, oldest first")
-    ls.add_argument("image", metavar="IMAGE")
+    ls.add_argument("image", metavar="IMAGE", help="RBD image (it may since have been removed)")
     verify = actions.add_parser("verify", parents=[where],
                                 help="check the files of a backup and of its chain")
-    verify.add_argument("image", metavar="IMAGE")
-    verify.add_argument("backup_id", metavar="BACKUP_ID")
+    verify.add_argument("image", metavar="IMAGE", help="the image that was backed up")
+    verify.add_argument("backup_id", metavar="BACKUP_ID", help="a backup id from 'backup ls'")
     prune = actions.add_parser("prune", parents=[where], help="apply retention now")
-    prune.add_argument("image", metavar="IMAGE")
+    prune.add_argument("image", metavar="IMAGE", help="RBD image whose backups to prune")
     prune.add_argument("--keep", type=positive_int, metavar="N",
                        help="backup snapshots to keep (default: [rbd] backup_retention)")
 
@@ -94,7 +95,13 @@ def backup(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
                          "rbd export-diff format)")
     with _manager(args, conf) as manager:
         if args.action == "ls":
-            return [_summary(m) for m in manager.list_backups(args.image, args.pool)], 0
+            found = [_summary(m) for m in manager.list_backups(args.image, args.pool)]
+            if not found and not manager.driver.exists(args.image, args.pool):
+                pool = args.pool or conf.rbd.pool
+                raise CommandError(f"no image {pool}/{args.image} and no backups of it in "
+                                   f"{manager.backup_dir}; next: check the name ('rbd-driver ls') "
+                                   "and --pool, --backup-dir")
+            return found, 0
         if args.action == "verify":
             chain = manager.chain(manager.get_backup(args.image, args.backup_id, args.pool))
             for link in chain:

@@ -17,6 +17,7 @@ from oslo_config import cfg
 
 from rbd_driver import imagebackend
 from rbd_driver.cli._common import Handler, Renderer, Result
+from rbd_driver.cli.errors import CommandError
 from rbd_driver.cli.output import fields, human_size, table
 from rbd_driver.ops import collector
 
@@ -27,7 +28,9 @@ def add_parsers(sub: Any) -> None:
     """Add ``status`` and ``pool-info`` to the subparsers ``sub``."""
     st = sub.add_parser("status", help="cluster health and capacity (the data collector)")
     st.add_argument("--pool", action="append", help="measure images of this pool (repeatable)")
-    st.add_argument("--time-bound", type=float, default=10.0, help="seconds (default 10)")
+    st.add_argument("--time-bound", type=float, default=10.0,
+                    help="return within about this many seconds, with what was gathered "
+                         "(default 10)")
     st.add_argument("--no-images", action="store_true", help="skip per-image usage")
 
     pi = sub.add_parser("pool-info", help="total, free and used bytes of a pool")
@@ -38,7 +41,15 @@ def status(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     pools = args.pool or None
     doc = collector.collect_from_conf(conf, pools=pools, time_bound=args.time_bound,
                                       images=not args.no_images)
-    return doc, 0 if doc["cluster"] is not None else 1
+    if doc["cluster"] is None:
+        # Nothing was collected: the first error is the answer (the connection's).
+        raise CommandError(doc["errors"][0] if doc["errors"] else "no answer from the cluster")
+    known = {p.get("name") for p in doc.get("pools") or []}
+    missing = [p for p in pools or [] if p not in known]
+    if missing and known:
+        raise CommandError(f"pool {', '.join(missing)} does not exist (pools: "
+                           f"{', '.join(sorted(str(p) for p in known))}); next: check --pool")
+    return doc, 0
 
 
 def pool_info(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:

@@ -9,6 +9,8 @@ busy (with who holds it) or failed (with why).
 from __future__ import annotations
 
 import argparse
+import os
+import threading
 import time
 from typing import Any
 
@@ -17,11 +19,13 @@ from oslo_config import cfg
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd, copy_in, disk_name_for
 from rbd_driver.cli._common import Handler, Renderer, Result, UsageError
+from rbd_driver.cli.errors import CommandError
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
 from rbd_driver.ops import collector
+from rbd_driver.storage.location import InvalidLocation, parse_location
 from rbd_driver.storage.spares import is_spare_name
 
-__all__ = ["HANDLERS", "TEXT", "add_parsers", "check", "cleanup", "cleanup_text", "clone",
+__all__ = ["HANDLERS", "TEXT", "add_parsers", "cleanup", "cleanup_text", "clone",
            "export_file", "import_file", "list_disks", "ls_text", "snapshot"]
 
 
@@ -38,24 +42,34 @@ def add_parsers(sub: Any) -> None:
     cl.add_argument("--disk", default="disk", help="disk name (default disk)")
     cl.add_argument("--image-id", help="image id for messages (default: the URL)")
 
-    im = sub.add_parser("import", help="copy a local image file into a new RBD image")
-    im.add_argument("file")
-    im.add_argument("name")
+    im = sub.add_parser("import", help="copy a local image file into a new RBD image "
+                                       "(qcow2, vmdk... are converted to raw with qemu-img)")
+    im.add_argument("file", metavar="FILE", help="local image file: raw, or a format qemu-img "
+                                                 "reads (converted)")
+    im.add_argument("name", metavar="NAME", help="name of the new RBD image (must not exist)")
     im.add_argument("--pool", help="default: [rbd] pool")
 
     ex = sub.add_parser("export", help="copy an RBD image or snapshot to a sparse local file")
-    ex.add_argument("name")
-    ex.add_argument("file")
+    ex.add_argument("name", metavar="NAME", help="RBD image to copy")
+    ex.add_argument("file", metavar="FILE", help="local file to write (raw, sparse)")
     ex.add_argument("--pool", help="default: [rbd] pool")
-    ex.add_argument("--snapshot")
+    ex.add_argument("--snapshot", help="copy this snapshot of NAME instead of its head")
+    ex.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
     sn = sub.add_parser("snapshot", help="snapshots of an instance disk")
-    sn.add_argument("action", choices=("create", "ls", "rollback", "rm"))
-    sn.add_argument("instance", help="instance UUID")
-    sn.add_argument("name", nargs="?", help="snapshot name (not for ls)")
-    sn.add_argument("--disk", default="disk")
-    sn.add_argument("--protect", action="store_true", help="create: protect it")
-    sn.add_argument("--force", action="store_true", help="rm: unprotect it first")
+    actions = sn.add_subparsers(dest="action", required=True, metavar="ACTION")
+    disk = argparse.ArgumentParser(add_help=False)
+    disk.add_argument("instance", help="instance UUID")
+    disk.add_argument("--disk", default="disk", help="disk name (default disk)")
+    named = argparse.ArgumentParser(add_help=False)
+    named.add_argument("name", help="snapshot name")
+    create = actions.add_parser("create", parents=[disk, named], help="take a snapshot")
+    create.add_argument("--protect", action="store_true", help="protect it (to clone it)")
+    actions.add_parser("ls", parents=[disk], help="the disk's snapshots, with when each was taken")
+    actions.add_parser("rollback", parents=[disk, named],
+                       help="roll the disk back to a snapshot (the guest must be stopped)")
+    rm = actions.add_parser("rm", parents=[disk, named], help="remove a snapshot")
+    rm.add_argument("--force", action="store_true", help="unprotect it first")
 
     cu = sub.add_parser("cleanup", help="remove every disk of one or more instances")
     cu.add_argument("instance", nargs="+",
@@ -64,10 +78,6 @@ def add_parsers(sub: Any) -> None:
     cu.add_argument("--dry-run", action="store_true", help="only list what would go")
 
 
-def check(args: argparse.Namespace) -> None:
-    """Refuse, before any config is read, arguments that do not go together."""
-    if args.command == "snapshot" and args.action != "ls" and not args.name:
-        raise UsageError(f"snapshot {args.action} needs a snapshot name")
 
 
 def list_disks(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
@@ -81,12 +91,27 @@ def list_disks(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
 
 
 def clone(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
+    try:
+        wanted = parse_location(args.url)
+    except InvalidLocation as err:
+        raise UsageError(f"clone: {err}") from None
     with imagebackend.Backend(conf) as backend:
         disk = backend.by_name(args.instance, args.disk, image_type="rbd")
+        assert isinstance(disk, Rbd)
+        where = f"{disk.pool}/{disk.rbd_name}"
+        if disk.exists():  # a clone never replaces a disk: say so rather than do nothing
+            parent = disk.parent_info()
+            asked = (wanted.pool, wanted.image, wanted.snapshot)
+            if parent is None or tuple(parent) != asked:
+                have = "{}/{}@{}".format(*parent) if parent else "no parent (a full copy)"
+                raise CommandError(
+                    f"disk {where} already exists, with {have}, not "
+                    f"{asked[0]}/{asked[1]}@{asked[2]}; next: rbd-driver cleanup "
+                    f"{args.instance} first, or choose another --disk")
+            return {"disk": where, "parent": parent, "existed": True, "ms": 0.0}, 0
         started = time.perf_counter()
         disk.direct_fetch(args.image_id or args.url, {"disk_format": "raw"}, [{"url": args.url}])
-        assert isinstance(disk, Rbd)
-        return {"disk": f"{disk.pool}/{disk.rbd_name}", "parent": disk.parent_info(),
+        return {"disk": where, "parent": disk.parent_info(), "existed": False,
                 "ms": round((time.perf_counter() - started) * 1000, 1)}, 0
 
 
@@ -102,6 +127,12 @@ def import_file(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
 
 def export_file(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     pool = args.pool or conf.rbd.pool
+    target = os.path.abspath(args.file)
+    if not os.path.isdir(os.path.dirname(target)):
+        raise CommandError(f"directory {os.path.dirname(target)} of {args.file} does not "
+                           "exist; next: create it, or name a file in an existing directory")
+    if os.path.lexists(args.file) and not args.force:
+        raise CommandError(f"{args.file} exists; next: pass --force to overwrite it")
     with imagebackend.Backend(conf) as backend:
         stats = backend.driver("rbd").export_file(args.name, args.file, pool,
                                                   snapshot=args.snapshot,
@@ -124,6 +155,23 @@ def snapshot(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     return {"disk": f"{disk.pool}/{disk.rbd_name}", "snapshots": snaps}, 0
 
 
+def _count_removals(driver: Any, instances: list[str], bar: Any) -> None:
+    """Make each disk removal of this (command-private) driver advance ``bar``."""
+    total = sum(len(driver.list_images_named(disk_name_for(u, ""))) for u in instances)
+    remove, lock, done = driver.remove_image, threading.Lock(), [0]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return remove(*args, **kwargs)
+        finally:
+            with lock:
+                done[0] += 1
+                bar(min(done[0], total), total)
+
+    if total:
+        driver.remove_image = counted
+
+
 def cleanup(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     """One instance: its CleanupReport. Several: one report, instance by instance."""
     instances = list(dict.fromkeys(args.instance))
@@ -134,6 +182,9 @@ def cleanup(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
             if len(instances) == 1:
                 return {"would_remove": names[instances[0]], "pool": conf.rbd.pool}, 0
             return {"would_remove": names, "pool": conf.rbd.pool}, 0
+        bar = progress_bar(not args.json, unit="disks") if len(instances) > 1 else None
+        if bar is not None:
+            _count_removals(driver, instances, bar)
         report = backend.backend("rbd").cleanup_instances(conf, instances, driver=driver)
     if len(instances) == 1:
         return report.instances[instances[0]].as_dict(), 0 if report.ok else 1

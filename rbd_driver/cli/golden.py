@@ -40,10 +40,10 @@ def add_parsers(sub: Any) -> None:
     actions.add_parser("ls", parents=[where], help="golden images and their rbd:// locations")
     children = actions.add_parser("children", parents=[where],
                                   help="disks cloned from a golden image")
-    children.add_argument("name", metavar="NAME")
+    children.add_argument("name", metavar="NAME", help="name of the golden image")
     rm = actions.add_parser("rm", parents=[where],
                             help="delete a golden image (refused while it has clones)")
-    rm.add_argument("name", metavar="NAME")
+    rm.add_argument("name", metavar="NAME", help="name of the golden image")
     rm.add_argument("--force", action="store_true",
                     help="with clones: move it to the RBD trash, where they can still read it")
     rm.add_argument("--flatten-images", action="store_true",
@@ -69,7 +69,8 @@ def golden(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
             return {"golden": where, "children": images.children(args.name)}, 0
         if args.action == "rm":
             outcome = images.delete(args.name, force=args.force,
-                                    flatten_images=args.flatten_images)
+                                    flatten_images=args.flatten_images,
+                                    progress=progress_bar(not args.json))
             return {"golden": where, "outcome": outcome}, 0
         started = time.monotonic()
         image = images.register(args.name, args.file, progress=progress_bar(not args.json))

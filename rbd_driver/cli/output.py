@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
-__all__ = ["SIZE_KEYS", "fields", "human_size", "progress_bar", "table"]
+__all__ = ["SIZE_KEYS", "fields", "human_size", "progress_bar", "set_progress", "table"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
@@ -116,11 +116,23 @@ def fields(doc: Mapping[str, Any], indent: str = "") -> list[str]:
     return lines
 
 
-def progress_bar(enabled: bool,
-                 stream: TextIO | None = None) -> Callable[[int, int], None] | None:
-    """A progress bar on stderr when it is a terminal, else nothing (``None``)."""
+# Off with ``--no-progress``, whatever a handler asks.
+_progress = {"enabled": True}
+
+
+def set_progress(enabled: bool) -> None:
+    """Allow (the default) or forbid every progress bar of this process."""
+    _progress["enabled"] = enabled
+
+
+def progress_bar(enabled: bool, stream: TextIO | None = None,
+                 unit: str | None = None) -> Callable[[int, int], None] | None:
+    """A progress bar on stderr when it is a terminal, else nothing (``None``).
+
+    It counts bytes, or with ``unit`` (``"disks"``) things, as ``3 of 10 disks``.
+    """
     out = stream or sys.stderr
-    if not enabled or not out.isatty():
+    if not enabled or not _progress["enabled"] or not out.isatty():
         return None
     started = time.monotonic()
 
@@ -130,8 +142,13 @@ def progress_bar(enabled: bool,
         rate = done / elapsed
         left = (total - done) / rate if rate and done < total else 0.0
         bar = "#" * int(share * 30)
-        out.write(f"\r[{bar:<30}] {share:6.1%} {human_size(done):>9} of {human_size(total)} "
-                  f"{human_size(rate):>9}/s {int(left) // 60:02d}:{int(left) % 60:02d} left ")
+        if unit:
+            out.write(f"\r[{bar:<30}] {share:6.1%} {done} of {total} {unit} "
+                      f"{int(left) // 60:02d}:{int(left) % 60:02d} left ")
+        else:
+            out.write(f"\r[{bar:<30}] {share:6.1%} {human_size(done):>9} of "
+                      f"{human_size(total)} {human_size(rate):>9}/s "
+                      f"{int(left) // 60:02d}:{int(left) % 60:02d} left ")
         if done >= total:
             out.write("\n")
         out.flush()

@@ -1,4 +1,4 @@
-"""``rbd-driver provision pool|user|from-conf|libvirt-pool``.
+"""``rbd-driver provision pool|user|from-conf|rotate-key|libvirt-pool``.
 
 The command-line face of :class:`rbd_driver.ops.provision.Provisioner`: the
 parsers, the handlers and their text (the contract of :mod:`rbd_driver.cli._common`).
@@ -24,6 +24,7 @@ from oslo_config import cfg
 
 from rbd_driver import exception
 from rbd_driver.cli._common import Handler, Renderer, Result, positive_int
+from rbd_driver.cli.config import warn
 from rbd_driver.cli.output import fields, table
 from rbd_driver.ops import libvirt_pool, provision
 from rbd_driver.ops.provision import CephxUser, Provisioner
@@ -72,6 +73,13 @@ def add_parsers(sub: Any) -> None:
                     help="grant 'profile rbd' (not read-only) on [rbd] snapshot_pool and "
                          "[rbd] image_pools, so that direct_snapshot can write instance "
                          "snapshots there (default: read-only, least privilege)")
+    rk = actions.add_parser("rotate-key", parents=[admin],
+                            help="give a user a new key (caps kept) and rewrite its keyring")
+    rk.add_argument("name", nargs="?", metavar="NAME",
+                    help="cephx user, without 'client.' (default: [rbd] user)")
+    rk.add_argument("--keyring", metavar="PATH",
+                    help="where to write its new keyring (default: [rbd] keyring, else "
+                         "/etc/ceph/ceph.client.<user>.keyring)")
     lp = actions.add_parser("libvirt-pool",
                             help="define and start libvirt's RBD storage pool on [rbd] pool, "
                                  "as [rbd] user with its libvirt secret (needs no admin)")
@@ -108,6 +116,37 @@ def _user_doc(user: CephxUser) -> dict[str, Any]:
     return {"entity": user.entity, "caps": user.caps, "keyring": user.keyring}
 
 
+def _rotate_key(prov: Provisioner, args: argparse.Namespace, conf: cfg.ConfigOpts,
+                keyring: str | None) -> dict[str, Any]:
+    user = args.name or conf.rbd.user
+    if not user:
+        raise exception.ConfigError(detail="provision rotate-key needs NAME or [rbd] user")
+    path = keyring or conf.rbd.keyring or provision.default_keyring_path(user)
+    cephx.check_keyring_path(path, "--keyring" if keyring else "[rbd] keyring")
+    rotated = prov.rotate_key(user, keyring=path)
+    return {**_user_doc(rotated),
+            "next": f"copy {path} to each compute host, then run 'rbd-driver secret define' "
+                    "there (running guests keep their connections)"}
+
+
+def _keyring_mismatch(keyring: str | None, conf: cfg.ConfigOpts) -> str | None:
+    """The warning when ``--keyring`` writes where ``[rbd] keyring`` will not read."""
+    configured = conf.rbd.keyring
+    if not keyring:
+        return None
+    if configured and os.path.abspath(configured) == os.path.abspath(keyring):
+        return None
+    if not configured and os.path.abspath(keyring) == provision.default_keyring_path(
+            conf.rbd.user or ""):
+        return None  # where ceph.conf's default keyring search finds it
+    if configured:
+        return (f"the keyring goes to {keyring} (--keyring) but [rbd] keyring is {configured}, "
+                "where every other command reads it; next: set [rbd] keyring = "
+                f"{keyring}, or drop --keyring")
+    return (f"the keyring goes to {keyring} (--keyring) but [rbd] keyring is unset, so other "
+            f"commands look where ceph.conf says; next: set [rbd] keyring = {keyring}")
+
+
 def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     if args.action == "libvirt-pool":
         return _libvirt_pool(args, conf)
@@ -117,9 +156,14 @@ def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     with _provisioner(args, conf) as prov:
         if args.action == "pool":
             return dataclasses.asdict(prov.create_pool(args.name, args.pg_num)), 0
+        if args.action == "rotate-key":
+            return _rotate_key(prov, args, conf, keyring), 0
         if args.action == "user":
             user = prov.ensure_user(args.name, args.writable, args.read_only, keyring=keyring)
             return _user_doc(user), 0
+        mismatch = _keyring_mismatch(keyring, conf)
+        if mismatch:
+            warn(mismatch)
         if args.define_secret:
             _quiet_libvirt()
         report = provision.provision_from_conf(conf, prov.client, keyring=keyring,
@@ -146,6 +190,7 @@ def _libvirt_pool(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
 def _provision_text(result: dict[str, Any], args: argparse.Namespace) -> list[str]:
     if args.action != "from-conf":
         return fields(result)
+    # from-conf:
     lines = table(["POOL", "CREATED", "PG_NUM"],
                   [[p["name"], "yes" if p["created"] else "no (exists)", p["pg_num"]]
                    for p in result["pools"]], right=(2,))

@@ -33,23 +33,26 @@ def _limit(text: str) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    """Add ``qos`` to the subparsers ``sub``."""
+    """Add ``qos set|show|clear`` to the subparsers ``sub``."""
     parser = sub.add_parser("qos", help="librbd limits of an instance disk (image metadata)")
-    parser.add_argument("action", choices=("set", "show", "clear"))
-    parser.add_argument("instance", help="instance UUID")
-    parser.add_argument("--disk", default="disk", help="disk name (default disk)")
-    for name in qos.QOS_NAMES:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_limit,
-                            metavar="N", help=f"set: the {name} limit (0 removes it)")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    helps = {"set": "set limits (others are kept; 0 removes one)",
+             "show": "the limits in force", "clear": "remove every limit"}
+    for action, text in helps.items():
+        act = actions.add_parser(action, help=text)
+        act.add_argument("instance", help="instance UUID")
+        act.add_argument("--disk", default="disk", help="disk name (default disk)")
+        if action == "set":
+            for name in qos.QOS_NAMES:
+                act.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_limit,
+                                 metavar="N", help=f"the {name} limit (0 removes it)")
 
 
 def check(args: argparse.Namespace) -> None:
-    """``set`` needs a limit; ``show`` and ``clear`` take none."""
-    given = [name for name in qos.QOS_NAMES if getattr(args, name) is not None]
+    """``set`` needs a limit."""
+    given = [name for name in qos.QOS_NAMES if getattr(args, name, None) is not None]
     if args.action == "set" and not given:
         raise UsageError("qos set needs at least one limit, e.g. --read-iops 500")
-    if args.action != "set" and given:
-        raise UsageError(f"qos {args.action} takes no limits")
 
 
 def qos_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
@@ -58,7 +61,7 @@ def qos_command(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
         assert isinstance(disk, Rbd)
         if args.action == "set":
             limits = disk.set_qos(**{n: getattr(args, n) for n in qos.QOS_NAMES
-                                     if getattr(args, n) is not None})
+                                     if getattr(args, n, None) is not None})
         else:
             if args.action == "clear":
                 disk.clear_qos()

@@ -268,7 +268,8 @@ class GoldenImages:
 
     # -- deleting ---------------------------------------------------------------
 
-    def delete(self, name: str, *, force: bool = False, flatten_images: bool = False) -> str:
+    def delete(self, name: str, *, force: bool = False, flatten_images: bool = False,
+               progress: Callable[[int, int], Any] | None = None) -> str:
         """Delete golden image ``name``; return ``"removed"`` or ``"trashed"``.
 
         Its spare clones (``[rbd] clone_spares``) are not instance disks: they
@@ -276,7 +277,8 @@ class GoldenImages:
         made from it in its own pool (instance snapshots that share its data,
         see ``[rbd] snapshot_flatten``) are clones too; with ``flatten_images``
         they are flattened first (a full copy each; with librbd's deep-flatten
-        feature their snapshots are detached too), so they no longer hold it.
+        feature their snapshots are detached too), so they no longer hold it;
+        ``progress(done, total)`` follows each flatten.
 
         :raises GoldenImageHasClones: it has clones and ``force`` is false; the
             message names them, marking the golden images made from it.
@@ -290,7 +292,7 @@ class GoldenImages:
             while True:
                 pools.update(self._remove_spares(name))
                 try:
-                    outcome = self._delete(name, force, flatten_images)
+                    outcome = self._delete(name, force, flatten_images, progress)
                     break
                 except exception.GoldenImageHasClones:
                     # A spare another host had started before the hold
@@ -325,10 +327,11 @@ class GoldenImages:
                 return
             time.sleep(SPARES_POLL)
 
-    def _delete(self, name: str, force: bool, flatten_images: bool) -> str:
+    def _delete(self, name: str, force: bool, flatten_images: bool,
+                progress: Callable[[int, int], Any] | None = None) -> str:
         if flatten_images:
             for image in self._derived_goldens(name):
-                self.driver.flatten(image, self.pool)
+                self.driver.flatten(image, self.pool, progress=progress)
                 LOG.info("flattened golden image %s/%s, made from %s, before deleting it",
                          self.pool, image, name)
         children = self.children(name)

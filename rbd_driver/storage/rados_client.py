@@ -203,6 +203,8 @@ def translate_errors(
         kind = _kind_of(err, rados, rbd)
         if kind is None:
             raise
+        if kind == "storage":  # a generic class (rbd.OSError...): its errno may say more
+            kind = _ERRNO_KINDS.get(abs(getattr(err, "errno", None) or 0), kind)
         raise _error_for(kind, op, str(err) or type(err).__name__, pool, image, snapshot,
                          user) from err
 
@@ -296,9 +298,13 @@ class RadosClient:
         """Return the cluster handle, connecting on first use.
 
         :raises CephConfNotFound: ``ceph_conf`` is missing or unreadable.
-        :raises ConfigError: the keyring file is missing, or ceph.conf is bad.
-        :raises ClusterConnectionError: no monitor answered in time, or
-            authentication failed. Nothing is left open.
+        :raises ConfigError: ceph.conf is bad.
+        :raises KeyringNotFound: no keyring for the user (``keyring`` or
+            ceph.conf's search path).
+        :raises KeyRejected: the monitors refused the key.
+        :raises MonitorTimeout: no monitor answered within ``connect_timeout``.
+        :raises ClusterConnectionError: any other connect failure. Nothing is
+            left open.
         """
         with self._lock:
             if self._cluster is None:
@@ -308,11 +314,9 @@ class RadosClient:
     def _open_cluster(self) -> Any:
         if not os.path.isfile(self.ceph_conf) or not os.access(self.ceph_conf, os.R_OK):
             raise exception.CephConfNotFound(path=self.ceph_conf)
+        user = self.user or "admin"
         if self.keyring and not os.access(self.keyring, os.R_OK):
-            raise exception.ConfigError(
-                detail=f"keyring {self.keyring} does not exist or is not readable "
-                f"(the keyring of client.{self.user})"
-            )
+            raise exception.KeyringNotFound(user=user, path=self.keyring, conf=self.ceph_conf)
         rados = self.rados
         try:
             client = rados.Rados(conffile=self.ceph_conf, rados_id=self.user)
@@ -331,16 +335,45 @@ class RadosClient:
             # client_mount_timeout above is what bounds the wait.
             client.connect()
         except rados.Error as err:
+            error = self._connect_error(client, err, user)
             with contextlib.suppress(Exception):
                 client.shutdown()
-            raise exception.ClusterConnectionError(
-                conf=self.ceph_conf,
-                user=self.user or "admin",
-                timeout=self.connect_timeout,
-                detail=str(err) or type(err).__name__,
-            ) from err
-        LOG.debug("connected to the cluster of %s as %s", self.ceph_conf, self.user or "admin")
+            raise error from err
+        LOG.debug("connected to the cluster of %s as %s", self.ceph_conf, user)
         return client
+
+    def _conf_value(self, client: Any, option: str, default: str) -> str:
+        with contextlib.suppress(Exception):
+            value = client.conf_get(option)
+            if value:
+                return str(value)
+        return default
+
+    def _connect_error(self, client: Any, err: Exception,
+                       user: str) -> exception.ClusterConnectionError:
+        """Name the cause of a failed connect from the errno librados gave.
+
+        librados says ENOENT when it found no keyring for the user, EIO when
+        the keyring holds no usable key, EACCES or EPERM when the monitors
+        refused the key, ETIMEDOUT when no monitor
+        answered within ``client_mount_timeout``.
+        """
+        code = abs(getattr(err, "errno", None) or 0)
+        rados = self.rados
+        keyring = self.keyring or self._conf_value(client, "keyring", "the keyring paths")
+        common = {"user": user, "conf": self.ceph_conf, "timeout": self.connect_timeout,
+                  "detail": str(err) or type(err).__name__}
+        if code == errno.ENOENT or isinstance(err, rados.ObjectNotFound):
+            return exception.KeyringNotFound(path=keyring, **common)
+        if code in (errno.EACCES, errno.EPERM) or isinstance(
+                err, (rados.PermissionError, getattr(rados, "PermissionDeniedError", ()))):
+            return exception.KeyRejected(path=keyring, **common)
+        if code == errno.EIO and (self.keyring or os.path.isfile(keyring)):
+            return exception.KeyringInvalid(path=keyring, **common)
+        if code == errno.ETIMEDOUT or isinstance(err, rados.TimedOut):
+            mon_host = self._conf_value(client, "mon_host", "(not set)")
+            return exception.MonitorTimeout(mon_host=mon_host, **common)
+        return exception.ClusterConnectionError(**common)
 
     def close(self) -> None:
         """Close every ioctx and shut the connection down. Safe to repeat."""

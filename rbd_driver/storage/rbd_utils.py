@@ -352,18 +352,20 @@ class RBDDriver(Removal):
             return first, last, size
 
     def list_snaps(self, name: str, pool: str | None = None) -> list[dict[str, Any]]:
-        """Return the snapshots of an image: dicts with name, size, protected, timestamp."""
-        with self.client.open_image(pool or self.pool, name, read_only=True,
-                                    op="list snapshots") as image:
-            return [
-                {
-                    "name": snap["name"],
-                    "size": snap["size"],
-                    "protected": bool(image.is_protected_snap(snap["name"])),
-                    "timestamp": snap.get("timestamp"),
-                }
-                for snap in image.list_snaps()
-            ]
+        """Return the user snapshots of an image: dicts with name, size, protected, timestamp.
+
+        ``timestamp`` is when the snapshot was taken, ISO 8601 in UTC, from
+        :meth:`list_snapshots` (librbd's ``list_snaps`` carries no time).
+        """
+        return [
+            {
+                "name": snap.name,
+                "size": snap.size,
+                "protected": snap.protected,
+                "timestamp": snap.timestamp.isoformat(timespec="seconds"),
+            }
+            for snap in self.list_snapshots(name, pool)
+        ]
 
     def get_pool_info(self, pool: str | None = None) -> dict[str, int]:
         """Return the pool's ``total``, ``free`` (max_avail) and ``used`` bytes.
@@ -464,15 +466,21 @@ class RBDDriver(Removal):
         with self.client.open_image(pool or self.pool, name, op="resize") as image:
             image.resize(size)
 
-    def flatten(self, name: str, pool: str | None = None) -> None:
+    def flatten(self, name: str, pool: str | None = None,
+                progress: Callable[[int, int], Any] | None = None) -> None:
         """Copy the parent's data into the clone, detaching it from its parent.
 
         An image that has no parent is already flat: nothing to do (librbd
-        would raise a bare EINVAL).
+        would raise a bare EINVAL). ``progress(done, total)`` is librbd's
+        ``on_progress``.
         """
         with self.client.open_image(pool or self.pool, name, op="flatten") as image:
-            if self.client.parent_of(image) is not None:
+            if self.client.parent_of(image) is None:
+                return
+            if progress is None:
                 image.flatten()
+            else:
+                image.flatten(on_progress=progress)
 
     # -- snapshots ------------------------------------------------------------
 

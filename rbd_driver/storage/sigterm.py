@@ -2,6 +2,10 @@
 
 Only the main thread can set signal handlers, so the guard does nothing in
 other threads; their callers cancel through an event instead.
+
+The guard is opt-in: a library must not take over a process's signals
+(inside a service, oslo.service owns them), so it does nothing until
+:func:`enable` is called. The ``rbd-driver`` command enables it.
 """
 
 from __future__ import annotations
@@ -12,7 +16,19 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-__all__ = ["SigtermGuard", "Terminated"]
+__all__ = ["SigtermGuard", "Terminated", "enable", "enabled"]
+
+_state = {"enabled": False}
+
+
+def enable(on: bool = True) -> None:
+    """Let copies turn a SIGTERM into a clean cancel (off by default)."""
+    _state["enabled"] = on
+
+
+def enabled() -> bool:
+    """Whether :class:`SigtermGuard` installs its handler."""
+    return _state["enabled"]
 
 
 class Terminated(BaseException):
@@ -27,7 +43,7 @@ class SigtermGuard:
     After :meth:`disarm` (the commit point, the rename) a SIGTERM only waits.
     On exit the previous handler is restored and a SIGTERM received is raised
     again, so its disposition acts after the cleanup (by default the process
-    ends). Elsewhere it does nothing: only the main thread sets handlers.
+    ends). Elsewhere, or unless :func:`enable` was called, it does nothing.
     """
 
     def __init__(self, on_terminated: Callable[[], BaseException]) -> None:
@@ -36,7 +52,7 @@ class SigtermGuard:
 
     def __enter__(self) -> SigtermGuard:
         previous = signal.getsignal(signal.SIGTERM)
-        if threading.current_thread() is threading.main_thread() and \
+        if _state["enabled"] and threading.current_thread() is threading.main_thread() and \
                 previous not in (signal.SIG_IGN, None):
             signal.signal(signal.SIGTERM, self._handle)
             self._previous, self.armed = previous, True

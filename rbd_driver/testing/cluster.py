@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_action(args: argparse.Namespace) -> int:
-    """Carry out a parsed dev-cluster action; shared with the ``rbd-driver`` command."""
+    """Carry out a parsed ``throwaway`` action; shared with the ``rbd-driver`` command."""
     if args.action == "start":
         cluster = LocalCluster(osds=args.osds, objectstore=args.objectstore,
                                osd_size_gib=args.osd_size_gib, base_dir=args.base_dir)

@@ -8,7 +8,7 @@ Environment variables:
 
 ``RBD_DRIVER_TEST_CEPH_CONF``
     use an already running local cluster (the ceph.conf printed by
-    ``rbd-driver dev-cluster start``) instead of starting one.
+    ``rbd-driver throwaway start``) instead of starting one.
 ``RBD_DRIVER_TEST_OSDS`` / ``RBD_DRIVER_TEST_OBJECTSTORE``
     shape of the cluster started for the session (default 1, bluestore).
 ``RBD_DRIVER_CACHE``
@@ -32,7 +32,7 @@ with the reason, only where ``qemu-system-x86_64`` cannot run at all.
 A cluster the session started is stopped at the end of the session, also
 when the run is interrupted: ^C, and SIGTERM (turned into the same
 interruption, so fixtures tear down), and at interpreter exit as a last
-resort. Only SIGKILL leaves it running; ``rbd-driver dev-cluster stop``
+resort. Only SIGKILL leaves it running; ``rbd-driver throwaway stop``
 then stops it by its recorded PIDs.
 """
 

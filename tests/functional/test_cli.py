@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -46,6 +47,17 @@ def test_pool_info_matches_ceph_df(cli, ceph_admin) -> None:
     assert info["free"] == pytest.approx(df["max_avail"], rel=0.05)
 
 
+def _assert_timestamps_match_rbd(ours: list[dict[str, Any]], rbd_snaps: list[dict[str, Any]]) -> None:
+    """Each snapshot's time is the one ``rbd snap ls --format json`` shows (its ctime, local time)."""
+    theirs = {s["name"]: datetime.datetime.strptime(s["timestamp"], "%a %b %d %H:%M:%S %Y")
+              .astimezone(datetime.UTC) for s in rbd_snaps}
+    assert {s["name"] for s in ours} == set(theirs)
+    for snap in ours:
+        stamp = datetime.datetime.fromisoformat(snap["timestamp"])
+        assert stamp.tzinfo is not None, snap
+        assert abs((stamp - theirs[snap["name"]]).total_seconds()) < 1, (snap, theirs)
+
+
 def test_clone_ls_snapshot_cleanup(cli, ceph_admin, backend) -> None:
     driver = backend.driver("rbd")
     golden = f"cli-golden-{uuid.uuid4().hex[:6]}"
@@ -65,6 +77,8 @@ def test_clone_ls_snapshot_cleanup(cli, ceph_admin, backend) -> None:
         made = cli("snapshot", "create", inst, "s1", "--protect")
         assert [s["name"] for s in made["snapshots"]] == ["s1"]
         assert [s["name"] for s in ceph_admin("rbd", "snap", "ls", f"vms/{disk}")] == ["s1"]
+        _assert_timestamps_match_rbd(cli("snapshot", "ls", inst)["snapshots"],
+                                     ceph_admin("rbd", "snap", "ls", f"vms/{disk}"))
         cli("snapshot", "rollback", inst, "s1")
         assert "protected" in cli("snapshot", "rm", inst, "s1", expect=1)
         assert cli("snapshot", "rm", inst, "s1", "--force")["snapshots"] == []

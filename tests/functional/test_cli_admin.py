@@ -396,8 +396,13 @@ def test_provision_errors(cli, ceph_cluster, ceph_admin, scratch, tmp_path) -> N
     pool, user = scratch["pool"], scratch["user"]
     err = cli("provision", "pool", pool, "--admin-id", ceph_cluster.user,
               "--admin-keyring", ceph_cluster.user_keyring, expect=1)
-    assert "ermission" in err or "denied" in err.lower()
+    assert f"client.{ceph_cluster.user} lacks cephx caps for " in err, err
     assert pool not in ceph_admin("ceph", "osd", "pool", "ls")
+    # Finding 4 of issue 26: from-conf as a non-admin on an existing pool said
+    # "rbd pool init on pool vms failed: [errno 13]".
+    err = cli("provision", "from-conf", "--admin-id", ceph_cluster.user,
+              "--admin-keyring", ceph_cluster.user_keyring, expect=1)
+    assert f"client.{ceph_cluster.user} lacks cephx caps for " in err, err
     err = cli("provision", "pool", pool, "--admin-keyring", str(tmp_path / "none"), expect=1)
     assert str(tmp_path / "none") in err
     err = cli("provision", "user", user, "--writable", "vms",

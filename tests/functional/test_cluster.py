@@ -1,4 +1,4 @@
-"""The throwaway cluster itself: its keyrings, and the dev-cluster command."""
+"""The throwaway cluster itself: its keyrings, and the throwaway command."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_user_has_profile_rbd_caps_only(ceph_cluster) -> None:
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "rbd_driver.cli", "dev-cluster", *args],
+        [sys.executable, "-m", "rbd_driver.cli", "throwaway", *args],
         capture_output=True, text=True, timeout=240, env=env,
     )
 
@@ -50,7 +50,7 @@ def test_dev_cluster_command_start_status_stop(tmp_path) -> None:
         health = subprocess.run(["ceph", "-c", conf, "-s", "--format", "json"],
                                 capture_output=True, text=True, timeout=60, check=True)
         assert json.loads(health.stdout)["health"]["status"] == "HEALTH_OK"
-        status = _cli("status", env=env)
+        status = _cli("status", "--json", env=env)
         assert status.returncode == 0, status.stdout + status.stderr
         assert json.loads(status.stdout)["health"] == "HEALTH_OK"
     finally:

@@ -157,9 +157,10 @@ def test_existing_image_is_refused(module_client: RadosClient, imported: dict[st
 
 SIGTERM_SCRIPT = r"""
 import sys, time
-from rbd_driver.storage import datapath
+from rbd_driver.storage import datapath, sigterm
 from rbd_driver.storage.rados_client import RadosClient
 
+sigterm.enable()  # opt-in, as rbd-driver does
 conf, user, keyring, path, name = sys.argv[1:]
 
 def progress(done, total):

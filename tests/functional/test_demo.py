@@ -32,7 +32,7 @@ def _daemons_of(directory: str) -> list[int]:
 
 
 def test_demo_json_report() -> None:
-    proc = subprocess.run([sys.executable, "-m", "rbd_driver.cli", "--json", "demo",
+    proc = subprocess.run([sys.executable, "-m", "rbd_driver.cli", "--json", "throwaway", "demo",
                            "--instances", "3"],
                           capture_output=True, text=True, timeout=280, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -215,7 +215,9 @@ def test_provisioning_grants_the_image_pool_only_when_asked(
 _SIGTERM_CHILD = textwrap.dedent("""
     import os, signal, sys
     from rbd_driver import imagebackend
+    from rbd_driver.storage import sigterm
     from rbd_driver.testing.cluster import load_state, make_conf
+    sigterm.enable()  # opt-in, as rbd-driver does
     conf = make_conf(load_state(sys.argv[1]))
     conf.set_override("snapshot_flatten", sys.argv[4] == "1", group="rbd")
     with imagebackend.Backend(conf) as backend:

@@ -133,9 +133,9 @@ def test_missing_ceph_conf_names_the_path(tmp_path) -> None:
 def test_missing_keyring_names_the_path(ceph_cluster, tmp_path) -> None:
     path = str(tmp_path / "missing.keyring")
     client = RadosClient(ceph_cluster.conf_path, user="x", keyring=path)
-    with pytest.raises(exception.ConfigError) as info:
+    with pytest.raises(exception.KeyringNotFound) as info:
         client.connect()
-    assert path in str(info.value)
+    assert f"no keyring for client.x at {path};" in str(info.value)
 
 
 @pytest.mark.parametrize("timeout", [1, 3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import datetime
 import json
 import os
 import threading
@@ -413,3 +414,14 @@ def test_backups_keep_their_bytes_when_reads_complete_out_of_order(env, tmp_path
         env.manager.restore(backup, f"restored-{index}")
         assert _content(env, f"restored-{index}") == _content(env, "disk",
                                                               backup.snapshot["name"])
+
+
+def test_list_snaps_carries_each_snapshots_time(env: Env) -> None:
+    # Finding 5 of issue 26: the dicts behind ``rbd-driver snapshot ls`` had
+    # no time; they carry the one list_snapshots reads (get_snap_timestamp).
+    env.driver.create_snap("disk", "s1")
+    stamps = {s.name: s.timestamp for s in env.driver.list_snapshots("disk")}
+    listed = env.driver.list_snaps("disk")
+    assert [s["name"] for s in listed] == ["s1"]
+    assert datetime.datetime.fromisoformat(listed[0]["timestamp"]) == stamps["s1"].replace(
+        microsecond=0)

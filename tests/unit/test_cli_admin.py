@@ -304,5 +304,6 @@ def test_ls_text_is_a_table_and_json_stays_as_it_was(env) -> None:
 def test_snapshot_without_a_name_is_a_usage_error_before_any_config(env) -> None:
     env.conf.write_text("not an ini file\n")  # never read: "pool-info" would fail on it
     err = env.run("snapshot", "create", "inst-1", expect=2)
-    assert err.strip() == "rbd-driver: usage error: snapshot create needs a snapshot name"
+    # Nested subcommands (issue 26): argparse itself names what is missing.
+    assert "rbd-driver snapshot create: error: the following arguments are required: name" in err
     assert "Failed to parse" in env.run("pool-info", expect=1)

@@ -21,6 +21,16 @@ MiB = 1 << 20
 OBJ = 4 * MiB
 
 
+@pytest.fixture(autouse=True)
+def _sigterm_guard_enabled() -> Any:
+    """The SIGTERM guard is opt-in (the rbd-driver command enables it); these tests need it."""
+    from rbd_driver.storage import sigterm
+
+    sigterm.enable()
+    yield
+    sigterm.enable(False)
+
+
 class Env:
     """A fake cluster with pools vms/images and a client on it."""
 
@@ -647,3 +657,15 @@ def test_engine_refuses_bad_tuning() -> None:
     for chunk, window in ((0, 1), (1, 0), (100, 1)):
         with pytest.raises(exception.InvalidArgument):
             datapath.CopyEngine("test", "x", chunk, window, None, None, align=64)
+
+
+def test_the_sigterm_guard_is_opt_in_for_library_callers() -> None:
+    # Inside a service, oslo.service owns the signals: unless enabled, the
+    # guard leaves the handler as it is.
+    from rbd_driver.storage import sigterm
+
+    sigterm.enable(False)
+    before = signal.getsignal(signal.SIGTERM)
+    with sigterm.SigtermGuard(lambda: exception.OperationCancelled(detail="x")) as guard:
+        assert not guard.armed
+        assert signal.getsignal(signal.SIGTERM) is before

@@ -31,6 +31,16 @@ MiB = 1 << 20
 KEY = cephx.generate_key()
 
 
+@pytest.fixture(autouse=True)
+def _sigterm_guard_enabled() -> Any:
+    """The SIGTERM guard is opt-in (the rbd-driver command enables it); these tests need it."""
+    from rbd_driver.storage import sigterm
+
+    sigterm.enable()
+    yield
+    sigterm.enable(False)
+
+
 class Env:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path

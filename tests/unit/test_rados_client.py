@@ -137,10 +137,36 @@ def test_failed_connect_leaves_nothing_and_can_be_retried(env) -> None:
     with pytest.raises(exception.ClusterConnectionError) as info:
         client.get_ioctx("vms")
     assert isinstance(info.value.__cause__, fake_rados.TimedOut)
-    assert "client.compute" in str(info.value) and "7s" in str(info.value)
+    assert isinstance(info.value, exception.MonitorTimeout)
+    assert str(info.value).startswith("no monitor answered within 7 s (client.compute,"), info.value
     assert not client.connected
     assert cluster.open_handles()["connections"] == []
     assert client.get_ioctx("vms") is not None
+
+
+@pytest.mark.parametrize("error, cls, words", [
+    ("ObjectNotFound", exception.KeyringNotFound, "no keyring for client.compute at "),
+    ("PermissionDeniedError", exception.KeyRejected, "key rejected for client.compute"),
+    ("PermissionError", exception.KeyRejected, "key rejected for client.compute"),
+    ("TimedOut", exception.MonitorTimeout, "no monitor answered within 7 s (client.compute,"),
+])
+def test_connect_errors_name_their_cause(env, error, cls, words) -> None:
+    client, cluster, fake_rados, _ = env
+    cluster.fail_next("Rados.connect", getattr(fake_rados, error))
+    with pytest.raises(cls) as info:
+        client.connect()
+    assert str(info.value).startswith(words), info.value
+    assert "; next: " in str(info.value)
+    assert isinstance(info.value, exception.ClusterConnectionError)
+    assert not client.connected
+
+
+def test_connect_error_of_another_kind_stays_generic(env) -> None:
+    client, cluster, fake_rados, _ = env
+    cluster.fail_next("Rados.connect", fake_rados.IOError)
+    with pytest.raises(exception.ClusterConnectionError) as info:
+        client.connect()
+    assert type(info.value) is exception.ClusterConnectionError
 
 
 def test_missing_pool(env) -> None:
@@ -203,9 +229,9 @@ def test_mon_command_errno_is_translated(env, code, cls) -> None:
 def test_permission_denied_names_the_user_whose_caps_to_check(env) -> None:
     client, cluster, *_ = env
     cluster.mon_commands["auth ls"] = lambda cmd, inbuf: (-errno.EACCES, b"", "access denied")
-    with pytest.raises(exception.PermissionDenied, match=r"cephx caps of client\.compute "):
+    with pytest.raises(exception.PermissionDenied, match=r"^client\.compute lacks cephx caps for "):
         client.mon_command("auth ls")
-    with pytest.raises(exception.PermissionDenied, match=r"cephx caps of client\.compute "):
+    with pytest.raises(exception.PermissionDenied, match=r"^client\.compute lacks cephx caps for "):
         with client.translate("open image", pool="vms", image="disk"):
             raise client.rbd.PermissionError("denied")
 
@@ -213,3 +239,12 @@ def test_permission_denied_names_the_user_whose_caps_to_check(env) -> None:
 def test_mon_command_returns_parsed_json(env) -> None:
     client, cluster, *_ = env
     assert client.mon_command("fsid")["fsid"] == client.get_fsid()
+
+
+def test_a_generic_binding_error_with_eacces_is_a_permission_error(env) -> None:
+    # Finding 4 of issue 26: "rbd pool init" as a user without caps raised
+    # rbd.OSError(errno 13), which read "failed: [errno 13]".
+    client, *_ = env
+    with pytest.raises(exception.PermissionDenied, match=r"^client\.compute lacks cephx caps"):
+        with client.translate("rbd pool init", pool="vms"):
+            raise client.rbd.OSError("pool init", errno=errno.EACCES)
