@@ -32,6 +32,7 @@ from rbd_driver.libvirt import secret as libvirt_secret
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.location import format_location
 from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.extra_mon import extra_monitor
 from rbd_driver.testing.migration import CounterWatch, destination_xml, migrate, qemu_pid
 
 pytestmark = pytest.mark.functional
@@ -131,71 +132,77 @@ def test_running_guest_migrates_live_keeping_every_write_and_the_lock_moves(
     inst, disk = disk
     source, dest = hosts["source"], hosts["destination"]
     spec = f"vms/{disk.rbd_name}"
-    vm = source.boot(guest_image, [disk.libvirt_info()], [f"count:vda:{FIRST}:1000000"])
+    src_disk_xml = disk.libvirt_info()
+    assert _xml_hosts(src_disk_xml) == _mon_v1(ceph_admin)
+    hosts["dst"].driver("rbd").get_monitors()  # the destination host was up before too
+    vm = source.boot(guest_image, [src_disk_xml], [f"count:vda:{FIRST}:1000000"])
     vm.wait_for(r"^count 20$", timeout=180)
     src_pid = qemu_pid(source.hypervisor, vm.name)
     assert src_pid is not None
     before = _lock(ceph_admin, spec)
     assert len(before) == 1, before  # the source's QEMU holds the exclusive lock
 
-    # The destination host makes the disk XML itself, with today's monitors.
-    dst_disk_xml = hosts["dst"].by_name(inst, "disk", image_type="rbd").libvirt_info()
-    mons = _mon_v1(ceph_admin)
-    assert _xml_hosts(dst_disk_xml) == mons
-    xml, console = destination_xml(vm, dest.hypervisor, guest_image, [dst_disk_xml])
-    watch = CounterWatch(vm.console_path, console).start()
-    try:
-        moved = migrate(vm, dest.hypervisor, xml, console)
-        dest.guests.append(moved.guest)
-        last_on_source = max(_counts(vm.console()))
-        moved.guest.wait_for(rf"^count {last_on_source + 30}$", timeout=180)
-    finally:
-        watch.stop()
+    # The monitor addresses change before the migration: a second monitor.
+    with extra_monitor(ceph_cluster) as new_mon:
+        # The destination host makes the disk XML itself, with today's monitors.
+        dst_disk_xml = hosts["dst"].by_name(inst, "disk", image_type="rbd").libvirt_info()
+        mons = _mon_v1(ceph_admin)
+        assert new_mon["v1"] in mons and len(mons) == 2
+        assert _xml_hosts(dst_disk_xml) == mons
+        xml, console = destination_xml(vm, dest.hypervisor, guest_image, [dst_disk_xml])
+        watch = CounterWatch(vm.console_path, console).start()
+        try:
+            moved = migrate(vm, dest.hypervisor, xml, console)
+            dest.guests.append(moved.guest)
+            last_on_source = max(_counts(vm.console()))
+            moved.guest.wait_for(rf"^count {last_on_source + 30}$", timeout=180)
+        finally:
+            watch.stop()
 
-    # The guest runs on the destination: a QEMU of the destination daemon,
-    # and the source's QEMU is gone.
-    dst_pid = qemu_pid(dest.hypervisor, vm.name)
-    assert dst_pid is not None and dst_pid != src_pid
-    _wait_gone(src_pid)
-    assert _counts(moved.guest.console())[0] <= last_on_source + 1
+        # The guest runs on the destination: a QEMU of the destination daemon,
+        # and the source's QEMU is gone.
+        dst_pid = qemu_pid(dest.hypervisor, vm.name)
+        assert dst_pid is not None and dst_pid != src_pid
+        _wait_gone(src_pid)
 
-    # The exclusive lock moved to the destination's librbd client.
-    after = _lock(ceph_admin, spec)
-    assert len(after) == 1, after
-    assert after[0]["address"] != before[0]["address"], (before, after)
-    assert _watchers(ceph_admin, spec) == [after[0]["address"]]
+        # The exclusive lock moved to the destination's librbd client.
+        after = _lock(ceph_admin, spec)
+        assert len(after) == 1, after
+        assert after[0]["address"] != before[0]["address"], (before, after)
+        assert _watchers(ceph_admin, spec) == [after[0]["address"]]
 
-    # The source host's cleanup while the guest runs there: busy, nothing removed.
-    report = Rbd.cleanup_instance(hosts["src"].conf, inst,
-                                  driver=hosts["src"].driver("rbd"))
-    assert list(report.busy) == [disk.rbd_name] and not report.removed and not report.trashed
-    assert after[0]["address"] in report.busy[disk.rbd_name]
-    assert disk.rbd_name in (ceph_admin("rbd", "ls", "vms") or [])
-    still = max(_counts(moved.guest.console()))
-    moved.guest.wait_for(rf"^count {still + 5}$", timeout=120)
+        # The source host's cleanup while the guest runs there: busy, nothing removed.
+        report = Rbd.cleanup_instance(hosts["src"].conf, inst,
+                                      driver=hosts["src"].driver("rbd"))
+        assert list(report.busy) == [disk.rbd_name] and not report.removed and not report.trashed
+        assert after[0]["address"] in report.busy[disk.rbd_name]
+        assert disk.rbd_name in (ceph_admin("rbd", "ls", "vms") or [])
+        still = max(_counts(moved.guest.console()))
+        moved.guest.wait_for(rf"^count {still + 5}$", timeout=120)
 
-    # Stop the destination's QEMU (by PID): the lock owner and watcher go with it.
-    os.kill(dst_pid, signal.SIGTERM)
-    _wait_gone(dst_pid)
-    assert _lock(ceph_admin, spec) == [] and _watchers(ceph_admin, spec) == []
+        # Stop the destination's QEMU (by PID): the lock owner and watcher go with it.
+        os.kill(dst_pid, signal.SIGTERM)
+        _wait_gone(dst_pid)
+        assert _lock(ceph_admin, spec) == [] and _watchers(ceph_admin, spec) == []
 
-    # Every value the guest printed (acknowledged) on either host is on the disk.
-    printed = sorted(set(_counts(vm.console())) | set(_counts(moved.guest.console())))
-    assert printed == list(range(1, printed[-1] + 1))
-    target = tmp_path / "disk.raw"
-    subprocess.run(["rbd", "-c", ceph_cluster.conf_path, "export", "--no-progress", spec,
-                    str(target)], check=True, capture_output=True, timeout=120)
-    with open(target, "rb") as f:
-        data = f.read()
-    missing = [i for i in printed
-               if data[(FIRST + i) * SECTOR:(FIRST + i) * SECTOR + 9] != b"C%08d" % i]
-    assert missing == [], f"{len(missing)} acknowledged values not on the disk: {missing[:10]}"
+        # Every value the guest printed (acknowledged) on either host is on the disk.
+        # (One console after the other: a line may be cut by the switch-over.)
+        printed = _counts(vm.console() + moved.guest.console())
+        assert printed == list(range(1, printed[-1] + 1)), printed
+        target = tmp_path / "disk.raw"
+        subprocess.run(["rbd", "-c", ceph_cluster.conf_path, "export", "--no-progress", spec,
+                        str(target)], check=True, capture_output=True, timeout=120)
+        with open(target, "rb") as f:
+            data = f.read()
+        missing = [i for i in printed
+                   if data[(FIRST + i) * SECTOR:(FIRST + i) * SECTOR + 9] != b"C%08d" % i]
+        assert missing == [], f"{len(missing)} acknowledged values not on the disk: {missing[:10]}"
 
-    figures = (f"migration: downtime {moved.downtime_ms} ms (libvirt), total "
-               f"{moved.total_ms} ms (libvirt), wall {moved.wall_s:.2f} s, longest gap "
-               f"between counter values {watch.longest_gap() * 1000:.0f} ms, "
-               f"values {printed[-1]} (last on source {last_on_source}), mons {mons}")
-    print(figures)
-    if RECORD:
-        with open(RECORD, "a", encoding="utf-8") as f:
-            f.write(figures + "\n")
+        figures = (f"migration: downtime {moved.downtime_ms} ms (libvirt), total "
+                   f"{moved.total_ms} ms (libvirt), wall {moved.wall_s:.2f} s, longest gap "
+                   f"between counter values {watch.longest_gap() * 1000:.0f} ms, "
+                   f"values {printed[-1]} (last on source {last_on_source}), mons {mons}")
+        print(figures)
+        if RECORD:
+            with open(RECORD, "a", encoding="utf-8") as f:
+                f.write(figures + "\n")
