@@ -117,6 +117,21 @@ def _xml_hosts(disk_xml: str) -> list[str]:
                   for h in ET.fromstring(disk_xml).findall("./source/host"))
 
 
+def _wait_lock_moved(ceph_admin, spec: str, before: dict[str, Any],
+                     timeout: float = 120) -> dict[str, Any]:
+    """Wait until one client other than ``before`` holds the lock and is the only watcher."""
+    deadline = time.monotonic() + timeout
+    while True:
+        locks, watchers = _lock(ceph_admin, spec), _watchers(ceph_admin, spec)
+        if (len(locks) == 1 and locks[0]["address"] != before["address"]
+                and watchers == [locks[0]["address"]]):
+            return locks[0]
+        assert time.monotonic() < deadline, (
+            f"the lock did not move to one new client: was {before}, now {locks}, "
+            f"watchers {watchers}")
+        time.sleep(0.5)
+
+
 def _wait_gone(pid: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while os.path.exists(f"/proc/{pid}"):
@@ -154,30 +169,28 @@ def test_running_guest_migrates_live_keeping_every_write_and_the_lock_moves(
         try:
             moved = migrate(vm, dest.hypervisor, xml, console)
             dest.guests.append(moved.guest)
+            # The exclusive lock moves to the destination's librbd client (on
+            # its first write) and the source's QEMU is gone.
+            owner = _wait_lock_moved(ceph_admin, spec, before[0])
+            dst_pid = qemu_pid(dest.hypervisor, vm.name)
+            assert dst_pid is not None and dst_pid != src_pid
+            _wait_gone(src_pid)
+            # The guest runs on the destination: its counter goes on there.
             last_on_source = max(_counts(vm.console()))
             moved.guest.wait_for(rf"^count {last_on_source + 30}$", timeout=180)
         finally:
             watch.stop()
-
-        # The guest runs on the destination: a QEMU of the destination daemon,
-        # and the source's QEMU is gone.
-        dst_pid = qemu_pid(dest.hypervisor, vm.name)
-        assert dst_pid is not None and dst_pid != src_pid
-        _wait_gone(src_pid)
-
-        # The exclusive lock moved to the destination's librbd client.
-        after = _lock(ceph_admin, spec)
-        assert len(after) == 1, after
-        assert after[0]["address"] != before[0]["address"], (before, after)
-        assert _watchers(ceph_admin, spec) == [after[0]["address"]]
+        assert _lock(ceph_admin, spec) == [owner]
 
         # The source host's cleanup while the guest runs there: busy, nothing removed.
         report = Rbd.cleanup_instance(hosts["src"].conf, inst,
                                       driver=hosts["src"].driver("rbd"))
         assert list(report.busy) == [disk.rbd_name] and not report.removed and not report.trashed
-        assert after[0]["address"] in report.busy[disk.rbd_name]
+        assert owner["address"] in report.busy[disk.rbd_name]
         assert disk.rbd_name in (ceph_admin("rbd", "ls", "vms") or [])
         still = max(_counts(moved.guest.console()))
+        # (Before the fix in storage/removal.py, librbd's remove took the lock
+        # from the guest for a moment, and a guest write then failed: EROFS.)
         moved.guest.wait_for(rf"^count {still + 5}$", timeout=120)
 
         # Stop the destination's QEMU (by PID): the lock owner and watcher go with it.
