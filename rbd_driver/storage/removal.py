@@ -175,7 +175,7 @@ class Removal:
         the lock owner (a running guest's QEMU) for the exclusive lock, takes
         it, only then sees the watchers and gives up with EBUSY; a write the
         guest makes meanwhile fails with EROFS, an I/O error inside the guest
-        (measured here: 1 failed write in 20 removals of a disk being written).
+        (tests/functional/test_cleanup_busy.py: 1 to 3 failed writes in 40 removals).
         The same open tells whether there are snapshots to purge.
 
         :raises ImageInUse: it has watchers; nothing was changed.

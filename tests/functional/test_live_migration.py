@@ -194,6 +194,9 @@ def test_running_guest_migrates_live_keeping_every_write_and_the_lock_moves(
         moved.guest.wait_for(rf"^count {still + 5}$", timeout=120)
 
         # Stop the destination's QEMU (by PID): the lock owner and watcher go with it.
+        assert _lock(ceph_admin, spec) == [owner]
+        assert _watchers(ceph_admin, spec) == [owner["address"]]
+        assert qemu_pid(dest.hypervisor, vm.name) == dst_pid
         os.kill(dst_pid, signal.SIGTERM)
         _wait_gone(dst_pid)
         assert _lock(ceph_admin, spec) == [] and _watchers(ceph_admin, spec) == []
