@@ -31,6 +31,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -93,7 +94,9 @@ def destination_xml(guest: Guest, destination: Hypervisor, image: GuestImage,
         el = os_el.find(tag)
         if el is not None:
             el.text = path
-    console = os.path.join(destination.directory, "guests", f"{guest.name}.console")
+    # A name of its own: a guest migrated back must not overwrite its old console.
+    console = os.path.join(destination.directory, "guests",
+                           f"{guest.name}-{uuid.uuid4().hex[:8]}.console")
     devices = domain.find("devices")
     assert devices is not None
     for el in devices.findall("./serial/source") + devices.findall("./console/source"):
