@@ -40,7 +40,7 @@ from typing import Any
 from rbd_driver.testing.guest import GuestImage
 from rbd_driver.testing.hypervisor import Guest, Hypervisor, _libvirt, _processes_mentioning
 
-__all__ = ["CounterWatch", "Migration", "destination_xml", "migrate", "qemu_pid"]
+__all__ = ["CounterWatch", "Migration", "destination_xml", "migrate", "qemu_pid", "tcp_peers"]
 
 _COUNT = re.compile(r"^RG count (\d+)\s*$", re.MULTILINE)
 
@@ -68,6 +68,49 @@ def qemu_pid(hypervisor: Hypervisor, name: str) -> int | None:
         if argv and b"qemu-system" in argv[0] and f"guest={name}".encode() in b" ".join(argv):
             return pid
     return None
+
+
+def _hex_addr(text: str) -> tuple[str, int]:
+    host, port = text.split(":")
+    raw = bytes.fromhex(host)
+    if len(raw) == 4:
+        address = socket.inet_ntop(socket.AF_INET, raw[::-1])
+    else:  # /proc/net/tcp6: four little-endian 32-bit words
+        words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+        address = socket.inet_ntop(socket.AF_INET6, words)
+    return address, int(port, 16)
+
+
+def tcp_peers(pid: int) -> set[tuple[str, int]]:
+    """Return the remote (address, port) of every connected TCP socket of process ``pid``.
+
+    Read from ``/proc``: the socket inodes among its open files, looked up in
+    ``/proc/<pid>/net/tcp`` and ``tcp6``. Listening sockets have no peer and
+    are left out. An exited process has none.
+    """
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    except OSError:
+        return set()
+    peers = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{table}", encoding="ascii") as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[9] in inodes and fields[3] != "0A":  # 0A: LISTEN
+                peers.add(_hex_addr(fields[2]))
+    return peers
 
 
 def _disk_target(disk: ET.Element) -> str:
@@ -127,6 +170,7 @@ class Migration:
     downtime_ms: int | None
     total_ms: int | None
     stats: dict[str, Any] = field(default_factory=dict)
+    uri: str = ""
 
 
 def migrate(guest: Guest, destination: Hypervisor, dest_xml: str, console: str,
@@ -138,9 +182,9 @@ def migrate(guest: Guest, destination: Hypervisor, dest_xml: str, console: str,
         (the guest then still runs on the source).
     """
     libvirt = _libvirt()
-    port = _free_port()
+    uri = f"tcp://127.0.0.1:{_free_port()}"
     params = {
-        libvirt.VIR_MIGRATE_PARAM_URI: f"tcp://127.0.0.1:{port}",
+        libvirt.VIR_MIGRATE_PARAM_URI: uri,
         libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: "127.0.0.1",
         libvirt.VIR_MIGRATE_PARAM_DEST_XML: dest_xml,
     }
@@ -157,7 +201,7 @@ def migrate(guest: Guest, destination: Hypervisor, dest_xml: str, console: str,
     total = stats.get("time_elapsed")
     return Migration(Guest(moved, console), wall,
                      int(downtime) if downtime is not None else None,
-                     int(total) if total is not None else None, stats)
+                     int(total) if total is not None else None, stats, uri)
 
 
 class CounterWatch:

@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -33,7 +34,8 @@ from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.location import format_location
 from rbd_driver.testing.cluster import ClusterState, make_conf
 from rbd_driver.testing.extra_mon import extra_monitor
-from rbd_driver.testing.migration import CounterWatch, destination_xml, migrate, qemu_pid
+from rbd_driver.testing.migration import (CounterWatch, destination_xml, migrate, qemu_pid,
+                                          tcp_peers)
 
 pytestmark = pytest.mark.functional
 
@@ -117,6 +119,27 @@ def _xml_hosts(disk_xml: str) -> list[str]:
                   for h in ET.fromstring(disk_xml).findall("./source/host"))
 
 
+class PeerWatch:
+    """Every TCP peer of the source's QEMU while it runs (read from /proc every 20 ms)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peers: set[tuple[str, int]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peers |= tcp_peers(self.pid)
+            time.sleep(0.02)
+
+    def stop(self) -> set[tuple[str, int]]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return self.peers
+
+
 def _wait_lock_moved(ceph_admin, spec: str, before: dict[str, Any],
                      timeout: float = 120) -> dict[str, Any]:
     """Wait until one client other than ``before`` holds the lock and is the only watcher."""
@@ -166,8 +189,15 @@ def test_running_guest_migrates_live_keeping_every_write_and_the_lock_moves(
         assert _xml_hosts(dst_disk_xml) == mons
         xml, console = destination_xml(vm, dest.hypervisor, guest_image, [dst_disk_xml])
         watch = CounterWatch(vm.console_path, console).start()
+        peers = PeerWatch(src_pid)
         try:
             moved = migrate(vm, dest.hypervisor, xml, console)
+            # The migration stream went to the destination on loopback, and
+            # the source's QEMU talked to nothing but loopback.
+            seen = peers.stop()
+            port = int(moved.uri.rsplit(":", 1)[1])
+            assert ("127.0.0.1", port) in seen, (moved.uri, seen)
+            assert {host for host, _ in seen} <= {"127.0.0.1", "::1"}, seen
             dest.guests.append(moved.guest)
             # The exclusive lock moves to the destination's librbd client (on
             # its first write) and the source's QEMU is gone.
@@ -180,6 +210,7 @@ def test_running_guest_migrates_live_keeping_every_write_and_the_lock_moves(
             moved.guest.wait_for(rf"^count {last_on_source + 30}$", timeout=180)
         finally:
             watch.stop()
+            peers.stop()
         assert _lock(ceph_admin, spec) == [owner]
 
         # The source host's cleanup while the guest runs there: busy, nothing removed.
