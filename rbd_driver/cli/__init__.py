@@ -16,6 +16,7 @@ text (the contract is in :mod:`rbd_driver.cli._common`):
 - :mod:`~rbd_driver.cli.golden`: ``golden``;
 - :mod:`~rbd_driver.cli.provision`: ``provision``;
 - :mod:`~rbd_driver.cli.qos`: ``qos``;
+- :mod:`~rbd_driver.cli.checks`: ``check``;
 - :mod:`~rbd_driver.cli.secret`: ``secret`` (the libvirt secret, as ``[rbd] user``);
 - :mod:`~rbd_driver.cli.devcluster`: ``throwaway`` (a local cluster and the demo);
 - :mod:`~rbd_driver.cli.output`: text for people (human sizes, tables, the
@@ -41,8 +42,8 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import exception
-from rbd_driver.cli import (backup, cluster, devcluster, disks, golden, options, provision,
-                            qos, secret)
+from rbd_driver.cli import (backup, checks, cluster, devcluster, disks, golden, options,
+                            provision, qos, secret)
 from rbd_driver.cli._common import UsageError
 from rbd_driver.cli.config import load_conf
 from rbd_driver.cli.errors import CommandError, one_line
@@ -53,7 +54,7 @@ __all__ = ["GROUPS", "main"]
 
 # In the order of ``rbd-driver --help``.
 GROUPS: tuple[ModuleType, ...] = (cluster, disks, backup, golden, provision, qos, secret,
-                                  devcluster)
+                                  checks, devcluster)
 
 
 def _build_parser() -> argparse.ArgumentParser:

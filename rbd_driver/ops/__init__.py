@@ -6,7 +6,9 @@
 - :mod:`~rbd_driver.ops.libvirt_pool`: libvirt's RBD storage pool on ``[rbd] pool``;
 - :mod:`~rbd_driver.ops.snapshots`: in-cluster snapshots of instance disks;
 - :mod:`~rbd_driver.ops.collector`: the health and capacity document;
-- :mod:`~rbd_driver.ops.libvirt_pool`: libvirt's RBD storage pool on ``[rbd] pool``.
+- :mod:`~rbd_driver.ops.libvirt_pool`: libvirt's RBD storage pool on ``[rbd] pool``;
+- :mod:`~rbd_driver.ops.checks`: what an operator checks before trusting a host
+  (may ``[rbd] user`` blocklist a dead client, to take over its disk's lock?).
 
 Policy only: the librados/librbd calls are in :mod:`rbd_driver.storage`.
 """

@@ -4,5 +4,9 @@
 - :mod:`~rbd_driver.testing.guest`: a test guest (the host's kernel and busybox);
 - :mod:`~rbd_driver.testing.hypervisor`: a private libvirtd that boots it under QEMU;
 - :mod:`~rbd_driver.testing.fixtures`: their pytest fixtures;
+- :mod:`~rbd_driver.testing.migration`: live migration between two private
+  libvirt daemons, and the guest's counter watched across it;
+- :mod:`~rbd_driver.testing.extra_mon`: a second monitor added to a throwaway
+  cluster (a monitor address change);
 - :mod:`~rbd_driver.testing.fakes`: the fake ``rados``/``rbd`` modules.
 """

@@ -209,6 +209,26 @@ def hypervisor_daemon() -> Iterator[Hypervisor]:
         atexit.unregister(daemon.stop)
 
 
+@pytest.fixture(scope="session")
+def destination_daemon() -> Iterator[Hypervisor]:
+    """A second private libvirtd (another host UUID): a migration's destination host."""
+    daemon = Hypervisor()
+    atexit.register(daemon.stop)
+    try:
+        daemon.start()
+        yield daemon
+    finally:
+        daemon.stop()
+        atexit.unregister(daemon.stop)
+
+
+@pytest.fixture
+def destination(destination_daemon: Hypervisor) -> Iterator[HypervisorScope]:
+    """Like ``hypervisor``, on the destination daemon."""
+    with destination_daemon.scope() as scope:
+        yield scope
+
+
 @pytest.fixture
 def hypervisor(hypervisor_daemon: Hypervisor) -> Iterator[HypervisorScope]:
     """Boot guests and define secrets; all removed after the test, pass or fail."""

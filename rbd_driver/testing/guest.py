@@ -21,6 +21,12 @@ serial console:
 ``grow:<dev>:<sectors>``
     waits until the disk has at least that many sectors:
     ``RG grown <dev> sectors=<n>``.
+``count:<dev>:<sector>:<n>``
+    writes ``C<i>`` (``i`` = 1, 2, ... ``n``, 8 digits, zero-padded to a
+    sector) to sector ``<sector> + i``, each with ``O_DIRECT`` and an fsync,
+    without pause, and prints ``RG count <i>`` once a write has returned (so
+    every printed value was acknowledged by the disk); ``RG error count <i>``
+    on a failed write. For live-migration tests.
 ``hold``
     prints ``RG holding`` and waits to be stopped.
 ``iops:<dev>:<count>``
@@ -122,6 +128,13 @@ for step in $(echo "$steps" | tr ',' ' '); do
     wait) wait_until [ -e /sys/block/$2 ] && say "appeared $2" || say "error wait $2" ;;
     gone) wait_until [ ! -e /sys/block/$2 ] && say "gone $2" || say "error gone $2" ;;
     grow) wait_until at_least $2 $3 && say "grown $2 sectors=$(sectors $2)" || say "error grow $2" ;;
+    count)
+        i=0
+        while [ $i -lt $4 ]; do
+            i=$((i + 1))
+            printf 'C%08d' $i | dd of=/dev/$2 bs=512 seek=$(($3 + i)) conv=sync,notrunc,fsync \
+                oflag=direct 2>/dev/null && say "count $i" || { say "error count $i"; break; }
+        done ;;
     hold) say holding; while :; do sleep 1; done ;;
     iops)
         t0=$(centiseconds)

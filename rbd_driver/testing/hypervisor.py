@@ -218,11 +218,16 @@ class Hypervisor:
         started by root (default ``nobody``); ignored otherwise.
     :param ceph_timeout: seconds QEMU's librbd waits for the monitors
         (``client mount timeout``), so a disk that cannot connect fails fast.
+    :param host_uuid: the UUID the daemon reports as its host's (``host_uuid``
+        in its libvirtd.conf; default a random one), so that two daemons on
+        one machine look like two hosts: libvirt refuses to migrate a guest
+        to a daemon with its own host UUID.
     """
 
     def __init__(self, user: str = "nobody", directory: str | None = None,
-                 ceph_timeout: int = 20) -> None:
+                 ceph_timeout: int = 20, host_uuid: str | None = None) -> None:
         self.user = user
+        self.host_uuid = host_uuid or str(uuid.uuid4())
         self.ceph_timeout = ceph_timeout
         self._parent = directory
         self.directory: str | None = None
@@ -305,6 +310,8 @@ class Hypervisor:
         with open(os.path.join(qemu_conf, "qemu.conf"), "w", encoding="utf-8") as f:
             # QEMU writes its own log: no virtlogd daemon to start and stop.
             f.write('stdio_handler = "file"\n')
+        with open(os.path.join(qemu_conf, "libvirtd.conf"), "w", encoding="utf-8") as f:
+            f.write(f'host_uuid = "{self.host_uuid}"\n')
         self._chown_tree(env["XDG_CONFIG_HOME"])
         log = open(os.path.join(self.directory, "libvirtd.log"), "wb")  # noqa: SIM115
         try:

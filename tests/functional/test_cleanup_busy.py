@@ -247,3 +247,55 @@ def test_cleanup_instances_on_a_mix_touches_nothing_else(conf, ceph_admin, hold)
             assert cls.cleanup_instances(conf, [busy, cloned], driver=driver).ok
     assert not [n for n in _ls(ceph_admin) + _trash(ceph_admin)
                 if n.startswith((plain, busy, cloned, bystander))]
+
+
+# A client that writes (and flushes) one sector after another until stdin
+# closes, then prints how many writes it made and each one that failed.
+WRITER = r"""
+import sys, threading, rados, rbd
+conf, user, keyring, name = sys.argv[1:5]
+cluster = rados.Rados(conffile=conf, rados_id=user)
+cluster.conf_set("keyring", keyring)
+cluster.connect()
+ioctx = cluster.open_ioctx("vms")
+image = rbd.Image(ioctx, name)
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+n = 0
+print("writing", flush=True)
+while not done.is_set():
+    try:
+        image.write(b"w" * 512, (n % 2048) * 512)
+        image.flush()
+    except Exception as err:
+        print("failed", n, err, flush=True)
+    n += 1
+print("writes", n, flush=True)
+image.close(); ioctx.close(); cluster.shutdown()
+"""
+
+
+def test_removing_a_disk_in_use_never_fails_the_writes_of_its_user(conf, ceph_cluster) -> None:
+    """librbd's remove of an image in use first takes the exclusive lock from
+    its owner; a write of the owner's meanwhile fails with EROFS (a running
+    guest's I/O error). The library must find the watcher without that."""
+    from rbd_driver.storage.rbd_utils import RBDDriver
+
+    conf.set_override("destroy_retries", 0, group="rbd")
+    name = f"{uuid.uuid4()}_disk"
+    with RBDDriver.from_conf(conf) as driver:
+        driver.create(name, 4 << 20)
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, ceph_cluster.conf_path, ceph_cluster.user,
+             ceph_cluster.user_keyring, name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+            reports = [driver.remove_image(name) for _ in range(40)]
+        finally:
+            out, err = writer.communicate("", timeout=120)
+        assert all(list(r.busy) == [name] and not r.removed for r in reports), reports
+        failed = [line for line in out.splitlines() if line.startswith("failed")]
+        assert failed == [], f"{len(failed)} writes failed during the removals: {failed[:3]}"
+        assert out.splitlines()[-1].startswith("writes "), (out, err)
+        assert driver.remove_image(name).removed == [name]

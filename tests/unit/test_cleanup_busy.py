@@ -222,3 +222,24 @@ def test_an_image_removed_by_another_client_meanwhile_counts_as_removed(env) -> 
     report = env.driver.remove_image("raced")
     assert report.removed == ["raced"] and report.ok
     assert env.vms() == [] and env.trash() == []
+
+
+def test_an_open_disk_is_never_handed_to_librbds_remove(env, guest, monkeypatch) -> None:
+    """librbd's remove takes the exclusive lock from the guest before it sees the
+    watchers, and a guest write meanwhile fails with EROFS (measured on a real
+    cluster: tests/functional/test_cleanup_busy.py): the watchers are looked at
+    first, with a read-only open, and a watched disk never reaches remove."""
+    inst = str(uuid.uuid4())
+    watched, idle = _disk(env, inst), _disk(env, inst, "disk.local")
+    guest.open("vms", watched)
+    removed: list[str] = []
+    real = env.rbd.RBD.remove
+
+    def remove(self: Any, ioctx: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        removed.append(name)
+        return real(self, ioctx, name, *args, **kwargs)
+
+    monkeypatch.setattr(env.rbd.RBD, "remove", remove)
+    report = Rbd.cleanup_instance(env.conf, inst, driver=env.driver)
+    assert list(report.busy) == [watched] and report.removed == [idle]
+    assert removed == [idle]
