@@ -17,7 +17,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-__all__ = ["Handler", "Renderer", "Result", "UsageError", "positive_int"]
+__all__ = ["Handler", "Renderer", "Result", "UsageError", "non_negative_int", "positive_int"]
 
 Result = tuple[Any, int]
 Handler = Callable[[argparse.Namespace, cfg.ConfigOpts], Result]
@@ -28,12 +28,21 @@ class UsageError(Exception):
     """Arguments that parse but do not go together; the CLI exits 2 with this message."""
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+def _int_at_least(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of at least 0 (0 often means "none" or "remove")."""
+    return _int_at_least(text, 0)

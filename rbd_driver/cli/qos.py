@@ -16,20 +16,10 @@ from oslo_config import cfg
 from rbd_driver import imagebackend
 from rbd_driver.backends import qos
 from rbd_driver.backends.rbd import Rbd
-from rbd_driver.cli._common import Handler, Renderer, Result, UsageError
+from rbd_driver.cli._common import Handler, Renderer, Result, UsageError, non_negative_int
 from rbd_driver.cli.output import human_size
 
 __all__ = ["HANDLERS", "TEXT", "add_parsers", "check", "qos_command", "qos_text"]
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
 
 
 def add_parsers(sub: Any) -> None:
@@ -44,7 +34,7 @@ def add_parsers(sub: Any) -> None:
         act.add_argument("--disk", default="disk", help="disk name (default disk)")
         if action == "set":
             for name in qos.QOS_NAMES:
-                act.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_limit,
+                act.add_argument(f"--{name.replace('_', '-')}", dest=name, type=non_negative_int,
                                  metavar="N", help=f"the {name} limit (0 removes it)")
 
 

@@ -195,10 +195,8 @@ def guest_image() -> GuestImage:
     return build_guest()
 
 
-@pytest.fixture(scope="session")
-def hypervisor_daemon() -> Iterator[Hypervisor]:
-    """A private libvirtd for the session, stopped (with its guests) at the end."""
-    _skip_without_qemu()
+def _running_daemon() -> Iterator[Hypervisor]:
+    """Start a private libvirtd (its own host UUID); stop it, with its guests, at the end."""
     daemon = Hypervisor()
     atexit.register(daemon.stop)
     try:
@@ -207,19 +205,19 @@ def hypervisor_daemon() -> Iterator[Hypervisor]:
     finally:
         daemon.stop()
         atexit.unregister(daemon.stop)
+
+
+@pytest.fixture(scope="session")
+def hypervisor_daemon() -> Iterator[Hypervisor]:
+    """A private libvirtd for the session, stopped (with its guests) at the end."""
+    _skip_without_qemu()
+    yield from _running_daemon()
 
 
 @pytest.fixture(scope="session")
 def destination_daemon() -> Iterator[Hypervisor]:
     """A second private libvirtd (another host UUID): a migration's destination host."""
-    daemon = Hypervisor()
-    atexit.register(daemon.stop)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
-        atexit.unregister(daemon.stop)
+    yield from _running_daemon()
 
 
 @pytest.fixture

@@ -247,4 +247,4 @@ def test_qos_cli_set_show_clear(tmp_path, monkeypatch, capsys) -> None:
     assert set(cenv.run("qos", "clear", "inst")["limits"].values()) == {None}
     assert "needs at least one limit" in cenv.run("qos", "set", "inst", expect=2)
     assert "--iops" in cenv.run("qos", "show", "inst", "--iops", "5", expect=2)  # set only
-    assert "must be >= 0" in cenv.run("qos", "set", "inst", "--iops", "-1", expect=2)
+    assert "must be at least 0" in cenv.run("qos", "set", "inst", "--iops", "-1", expect=2)
