@@ -15,7 +15,9 @@ text (the contract is in :mod:`rbd_driver.cli._common`):
   ``snapshot``, ``cleanup``;
 - :mod:`~rbd_driver.cli.backup`: ``backup``, ``restore``;
 - :mod:`~rbd_driver.cli.golden`: ``golden``;
-- :mod:`~rbd_driver.cli.provision`: ``provision``.
+- :mod:`~rbd_driver.cli.provision`: ``provision``;
+- :mod:`~rbd_driver.cli.ganeti`: ``ganeti install`` (the scripts run
+  :mod:`~rbd_driver.cli.extstorage`).
 
 :func:`main` only wires them together.
 """
@@ -34,7 +36,7 @@ from oslo_config import cfg
 
 from rbd_driver import conf as conf_module
 from rbd_driver import exception
-from rbd_driver.cli import backup, cluster, devcluster, disks, golden, provision
+from rbd_driver.cli import backup, cluster, devcluster, disks, ganeti, golden, provision
 from rbd_driver.cli._common import UsageError
 from rbd_driver.cli.output import fields
 from rbd_driver.testing.cluster import ClusterStartError
@@ -42,7 +44,8 @@ from rbd_driver.testing.cluster import ClusterStartError
 __all__ = ["GROUPS", "main"]
 
 # In the order of ``rbd-driver --help``.
-GROUPS: tuple[ModuleType, ...] = (devcluster, cluster, disks, backup, golden, provision)
+GROUPS: tuple[ModuleType, ...] = (devcluster, cluster, disks, backup, golden, provision,
+                                  ganeti)
 
 
 def _build_parser() -> argparse.ArgumentParser:

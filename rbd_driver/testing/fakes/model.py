@@ -138,6 +138,7 @@ class FakeImage:
         self.trash: Trash | None = None
         self.removed = False
         self.handles: dict[int, Image] = {}  # open Image objects, by watch cookie
+        self.metadata: dict[str, str] = {}  # image-meta key/value pairs (metadata_set)
 
     def __repr__(self) -> str:
         return f"<FakeImage {self.pool.name}/{self.name} id={self.id} size={self.size}>"
