@@ -185,6 +185,8 @@ class GanetiCluster:
         reason = ganeti_unavailable_reason()
         if reason:
             raise GanetiError(f"no Ganeti cluster here: {reason}")
+        if _run(["ip", "link", "show", BRIDGE], check=False).returncode == 0:
+            raise GanetiError(f"bridge {BRIDGE} exists: another Ganeti test cluster runs")
         started = time.monotonic()
         self.directory = tempfile.mkdtemp(prefix="rbd-driver-ganeti-")
         try:
@@ -210,8 +212,6 @@ class GanetiCluster:
             self._ssh_saved = "absent"
 
     def _network(self) -> None:
-        if _run(["ip", "link", "show", BRIDGE], check=False).returncode == 0:
-            raise GanetiError(f"bridge {BRIDGE} exists: another Ganeti test cluster runs")
         _run(["ip", "link", "add", BRIDGE, "type", "bridge"])
         self._bridge_made = True
         _run(["ip", "address", "add", f"{NODE_IP}/24", "dev", BRIDGE])
@@ -253,11 +253,11 @@ class GanetiCluster:
                     "HostKey /etc/ssh/ssh_host_rsa_key\nHostKey /etc/ssh/ssh_host_ecdsa_key\n"
                     "HostKey /etc/ssh/ssh_host_ed25519_key\n")
         assert self.holder is not None
-        self.sshd = subprocess.Popen(
-            ["nsenter", "-t", str(self.holder.pid), "-u", "--", "/usr/sbin/sshd", "-D", "-e",
-             "-f", config], stdin=subprocess.DEVNULL,
-            stdout=open(os.path.join(self.directory, "sshd.log"), "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT)
+        with open(os.path.join(self.directory, "sshd.log"), "wb") as log:
+            self.sshd = subprocess.Popen(
+                ["nsenter", "-t", str(self.holder.pid), "-u", "--", "/usr/sbin/sshd", "-D",
+                 "-e", "-f", config], stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         known = os.path.join(ROOT_SSH, "known_hosts")
         while True:
@@ -307,7 +307,10 @@ class GanetiCluster:
             "root_path": "/dev/vda", "serial_console": "false", "kvm_flag": "disabled",
             "kvm_extra": extra, "use_chroot": "false", "security_model": "none",
             "disk_type": "paravirtual", "reboot_behavior": "exit", "vnc_bind_address": "",
-            "kernel_args": kernel_cmdline(list(steps)).replace(",", "\\,"),
+            # Ganeti gives QEMU "-serial none" first, so the console file is ttyS1;
+            # a comma in an -H value is written "\,".
+            "kernel_args": kernel_cmdline(list(steps)).replace("console=ttyS0", "console=ttyS1")
+            .replace(",", "\\,"),
         }
         return ",".join(f"{key}={value}" for key, value in params.items())
 
@@ -337,19 +340,22 @@ class GanetiCluster:
         cmd = ["gnt-instance", "add", "-t", "ext", "--disk", f"0:{disk}",
                "-o", OS_NAME, "-n", NODE, "--no-nics",
                "--no-name-check", "--no-ip-check", "-H",
-               self._hvparams(self.console_path(name), steps)]
+               "kvm:" + self._hvparams(self.console_path(name), steps)]
         if os_params:
             cmd += ["-O", os_params]
         else:
-            cmd += ["--no-install"]
+            cmd += ["--no-install"]  # which also means --no-start
         if not start:
             cmd += ["--no-start"]
-        return self.gnt(*cmd, name, check=check)
+        proc = self.gnt(*cmd, name, check=check)
+        if start and not os_params and proc.returncode == 0:
+            self.gnt("gnt-instance", "start", name)
+        return proc
 
     def set_steps(self, name: str, steps: Iterable[str]) -> None:
         """Make the next boot of ``name`` run ``steps``."""
-        self.gnt("gnt-instance", "modify", "-H", self._hvparams(self.console_path(name), steps),
-                 name)
+        self.gnt("gnt-instance", "modify", "-H",
+                 "kvm:" + self._hvparams(self.console_path(name), steps), name)
 
     def console(self, name: str) -> list[str]:
         """The ``RG`` lines of the instance's console so far."""
