@@ -354,8 +354,9 @@ class GanetiCluster:
 
     def set_steps(self, name: str, steps: Iterable[str]) -> None:
         """Make the next boot of ``name`` run ``steps``."""
-        self.gnt("gnt-instance", "modify", "-H",
-                 "kvm:" + self._hvparams(self.console_path(name), steps), name)
+        # add's -H takes "hypervisor:params" (so values may hold ':'), modify's only params.
+        self.gnt("gnt-instance", "modify", "-H", self._hvparams(self.console_path(name), steps),
+                 name)
 
     def console(self, name: str) -> list[str]:
         """The ``RG`` lines of the instance's console so far."""

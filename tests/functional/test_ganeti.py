@@ -219,7 +219,7 @@ def test_ten_instances_take_only_what_they_wrote(ganeti, golden, instances,
     volumes = [ganeti.instance_disk(name) for name in names]
     import json
 
-    proc = _rbd(ceph_cluster, "du", "--format", "json", "vms")
+    proc = _rbd(ceph_cluster, "du", "--format", "json", "-p", "vms")
     assert proc.returncode == 0, proc.stderr
     used = {i["name"]: i["used_size"] for i in json.loads(proc.stdout)["images"]
             if i.get("snapshot") is None}
@@ -276,7 +276,9 @@ def test_remove_of_a_disk_another_client_holds_fails_and_leaves_it(
 def test_backup_export_goes_through_the_snapshot_script(
         ganeti, golden, instances, ceph_cluster) -> None:
     name = _name(instances)
-    ganeti.add_instance(name, _disk(golden), start=False)
+    # Ganeti snapshots only the disks of a running instance (admin state up).
+    ganeti.add_instance(name, _disk(golden), steps=["report", "hold"])
+    ganeti.wait_for(name, r"^holding$")
     volume = ganeti.instance_disk(name)
     proc = ganeti.gnt("gnt-backup", "export", "-n", NODE, "--noshutdown", name, check=False)
     out = proc.stdout + proc.stderr
