@@ -220,6 +220,25 @@ def test_kernelspace_attach_maps_through_krbd(env, monkeypatch) -> None:
     assert mapped == [("vms", "d0")]
 
 
+def test_kernelspace_detach_unmaps_a_mapped_volume_only(env, monkeypatch) -> None:
+    from rbd_driver.storage import krbd
+
+    unmapped: list[tuple[str, str]] = []
+
+    class Kernel:
+        def find(self, pool: str, image: str) -> Any:
+            return object() if image == "d0" else None
+
+        def unmap(self, pool: str, image: str) -> None:
+            unmapped.append((pool, image))
+
+    monkeypatch.setattr(krbd.KernelRbd, "from_conf", classmethod(lambda cls, *a, **k: Kernel()))
+    env.conf.set_override("access", "kernelspace", group="rbd")
+    env.run("detach", VOL_NAME="d0")
+    env.run("detach", VOL_NAME="other")
+    assert unmapped == [("vms", "d0")]
+
+
 def test_detach_in_userspace_has_nothing_to_undo(env) -> None:
     env.cluster.add_image("vms", "d0", MIB)
     assert env.run("detach", VOL_NAME="d0") == ""
