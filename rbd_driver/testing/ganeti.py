@@ -47,6 +47,7 @@ import time
 from collections.abc import Iterable
 from types import TracebackType
 
+from rbd_driver.ops.ganeti_install import DEFAULT_DIR, install_provider
 from rbd_driver.testing.guest import GuestImage, kernel_cmdline, parse_console
 
 __all__ = ["BRIDGE", "CLUSTER", "CLUSTER_IP", "GanetiCluster", "GanetiError", "NODE",
@@ -56,7 +57,7 @@ NODE, NODE_IP = "vm.example.test", "10.254.0.1"
 CLUSTER, CLUSTER_IP = "cluster.example.test", "10.254.0.10"
 BRIDGE = "rbdgnt0"
 OS_NAME = "rbdtest"
-PROVIDER_DIR = "/usr/share/ganeti/extstorage/rbd_driver"
+PROVIDER_DIR = DEFAULT_DIR
 OS_DIR = f"/srv/ganeti/os/{OS_NAME}"
 HOSTS = "/etc/hosts"
 ROOT_SSH = "/root/.ssh"
@@ -281,8 +282,6 @@ class GanetiCluster:
         return ""
 
     def _install(self) -> None:
-        from rbd_driver.cli.ganeti import install_provider
-
         for path in ("/var/log/ganeti/extstorage", "/var/log/ganeti/os", "/srv/ganeti/os"):
             if not os.path.isdir(path):
                 os.makedirs(path)
