@@ -11,13 +11,13 @@ say one of ``rbd-driver dev-cluster start``) and a one-node Ganeti cluster
 (:class:`rbd_driver.testing.ganeti.GanetiCluster`), as the cluster's
 non-admin user:
 
-1. imports a 1 GiB golden image holding 256 MiB of data (a marker in its first
+1. imports a 2 GiB golden image holding 1 GiB of data (a marker in its first
    sector) into ``images`` and keeps the same bytes as a local raw file;
 2. each round, in an order that alternates (AB, BA, ...), times from
    ``gnt-instance add`` to the guest's console line that shows the marker:
 
-   * ``origin``: ``--disk 0:size=1G,provider=rbd_driver,origin=<golden>`` (a clone);
-   * ``blank``: ``--disk 0:size=1G,provider=rbd_driver`` with the OS parameter
+   * ``origin``: ``--disk 0:size=2G,provider=rbd_driver,origin=<golden>`` (a clone);
+   * ``blank``: ``--disk 0:size=2G,provider=rbd_driver`` with the OS parameter
      ``image=<raw file>``: the test OS's create script copies the file into the
      disk with ``qemu-img convert`` through ``DISK_0_URI``, as an OS image
      installer would;
@@ -46,8 +46,8 @@ from rbd_driver.testing.cluster import ClusterState, load_state
 from rbd_driver.testing.ganeti import GanetiCluster
 from rbd_driver.testing.guest import build_guest
 
-GOLDEN_SIZE = GIB
-GOLDEN_DATA = 256 * MIB
+GOLDEN_SIZE = 2 * GIB
+GOLDEN_DATA = GIB
 
 
 def _rbd(state: ClusterState, *args: str) -> None:
@@ -82,7 +82,7 @@ def _golden(state: ClusterState, directory: str) -> Iterator[dict[str, str]]:
 
 def _launch(ganeti: GanetiCluster, golden: dict[str, str], kind: str) -> float:
     name = f"b{uuid.uuid4().hex[:8]}.example.test"
-    disk = "size=1G,provider=rbd_driver,access=userspace"
+    disk = "size=2G,provider=rbd_driver,access=userspace"
     started = time.monotonic()
     try:
         if kind == "origin":

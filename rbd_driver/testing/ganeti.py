@@ -340,16 +340,13 @@ class GanetiCluster:
                "-o", OS_NAME, "-n", NODE, "--no-nics",
                "--no-name-check", "--no-ip-check", "-H",
                "kvm:" + self._hvparams(self.console_path(name), steps)]
+        # The OS create script always runs (it copies nothing without the OS
+        # parameter image), since --no-install would also mean --no-start.
         if os_params:
             cmd += ["-O", os_params]
-        else:
-            cmd += ["--no-install"]  # which also means --no-start
         if not start:
             cmd += ["--no-start"]
-        proc = self.gnt(*cmd, name, check=check)
-        if start and not os_params and proc.returncode == 0:
-            self.gnt("gnt-instance", "start", name)
-        return proc
+        return self.gnt(*cmd, name, check=check)
 
     def set_steps(self, name: str, steps: Iterable[str]) -> None:
         """Make the next boot of ``name`` run ``steps``."""
