@@ -195,6 +195,9 @@ def test_an_instance_boots_from_a_clone_and_writes_only_to_it(
     assert info["size"] == GIB
     assert (info["parent"]["pool"], info["parent"]["image"], info["parent"]["snapshot"]) == (
         "images", golden["name"], "snap")
+    # setinfo: Ganeti's VOL_METADATA is kept as image metadata.
+    meta = _rbd(ceph_cluster, "image-meta", "get", f"vms/{volume}", "ganeti.metadata")
+    assert meta.stdout.strip() == f"originstname+{name}", meta.stderr
     assert wrote.encode() in _read_admin(ceph_cluster, f"vms/{volume}", 8 * SECTOR, SECTOR,
                                          tmp_path)
     assert wrote.encode() not in _read_admin(ceph_cluster, f"images/{golden['name']}@snap",
