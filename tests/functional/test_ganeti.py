@@ -100,9 +100,10 @@ def ganeti(guest_image: GuestImage, user: dict[str, str]) -> Iterator[GanetiClus
         with open("/etc/hosts", encoding="utf-8") as f:
             hosts = f.read()
         ssh = sorted((p, os.stat(p).st_size) for p in glob.glob("/root/.ssh/*"))
-        links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True,
-                               check=True).stdout
-        return hosts, ssh, links, sorted(glob.glob("/var/lib/ganeti/**", recursive=True))
+        # Only our own link: other programs of the machine may add and remove theirs.
+        bridge = subprocess.run(["ip", "link", "show", "rbdgnt0"], capture_output=True,
+                                check=False).returncode == 0
+        return hosts, ssh, bridge, sorted(glob.glob("/var/lib/ganeti/**", recursive=True))
 
     before = trace()
     with GanetiCluster(guest_image, user["config"]) as cluster:
