@@ -17,7 +17,7 @@ APT_PACKAGES=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
               python3-venv qemu-utils qemu-block-extra libvirt-clients libxml2-utils
               python3-libvirt genisoimage qemu-system-x86 libvirt-daemon
               libvirt-daemon-driver-qemu libvirt-daemon-driver-storage-rbd
-              linux-image-amd64 busybox-static)
+              linux-image-amd64 busybox-static ganeti openssh-server)
 
 setup() {
     local missing=() pkg

@@ -17,6 +17,8 @@ text (the contract is in :mod:`rbd_driver.cli._common`):
 - :mod:`~rbd_driver.cli.provision`: ``provision``;
 - :mod:`~rbd_driver.cli.qos`: ``qos``;
 - :mod:`~rbd_driver.cli.checks`: ``check``;
+- :mod:`~rbd_driver.cli.ganeti`: ``ganeti install`` (the scripts run
+  :mod:`~rbd_driver.cli.extstorage`);
 - :mod:`~rbd_driver.cli.secret`: ``secret`` (the libvirt secret, as ``[rbd] user``);
 - :mod:`~rbd_driver.cli.devcluster`: ``throwaway`` (a local cluster and the demo);
 - :mod:`~rbd_driver.cli.output`: text for people (human sizes, tables, the
@@ -42,8 +44,8 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import exception
-from rbd_driver.cli import (backup, checks, cluster, devcluster, disks, golden, options,
-                            provision, qos, secret)
+from rbd_driver.cli import (backup, checks, cluster, devcluster, disks, ganeti, golden,
+                            options, provision, qos, secret)
 from rbd_driver.cli._common import UsageError
 from rbd_driver.cli.config import load_conf
 from rbd_driver.cli.errors import CommandError, one_line
@@ -54,7 +56,7 @@ __all__ = ["GROUPS", "main"]
 
 # In the order of ``rbd-driver --help``.
 GROUPS: tuple[ModuleType, ...] = (cluster, disks, backup, golden, provision, qos, secret,
-                                  checks, devcluster)
+                                  checks, ganeti, devcluster)
 
 
 def _build_parser() -> argparse.ArgumentParser:

@@ -3,8 +3,11 @@
 librbd reads the keys named ``conf_<option>`` as overrides of its own
 options whenever a client opens the image, so a limit stored as
 ``conf_rbd_qos_iops_limit`` binds every client (QEMU here or on another
-host, ``rbd bench``, an export). The policy of which keys mean what lives
-above (:mod:`rbd_driver.backends.qos`); this module only moves them.
+host, ``rbd bench``, an export); other keys are free for their owner (the
+Ganeti provider keeps ``VOL_METADATA`` under ``ganeti.metadata``). The policy
+of which keys mean what lives above (:mod:`rbd_driver.backends.qos`,
+:mod:`rbd_driver.ops.ganeti`); this module only moves them, and ``rbd
+image-meta get POOL/IMAGE KEY`` shows what it wrote.
 """
 
 from __future__ import annotations

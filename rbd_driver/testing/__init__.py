@@ -6,6 +6,8 @@
 - :mod:`~rbd_driver.testing.fixtures`: their pytest fixtures;
 - :mod:`~rbd_driver.testing.migration`: live migration between two private
   libvirt daemons, and the guest's counter watched across it;
+- :mod:`~rbd_driver.testing.ganeti`: a one-node Ganeti cluster on a portless
+  bridge, restored on the way out;
 - :mod:`~rbd_driver.testing.extra_mon`: a second monitor added to a throwaway
   cluster (a monitor address change);
 - :mod:`~rbd_driver.testing.fakes`: the fake ``rados``/``rbd`` modules.

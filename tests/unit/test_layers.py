@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                  "rbd_driver.cli.cluster", "rbd_driver.cli.disks", "rbd_driver.cli.backup",
                  "rbd_driver.cli.golden", "rbd_driver.cli.provision", "rbd_driver.cli.qos",
                  "rbd_driver.cli.devcluster", "rbd_driver.cli.__main__",
+                 "rbd_driver.cli.ganeti", "rbd_driver.cli.extstorage",
                  "rbd_driver.demo")),
 ]
 # The fake librbd mirrors the C library's object graph (a cluster knows its

@@ -227,6 +227,38 @@ class Image:
         # Every fake client sits on the same documentation address (RFC 5737).
         return iter([{"addr": f"192.0.2.1:0/{i}", "id": i, "cookie": cookie} for i, cookie in ids])
 
+    # -- image metadata (``rbd image-meta``) --------------------------------------
+
+    @api
+    def metadata_get(self, key: str) -> str:
+        """Return the value of metadata ``key``; raises KeyError if there is none."""
+        check_str(key, "key")
+        try:
+            return self._live().metadata[key]
+        except KeyError:
+            raise KeyError(f"no metadata {key} for image {self.name}") from None
+
+    @api
+    def metadata_set(self, key: str, value: str) -> None:
+        """Set metadata ``key`` to ``value``; raises ReadOnlyImage on a read-only handle."""
+        check_str(key, "key")
+        check_str(value, "value")
+        self._meta_writable("setting metadata of").metadata[key] = value
+
+    @api
+    def metadata_remove(self, key: str) -> None:
+        """Remove metadata ``key``; raises KeyError if there is none."""
+        check_str(key, "key")
+        image = self._meta_writable("removing metadata of")
+        if key not in image.metadata:
+            raise KeyError(f"no metadata {key} for image {self.name}")
+        del image.metadata[key]
+
+    @api
+    def metadata_list(self) -> Iterator[tuple[str, str]]:
+        """Yield ``(key, value)`` pairs in key order."""
+        return iter(sorted(self._live().metadata.items()))
+
     # -- data -------------------------------------------------------------------
 
     @api
@@ -287,34 +319,6 @@ class Image:
         if size < view.size and not allow_shrink:
             raise rbd_error(errno.EINVAL, "error allow_shrink is False but old_size > new_size")
         storage.resize_view(view, size)
-
-    @api
-    def metadata_get(self, key: str) -> str:
-        """Return the image metadata value of ``key``; raises KeyError when unset."""
-        check_str(key, "key")
-        value = self._live().metadata.get(key)
-        if value is None:
-            raise KeyError(f"no metadata {key} for image {self.name}")
-        return value
-
-    @api
-    def metadata_set(self, key: str, value: str) -> None:
-        """Set image metadata ``key``; raises ReadOnlyImage through a read-only handle."""
-        check_str(key, "key")
-        check_str(value, "value")
-        self._meta_writable("setting metadata").metadata[key] = value
-
-    @api
-    def metadata_remove(self, key: str) -> None:
-        """Remove image metadata ``key``; raises KeyError when unset."""
-        check_str(key, "key")
-        if self._meta_writable("removing metadata").metadata.pop(key, None) is None:
-            raise KeyError(f"no metadata {key} for image {self.name}")
-
-    @api
-    def metadata_list(self) -> Iterator[tuple[str, str]]:
-        """Yield ``(key, value)`` of the image metadata, in key order (as librbd)."""
-        return iter(sorted(self._live().metadata.items()))
 
     def aio_write(
         self, data: bytes, offset: int, oncomplete: Callable[[Completion], Any] | None, fadvise_flags: int = 0
