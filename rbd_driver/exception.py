@@ -45,6 +45,9 @@ every template names the pool, image, snapshot or path at fault::
      ├── ProvisioningError            a pool or user could not be set up
      ├── KeyringError                 a keyring file is missing, unsafe or bad
      ├── LibvirtSecretError           the libvirt secret could not be defined
+     ├── EncryptionError              an encrypted disk cannot be made or opened
+     │    ├── KeyManagerError         the key manager could not give a passphrase
+     │    └── EncryptionKeyRejected   the passphrase (or format) does not open the image
      ├── InvalidConnectionInfo        a volume's connection_info cannot be attached
      └── KernelRbdError               kernelspace (krbd) map or unmap failed
           ├── KernelRbdUnavailable    no rbd kernel module (no /sys/bus/rbd)
@@ -92,6 +95,9 @@ __all__ = [
     "ProvisioningError",
     "KeyringError",
     "LibvirtSecretError",
+    "EncryptionError",
+    "KeyManagerError",
+    "EncryptionKeyRejected",
     "InvalidConnectionInfo",
     "KernelRbdError",
     "KernelRbdUnavailable",
@@ -298,6 +304,21 @@ class KeyringError(RbdDriverError):
 
 class LibvirtSecretError(RbdDriverError):
     message = "libvirt secret for %(target)s: %(detail)s"
+
+
+class EncryptionError(RbdDriverError):
+    """Never holds a passphrase: only the secret's UUID names the key."""
+
+    message = "Encryption of %(target)s: %(detail)s"
+
+
+class KeyManagerError(EncryptionError):
+    message = "Key manager %(manager)s could not give the passphrase of %(target)s: %(detail)s"
+
+
+class EncryptionKeyRejected(EncryptionError):
+    message = ("The passphrase of secret %(secret_uuid)s does not open %(target)s as "
+               "%(format)s: %(detail)s")
 
 
 class InvalidConnectionInfo(RbdDriverError):

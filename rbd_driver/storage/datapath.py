@@ -285,7 +285,8 @@ def import_to_image(client: RadosClient, source: ImportSource, pool: str, name: 
                     size: int | None = None, chunk_size: int = IMPORT_CHUNK_SIZE,
                     window: int = DEFAULT_WINDOW, progress: ProgressCallback | None = None,
                     cancel: threading.Event | None = None,
-                    features: int | None = None) -> CopyStats:
+                    features: int | None = None,
+                    prepare: Callable[[Any], None] | None = None) -> CopyStats:
     """Copy a raw file or stream into a new image ``pool/name``; return the :class:`CopyStats`.
 
     ``source`` is a path (holes found with SEEK_DATA/SEEK_HOLE are never
@@ -299,6 +300,8 @@ def import_to_image(client: RadosClient, source: ImportSource, pool: str, name: 
     From the main thread a SIGTERM is held until that cleanup is done, then
     re-raised with the previous handler back; other threads leave signals
     alone (Python delivers them to the main thread only): use ``cancel``.
+    ``prepare(image)`` runs on the open temporary image before any write (the
+    encryption layer formats it there, see :mod:`.encryption`).
 
     :raises ImageExists: ``pool/name`` exists (checked first, and at the rename).
     :raises OperationCancelled: ``cancel`` was set, or a SIGTERM came and the
@@ -315,13 +318,14 @@ def import_to_image(client: RadosClient, source: ImportSource, pool: str, name: 
     try:
         copy.total = src.size
         with copy.sigterm_guard() as guard:
-            return _import(client, src, pool, name, copy, guard, features)
+            return _import(client, src, pool, name, copy, guard, features, prepare)
     finally:
         src.close()
 
 
 def _import(client: RadosClient, src: Source, pool: str, name: str, copy: CopyEngine,
-            guard: SigtermGuard, features: int | None) -> CopyStats:
+            guard: SigtermGuard, features: int | None,
+            prepare: Callable[[Any], None] | None = None) -> CopyStats:
     """Create the temporary image, fill, flush and rename it; remove it on any failure."""
     temp = f"{name}.importing-{secrets.token_hex(4)}"
     ioctx = client.get_ioctx(pool)
@@ -336,6 +340,8 @@ def _import(client: RadosClient, src: Source, pool: str, name: str, copy: CopyEn
             created = False
             raise
         with client.open_image(pool, temp, op="import") as image:
+            if prepare is not None:
+                prepare(image)
 
             def submit(offset: int, length: int, _: Any) -> bool:
                 data = src.read(offset, length)
@@ -368,7 +374,8 @@ def export_from_image(client: RadosClient, pool: str, name: str,
                       dest_path: str | os.PathLike[str], *, snapshot: str | None = None,
                       window: int = DEFAULT_WINDOW, chunk_size: int = DEFAULT_CHUNK_SIZE,
                       progress: ProgressCallback | None = None,
-                      cancel: threading.Event | None = None) -> CopyStats:
+                      cancel: threading.Event | None = None,
+                      on_open: Callable[[Any], None] | None = None) -> CopyStats:
     """Copy image ``pool/name`` (at ``snapshot``) into a sparse local file; return the :class:`CopyStats`.
 
     The image is opened read-only. Only the extents librbd reports allocated
@@ -377,7 +384,9 @@ def export_from_image(client: RadosClient, pool: str, name: str,
     ``dest_path.part-<hex>`` (mode 0600: disks hold private data), fsynced
     and renamed over ``dest_path``; on any failure it is removed and
     ``dest_path`` is left as it was. Window, progress, cancel and SIGTERM
-    as for :func:`import_to_image`.
+    as for :func:`import_to_image`. ``on_open(image)`` runs on the open image
+    first (the encryption layer loads the key there); the whole image is then
+    read, not only the extents librbd reports.
 
     :raises ImageNotFound: / :raises SnapshotNotFound: no such image or snapshot.
     :raises OperationCancelled: ``cancel`` was set, or SIGTERM (as for the import).
@@ -388,11 +397,12 @@ def export_from_image(client: RadosClient, pool: str, name: str,
     target = f"{pool}/{name}" + (f"@{snapshot}" if snapshot else "")
     copy = CopyEngine("export", target, chunk_size, window, progress, cancel)
     with copy.sigterm_guard() as guard:
-        return _export(client, pool, name, snapshot, os.fspath(dest_path), copy, guard)
+        return _export(client, pool, name, snapshot, os.fspath(dest_path), copy, guard, on_open)
 
 
 def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, dest: str,
-            copy: CopyEngine, guard: SigtermGuard) -> CopyStats:
+            copy: CopyEngine, guard: SigtermGuard,
+            on_open: Callable[[Any], None] | None = None) -> CopyStats:
     """Read the allocated extents into a temporary file and rename it; remove it on any failure."""
     temp = f"{dest}.part-{secrets.token_hex(4)}"
     zeros = memoryview(bytes(max(copy.chunk_size, SPARSE_BLOCK)))
@@ -400,8 +410,11 @@ def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, des
     try:
         with client.open_image(pool, name, snapshot=snapshot, read_only=True,
                                op="export") as image:
+            if on_open is not None:
+                on_open(image)
             copy.total = size = int(image.size())
-            extents = merged(diff_extents(image, size, copy), size)
+            extents = (merged(diff_extents(image, size, copy), size) if on_open is None
+                       else [(0, size)] if size else [])
             made = True  # before the call, as for the import; O_EXCL failing: not ours
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

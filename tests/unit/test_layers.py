@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("rbd_driver", "rbd_driver.conf", "rbd_driver.exception")),
     # storage/krbd.py is kernelspace mechanics (sysfs writes, the kernel keyring).
     ("storage", ("rbd_driver.storage", "rbd_driver.krbd")),
-    ("access", ("rbd_driver.libvirt", "rbd_driver.volumes",
+    ("access", ("rbd_driver.libvirt", "rbd_driver.volumes", "rbd_driver.encryption",
                 "rbd_driver.libvirt_config", "rbd_driver.libvirt_secret")),
     ("backends", ("rbd_driver.imagebackend", "rbd_driver.backends")),
     ("managers", ("rbd_driver.ops", "rbd_driver.backup", "rbd_driver.golden",

@@ -138,6 +138,7 @@ class FakeImage:
         self.trash: Trash | None = None
         self.removed = False
         self.handles: dict[int, Image] = {}  # open Image objects, by watch cookie
+        self.metadata: dict[str, str] = {}  # image metadata (metadata_get/set)
 
     def __repr__(self) -> str:
         return f"<FakeImage {self.pool.name}/{self.name} id={self.id} size={self.size}>"
@@ -236,6 +237,7 @@ class FakeImage:
     def clone_of(self, parent: FakeImage, snap: FakeSnapshot) -> None:
         """Make this (new, empty) image read through to ``parent@snap``."""
         self.head.parent = ParentLink(parent, snap.id, snap.size)
+        self.metadata = dict(parent.metadata)  # librbd's clone copies the parent's metadata
 
 
 @dataclass
