@@ -361,3 +361,33 @@ def test_import_file_extract_and_create_image_stay_encrypted(env: Env, keys: Key
     other.create_image(lambda target, **kw: None, str(src), 8 << 20)
     assert MARKER not in _raw(env, "vms", other.rbd_name)
     assert other.get_disk_size() == 8 << 20
+
+
+def test_golden_register_encrypted_records_the_secret_and_clones(env: Env, keys: Keys,
+                                                                 tmp_path: Any) -> None:
+    from rbd_driver.ops.golden import GoldenImages
+
+    u = keys.add(b"tenant pass")
+    src = tmp_path / "golden.raw"
+    src.write_bytes(bytes(1 << 20) + MARKER + bytes(1 << 20))
+    with GoldenImages.from_conf(env.conf, env.driver) as images:
+        golden = images.register("tenant-golden", str(src),
+                                 encryption=DiskEncryption("luks2", u))
+    raw = _raw(env, "images", "tenant-golden")
+    assert raw.startswith(b"LUKS\xba\xbe") and MARKER not in raw and b"tenant pass" not in raw
+    assert crypt.recorded(env.driver.client, "images", "tenant-golden") == ("luks2", u)
+    disk = _encrypted_disk(env, u)
+    disk.direct_fetch("img", RAW, [{"url": golden.location}])
+    assert disk.encryption_method == encrypted.CLONE
+
+
+def test_cli_golden_register_takes_encrypt() -> None:
+    import argparse
+
+    from rbd_driver.cli import golden as cli_golden
+
+    parser = argparse.ArgumentParser()
+    cli_golden.add_parsers(parser.add_subparsers(dest="command"))
+    u = str(uuid.uuid4())
+    args = parser.parse_args(["golden", "register", "--encrypt", u, "g", "/tmp/f"])
+    assert (args.encrypt, args.name, args.file) == (u, "g", "/tmp/f")
