@@ -46,7 +46,8 @@ def passphrase_secret_xml(secret_uuid: str, description: str | None = None) -> s
     ET.SubElement(secret, "uuid").text = canonical
     ET.SubElement(secret, "description").text = description or "rbd_driver disk passphrase"
     usage = ET.SubElement(secret, "usage", type="volume")
-    ET.SubElement(usage, "volume").text = f"rbd_driver/{canonical}"
+    # libvirt wants an absolute path here; it only has to be unique.
+    ET.SubElement(usage, "volume").text = f"/rbd_driver/passphrase/{canonical}"
     return ET.tostring(secret, encoding="unicode")
 
 
