@@ -97,8 +97,14 @@ class FileKeyManager(KeyManager):
 
     def get_passphrase(self, secret_uuid: str) -> bytes:
         key_dir = self.conf.encryption.key_dir
-        path = os.path.join(key_dir, str(uuid_module.UUID(secret_uuid)))
+        return self.read_file(os.path.join(key_dir, str(uuid_module.UUID(secret_uuid))),
+                              secret_uuid)
 
+    def read_file(self, path: str, secret_uuid: str) -> bytes:
+        """Return the passphrase in the file ``path``, under the rules above.
+
+        :raises KeyManagerError:
+        """
         def refuse(detail: str) -> exception.KeyManagerError:
             return exception.KeyManagerError(manager=self.name, target=f"secret {secret_uuid}",
                                              detail=detail)

@@ -268,8 +268,8 @@ def test_direct_snapshot_stays_encrypted_with_the_same_key(
                               crypt.Key("luks2", secret, keys.passphrases[secret])) as image:
         image.write(written.encode(), 8 << 20)
     image_id = f"encsnap-{uuid.uuid4().hex[:8]}"
-    location = disk.direct_snapshot("isnap", "raw", image_id)
     made.append(("images", image_id))
+    location = disk.direct_snapshot("isnap", "raw", image_id)
     data = _export(ceph_cluster, f"images/{image_id}@snap", tmp_path)
     _assert_ciphertext(data, marker)
     assert written.encode() not in data

@@ -110,3 +110,47 @@ def test_guests_boot_from_an_encrypted_clone_and_a_per_disk_copy(
         lv_backend.driver("rbd").remove_image(golden.name, "images")
     # Cleanup removed the disks, never the golden's secret.
     assert hypervisor.conn.secretLookupByUUIDString(golden_secret).value(0)
+
+
+def test_provision_defines_the_passphrase_secret_and_golden_register_encrypts(
+        hypervisor, ceph_cluster, tmp_path, secret_scanner, rbd_conf) -> None:
+    import json
+    import subprocess
+    import sys
+
+    conf = tmp_path / "rbd-driver.conf"
+    conf.write_text(f"[rbd]\nceph_conf = {ceph_cluster.conf_path}\nuser = {ceph_cluster.user}\n"
+                    f"keyring = {ceph_cluster.user_keyring}\nlibvirt_uri = {hypervisor.uri}\n"
+                    "[encryption]\nkey_manager = libvirt\n")
+    secret_uuid, path = str(uuid.uuid4()), tmp_path / "pass"
+
+    def cli(*args: str) -> Any:
+        proc = subprocess.run([sys.executable, "-m", "rbd_driver.cli", "--config-file",
+                               str(conf), "--json", *args],
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    try:
+        out = cli("provision", "passphrase-secret", secret_uuid, "--generate", str(path))
+        value = path.read_bytes()
+        secret_scanner.watch_passphrase(value, "generated")
+        assert out == {"secret_uuid": secret_uuid, "uri": hypervisor.uri, "file": str(path)}
+        assert (path.stat().st_mode & 0o777) == 0o600
+        assert bytes(hypervisor.conn.secretLookupByUUIDString(secret_uuid).value(0)) == value
+
+        marker = f"CLIGOLD-{uuid.uuid4().hex[:8]}"
+        src = tmp_path / "golden.raw"
+        src.write_bytes(marker.encode().ljust(SECTOR, b"\0") + bytes(SIZE - SECTOR))
+        name = f"cli-golden-{uuid.uuid4().hex[:6]}"
+        out = cli("golden", "register", "--encrypt", secret_uuid, name, str(src))
+        assert out["encryption"] == {"format": "luks2", "secret_uuid": secret_uuid}
+        try:
+            _assert_ciphertext(_export(ceph_cluster, f"images/{name}@snap", tmp_path), marker)
+        finally:
+            cli("golden", "rm", name)
+    finally:
+        secret_scanner.unwatch(path.read_text()) if path.exists() else None
+        from rbd_driver.libvirt.passphrase import remove_passphrase_secret
+
+        remove_passphrase_secret(secret_uuid, conn=hypervisor.conn)
