@@ -21,7 +21,10 @@ manager (:mod:`rbd_driver.encryption`) and goes only to librbd.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -38,6 +41,13 @@ LOG = logging.getLogger(__name__)
 
 CLONE = "clone"
 COPY = "copy"
+
+# Golden snapshots whose key was checked, keyed with a salted digest of the
+# passphrase (never the passphrase): (fsid, identity, secret, format, digest).
+CHECKED_CACHE_SIZE = 4096
+_checked: dict[tuple[Any, ...], None] = {}
+_checked_lock = threading.Lock()
+_SALT = os.urandom(16)
 
 
 class Disk(Protocol):
@@ -131,15 +141,36 @@ def _is_luks(disk: Disk, location: RbdLocation) -> bool:
     return bytes(head).startswith(b"LUKS\xba\xbe")
 
 
+def _check_golden_key(disk: Disk, location: RbdLocation, key: crypt.Key) -> None:
+    """Check that ``key`` opens the golden snapshot, once per snapshot, secret and
+    passphrase in this process (a LUKS unlock costs seconds of key derivation by
+    design; a snapshot never changes, and its clones hold its header).
+
+    :raises EncryptionKeyRejected: it does not.
+    """
+    identity = disk.driver.snapshot_identity(location)
+    digest = hashlib.sha256(_SALT + key.passphrase).digest()
+    cache_key = (disk.driver.fsid, identity or location.url, key.secret_uuid, key.format, digest)
+    with _checked_lock:
+        if identity is not None and cache_key in _checked:
+            return
+    with crypt.open_encrypted(disk.driver.client, location.pool, location.image, key,
+                              snapshot=location.snapshot, read_only=True,
+                              op="check the golden's key"):
+        pass
+    with _checked_lock:
+        if len(_checked) >= CHECKED_CACHE_SIZE:
+            _checked.pop(next(iter(_checked)))
+        _checked[cache_key] = None
+
+
 def _clone(disk: Disk, location: RbdLocation) -> None:
-    """Clone the encrypted golden and check the clone opens with the (golden's) key;
-    on any failure remove the clone."""
+    """Check the key opens the encrypted golden, then clone it (the clone opens
+    with the same key: it holds the golden's header); on any failure remove the clone."""
     key = disk_key(disk)  # before the clone: a key manager failure leaves nothing
+    _check_golden_key(disk, location, key)
     disk.driver.clone(location, disk.rbd_name)
     try:
-        with crypt.open_encrypted(disk.driver.client, disk.pool, disk.rbd_name, key,
-                                  read_only=True, op="check encrypted clone"):
-            pass
         record_disk(disk)
     except BaseException as err:
         report = disk.driver.remove_image(disk.rbd_name)

@@ -193,20 +193,30 @@ def import_encrypted(client: RadosClient, source: datapath.ImportSource, pool: s
 
 
 class _ImageStream:
-    """A readable stream over an open image, with ``window`` reads of ``chunk`` in flight."""
+    """A readable stream of the data ``extents`` of an open image (``data_extents()``),
+    with ``window`` reads of ``chunk`` in flight ahead of the reader."""
 
-    def __init__(self, client: RadosClient, image: Any, size: int, chunk: int, window: int,
-                 where: tuple[str, str, str | None]) -> None:
-        self.client, self.image, self.size, self.chunk = client, image, size, chunk
-        self.window, self.where = window, where
-        self.next_offset = 0
+    def __init__(self, client: RadosClient, image: Any, extents: list[tuple[int, int]],
+                 chunk: int, window: int, where: tuple[str, str, str | None]) -> None:
+        self.client, self.image, self.chunk = client, image, chunk
+        self.extents, self.window, self.where = extents, window, where
+        self.todo = iter([(pos, min(chunk, end - pos)) for start, end in extents
+                          for pos in range(start, end, chunk)])
+        self.exhausted = False
         self.pending: collections.deque[tuple[int, int, threading.Event, list[Any]]] = \
             collections.deque()
         self.buffer = memoryview(b"")
 
+    def data_extents(self) -> list[tuple[int, int]]:
+        return self.extents
+
     def _fill(self) -> None:
-        while len(self.pending) < self.window and self.next_offset < self.size:
-            offset, length = self.next_offset, min(self.chunk, self.size - self.next_offset)
+        while len(self.pending) < self.window and not self.exhausted:
+            piece = next(self.todo, None)
+            if piece is None:
+                self.exhausted = True
+                return
+            offset, length = piece
             done, box = threading.Event(), []
 
             def callback(completion: Any, data: bytes | None = None, box: list[Any] = box,
@@ -218,7 +228,6 @@ class _ImageStream:
             with self.client.translate("read", pool=pool, image=name, snapshot=snapshot):
                 self.image.aio_read(offset, length, callback)
             self.pending.append((offset, length, done, box))
-            self.next_offset += length
 
     def read(self, n: int) -> bytes:
         if not self.buffer:
@@ -243,6 +252,43 @@ class _ImageStream:
             self.pending.popleft()[2].wait()
 
 
+#: Reads of a copy through the encryption layer: one default RBD object.
+CHUNK = 4 << 20
+
+
+def _allocated(image: Any, size: int) -> list[tuple[int, int]]:
+    """Sorted, merged (start, end) of what the image (or its parent) holds, whole objects."""
+    found: list[tuple[int, int]] = []
+
+    def collect(offset: int, length: int, exists: bool) -> None:
+        if exists and length:
+            found.append((offset, offset + length))
+
+    if size:
+        image.diff_iterate(0, size, None, collect, include_parent=True, whole_object=True)
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(found):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _shifted(raw: list[tuple[int, int]], header: int, size: int) -> list[tuple[int, int]]:
+    """Raw extents as the encryption layer shows them: ``header`` bytes earlier, within ``size``.
+
+    Computed on the raw image because the layer maps a guest offset ``g`` to
+    ``g + header`` and nothing else; never-written parts read as zeros.
+    """
+    out = []
+    for start, end in raw:
+        start, end = max(0, start - header), min(size, end - header)
+        if end > start:
+            out.append((start, end))
+    return out
+
+
 def copy_into_encrypted(client: RadosClient, src_pool: str, src_name: str,
                         src_snapshot: str | None, src_key: Key | None, pool: str, name: str,
                         key: Key, *, window: int = datapath.DEFAULT_WINDOW,
@@ -251,18 +297,25 @@ def copy_into_encrypted(client: RadosClient, src_pool: str, src_name: str,
     """Copy what a guest sees of ``src_pool/src_name@src_snapshot`` (opened with
     ``src_key``, or plain when None) into a new flat image ``pool/name`` formatted with ``key``.
 
-    Reads run ahead ``window`` deep; the writes go through the copy engine of
-    :mod:`.datapath` and the encryption layer (zeros are not written: a
-    never-written sector of an encrypted image reads as zeros). Atomic.
+    Only the extents the source holds (or its parents) are read, ``window``
+    reads ahead; the writes go through the copy engine of :mod:`.datapath`
+    and the encryption layer (zeros are not written: a never-written sector
+    of an encrypted image reads as zeros). Atomic.
 
     :raises EncryptionKeyRejected: ``src_key`` does not open the source.
     :raises ImageExists: ``pool/name`` exists.
     """
-    with open_encrypted(client, src_pool, src_name, src_key, snapshot=src_snapshot,
-                        read_only=True, op="copy through encryption") as src:
-        with client.translate("get size", pool=src_pool, image=src_name, snapshot=src_snapshot):
-            size = int(src.size())
-        stream = _ImageStream(client, src, size, datapath.IMPORT_CHUNK_SIZE, window,
+    with client.open_image(src_pool, src_name, snapshot=src_snapshot, read_only=True,
+                           op="copy through encryption") as src:
+        with client.translate("list extents", pool=src_pool, image=src_name,
+                              snapshot=src_snapshot):
+            raw_size = int(src.size())
+            raw = _allocated(src, raw_size)
+        if src_key is not None:
+            load(client, src, src_key, pool=src_pool, name=src_name, snapshot=src_snapshot)
+        size = int(src.size())
+        extents = _shifted(raw, raw_size - size, size)
+        stream = _ImageStream(client, src, extents, CHUNK, window,
                               (src_pool, src_name, src_snapshot))
         try:
             return import_encrypted(client, stream, pool, name, key, size=size, window=window,

@@ -14,6 +14,7 @@ from rbd_driver.backends import encrypted
 from rbd_driver.encryption import DiskEncryption
 from rbd_driver.libvirt.passphrase import LibvirtKeyManager
 from rbd_driver.storage import encryption as crypt
+from rbd_driver.storage.location import parse_location
 from rbd_driver.testing.fakes import crypto as fake_crypto
 
 from tests.unit.test_rbd_backend import RAW, Env
@@ -391,3 +392,55 @@ def test_cli_golden_register_takes_encrypt() -> None:
     u = str(uuid.uuid4())
     args = parser.parse_args(["golden", "register", "--encrypt", u, "g", "/tmp/f"])
     assert (args.encrypt, args.name, args.file) == (u, "g", "/tmp/f")
+
+
+def test_a_clone_cannot_be_formatted_and_layered_encryption_is_not_claimed(
+        env: Env, keys: Keys, tmp_path: Any) -> None:
+    url = _golden(env, tmp_path, None)
+    env.driver.clone(parse_location(url), "c")
+    key = crypt.Key("luks2", str(uuid.uuid4()), b"pw-for-the-clone")
+    with env.driver.client.open_image("vms", "c") as image:
+        with pytest.raises(exception.NotSupported) as info:
+            crypt.format_image(env.driver.client, image, key, pool="vms", name="c",
+                               size=SIZE)
+    assert "pw-for-the-clone" not in str(info.value)
+    assert crypt.layered_supported(env.driver.client) is False  # pacific: no encryption_load2
+
+
+def test_guest_size_resize_and_record_on_a_luks1_disk(env: Env, keys: Keys,
+                                                     tmp_path: Any) -> None:
+    u = keys.add(b"luks one")
+    src = tmp_path / "small.raw"
+    src.write_bytes(MARKER + bytes((4 << 20) - len(MARKER)))
+    from rbd_driver.backends.rbd import Rbd
+
+    disk = Rbd(str(uuid.uuid4()), "disk", env.conf, driver=env.driver,
+               encryption=DiskEncryption("luks1", u))
+    disk.import_file(str(src))
+    key = crypt.Key("luks1", u, b"luks one")
+    assert crypt.guest_size(env.driver.client, "vms", disk.rbd_name, key) == (4 << 20, 6 << 20)
+    disk.resize_image(8 << 20)
+    assert crypt.guest_size(env.driver.client, "vms", disk.rbd_name, key) == (8 << 20, 10 << 20)
+    with pytest.raises(exception.DiskSizeTooSmall):
+        disk.resize_image(1 << 20)
+    assert crypt.recorded(env.driver.client, "vms", disk.rbd_name) == ("luks1", u)
+    xml = disk.libvirt_info()
+    assert "format=\"luks\"" in xml or "format='luks'" in xml  # libvirt's name for LUKS1
+    with pytest.raises(exception.EncryptionKeyRejected, match="not a luks2 image"):
+        crypt.guest_size(env.driver.client, "vms", disk.rbd_name,
+                         crypt.Key("luks2", u, b"luks one"))
+
+
+def test_the_golden_key_is_checked_once_and_a_changed_passphrase_is_checked_again(
+        env: Env, keys: Keys, tmp_path: Any) -> None:
+    u = keys.add(b"golden pass")
+    url = _golden(env, tmp_path, u, b"golden pass")
+    for _ in range(3):
+        disk = _encrypted_disk(env, u)
+        disk.direct_fetch("img", RAW, [{"url": url}])
+        assert disk.encryption_method == encrypted.CLONE
+    assert env.cluster.calls.count("Image.encryption_load") == 1  # key derivation once
+    (keys.dir / u).write_bytes(b"changed")
+    with pytest.raises(exception.EncryptionKeyRejected):
+        _encrypted_disk(env, u).direct_fetch("img", RAW, [{"url": url}])
+    assert env.cluster.calls.count("Image.encryption_load") == 2
