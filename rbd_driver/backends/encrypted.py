@@ -60,10 +60,20 @@ class Disk(Protocol):
     encryption: encryption_api.DiskEncryption | None
     encryption_method: str | None
 
-    def key_manager(self) -> encryption_api.KeyManager: ...
-
     def _check_location(self, url: Any, image_meta: dict[str, Any], max_size: int = 0,
                         accept: tuple[str, ...] = ...) -> tuple[RbdLocation, Any]: ...
+
+
+def key_manager(disk: Disk) -> encryption_api.KeyManager:
+    """The key manager of ``[encryption] key_manager``, loaded once per disk object.
+
+    :raises KeyManagerError: it could not be loaded.
+    """
+    manager = getattr(disk, "_key_manager", None)
+    if manager is None:
+        manager = encryption_api.load_key_manager(disk.conf)
+        disk._key_manager = manager  # type: ignore[attr-defined]
+    return manager
 
 
 def disk_key(disk: Disk) -> crypt.Key:
@@ -71,12 +81,12 @@ def disk_key(disk: Disk) -> crypt.Key:
 
     :raises KeyManagerError:
     """
-    return encryption_api.key_for(disk.key_manager(), disk.encryption)
+    return encryption_api.key_for(key_manager(disk), disk.encryption)
 
 
 def _golden_key(disk: Disk, recorded: tuple[str, str]) -> crypt.Key:
     fmt, secret_uuid = recorded
-    return encryption_api.key_for(disk.key_manager(), None, fmt=fmt, secret_uuid=secret_uuid)
+    return encryption_api.key_for(key_manager(disk), None, fmt=fmt, secret_uuid=secret_uuid)
 
 
 def direct_fetch(disk: Disk, image_id: str, image_meta: dict[str, Any],

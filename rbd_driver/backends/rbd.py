@@ -74,15 +74,6 @@ class Rbd(imagebackend.Image):
         super().__init__(instance_uuid, disk_name, conf, driver, encryption)
         self.pool = self.driver.pool
         self.rbd_name = disk_name_for(instance_uuid, disk_name)
-        self._key_manager: Any = None
-
-    def key_manager(self) -> Any:
-        """The key manager of ``[encryption] key_manager`` (loaded once per disk)."""
-        if self._key_manager is None:
-            from rbd_driver.encryption import load_key_manager
-
-            self._key_manager = load_key_manager(self.conf)
-        return self._key_manager
 
     @classmethod
     def make_driver(cls, conf: cfg.ConfigOpts) -> RBDDriver:
@@ -419,10 +410,10 @@ class Rbd(imagebackend.Image):
         return location
 
     def _copy_in(self, base: str, progress: Callable[[int, int], None] | None) -> None:
-        if self.encryption is not None:
-            encrypted.copy_in(self, base, progress)
-        else:
+        if self.encryption is None:
             copy_in(self.driver, self.conf, base, self.pool, self.rbd_name, progress)
+        else:
+            encrypted.copy_in(self, base, progress)
 
     def resize_image(self, size: int) -> None:
         if self.encryption is not None:

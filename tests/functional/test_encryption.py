@@ -191,6 +191,10 @@ def test_another_key_gives_a_per_disk_copy_that_only_its_key_opens(
     _assert_ciphertext(_export(ceph_cluster, f"vms/{disk.rbd_name}", tmp_path), marker)
     plain = _qemu_read(ceph_cluster, "vms", disk.rbd_name, keys.path(disk_secret), tmp_path)
     assert isinstance(plain, bytes) and plain[:len(marker)] == marker.encode()
+    # Every byte the guest sees is the golden's (the copy reads only its extents).
+    golden = _qemu_read(ceph_cluster, "images", url.split("/")[-2], keys.path(golden_secret),
+                        tmp_path, snapshot="snap")
+    assert isinstance(golden, bytes) and plain == golden
     refused = _qemu_read(ceph_cluster, "vms", disk.rbd_name, keys.path(golden_secret),
                          tmp_path)
     assert isinstance(refused, subprocess.CompletedProcess)
