@@ -27,6 +27,10 @@ file), as the cluster's non-admin cephx user, with the ``file`` key manager:
    * ``plain_read`` / ``encrypted_read``: a sequential read of the first
      512 MiB (4 MiB requests, 8 in flight) of the plain copy, and through the
      encryption layer of the per-disk copy;
+   * ``luks2_format`` / ``luks2_unlock``: ``encryption_format`` and
+     ``encryption_load`` alone on an empty 64 MiB image, where a per-disk
+     copy's time goes (the bindings are called directly: a probe, not a path
+     of the library);
 
    the disks are removed (untimed) at the end of each round;
 3. removes everything, checks the pools are empty and stops the cluster.
@@ -118,6 +122,7 @@ def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, l
     _golden_file(base)
     samples: dict[str, list[float]] = {name: [] for name in SERIES}
     samples["encrypted_clone_first"] = []
+    samples["luks2_format"], samples["luks2_unlock"] = [], []
     with imagebackend.Backend(conf) as backend:
         driver = backend.driver("rbd")
         print("registering the plain and the encrypted golden...", file=sys.stderr)
@@ -171,6 +176,19 @@ def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, l
                     started = time.perf_counter()
                     _read(image, DATA)
                     samples[name].append(time.perf_counter() - started)
+            # Where a per-disk copy's time goes: LUKS2 format (key slot made with
+            # cryptsetup's calibrated key derivation) and one unlock, on an empty image.
+            probe = f"probe-{uuid.uuid4().hex[:8]}"
+            driver.create(probe, 64 * MIB)
+            with client.open_image("vms", probe) as image:
+                started = time.perf_counter()
+                image.encryption_format(client.rbd.RBD_ENCRYPTION_FORMAT_LUKS2, pass_b)
+                samples["luks2_format"].append(time.perf_counter() - started)
+            with client.open_image("vms", probe) as image:
+                started = time.perf_counter()
+                image.encryption_load(client.rbd.RBD_ENCRYPTION_FORMAT_LUKS2, pass_b)
+                samples["luks2_unlock"].append(time.perf_counter() - started)
+            driver.remove_image(probe)
             print(f"round {rnd + 1}: " + ", ".join(
                 f"{k} {v[-1]:.3f}s" for k, v in samples.items()), file=sys.stderr)
             Rbd.cleanup_instances(conf, list(inst.values()), driver=driver)
@@ -196,7 +214,7 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, list[fl
     comparisons = {name: compare(raw[a], raw[b]) for name, a, b in pairs}
     print(f"\nencrypted disks, {args.rounds} rounds, golden 2 GiB with 512 MiB of data")
     print(f"  {'series':<18}{'median':>10}{'p90':>10}{'min':>10}{'max':>10}")
-    for key in (*SERIES, "encrypted_clone_first"):
+    for key in (*SERIES, "encrypted_clone_first", "luks2_format", "luks2_unlock"):
         s = series[key]
         print(f"  {key:<18}{s['median_ms']:>9.1f}ms{s['p90_ms']:>8.1f}ms"
               f"{s['min_ms']:>8.1f}ms{s['max_ms']:>8.1f}ms")

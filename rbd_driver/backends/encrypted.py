@@ -107,14 +107,14 @@ def direct_fetch(disk: Disk, image_id: str, image_meta: dict[str, Any],
         url = loc.get("url") if isinstance(loc, dict) else None
         label = f"location {index + 1} ({_shorten(url)})"
         try:
-            location, _ = disk._check_location(url, image_meta, max_size,
-                                               accept=("raw", "iso", "luks"))
+            location, identity = disk._check_location(url, image_meta, max_size,
+                                                      accept=("raw", "iso", "luks"))
         except ValueError as err:
             reasons.append(f"{label}: {err}")
             continue
         golden = crypt.recorded(client, location.pool, location.image, location.snapshot)
         if golden == (wanted.format, wanted.secret_uuid):
-            _clone(disk, location)
+            _clone(disk, location, identity)
             method = CLONE
         else:
             why = (f"the golden is encrypted with secret {golden[1]} ({golden[0]})" if golden
@@ -151,14 +151,14 @@ def _is_luks(disk: Disk, location: RbdLocation) -> bool:
     return bytes(head).startswith(b"LUKS\xba\xbe")
 
 
-def _check_golden_key(disk: Disk, location: RbdLocation, key: crypt.Key) -> None:
+def _check_golden_key(disk: Disk, location: RbdLocation, key: crypt.Key,
+                      identity: Any) -> None:
     """Check that ``key`` opens the golden snapshot, once per snapshot, secret and
     passphrase in this process (a LUKS unlock costs seconds of key derivation by
     design; a snapshot never changes, and its clones hold its header).
 
     :raises EncryptionKeyRejected: it does not.
     """
-    identity = disk.driver.snapshot_identity(location)
     digest = hashlib.sha256(_SALT + key.passphrase).digest()
     cache_key = (disk.driver.fsid, identity or location.url, key.secret_uuid, key.format, digest)
     with _checked_lock:
@@ -174,19 +174,13 @@ def _check_golden_key(disk: Disk, location: RbdLocation, key: crypt.Key) -> None
         _checked[cache_key] = None
 
 
-def _clone(disk: Disk, location: RbdLocation) -> None:
-    """Check the key opens the encrypted golden, then clone it (the clone opens
-    with the same key: it holds the golden's header); on any failure remove the clone."""
+def _clone(disk: Disk, location: RbdLocation, identity: Any) -> None:
+    """Check the key opens the encrypted golden, then clone it: the clone holds the
+    golden's header, so it opens with the same key, and librbd copies the golden's
+    metadata into it, so it records the same secret."""
     key = disk_key(disk)  # before the clone: a key manager failure leaves nothing
-    _check_golden_key(disk, location, key)
+    _check_golden_key(disk, location, key, identity)
     disk.driver.clone(location, disk.rbd_name)
-    try:
-        record_disk(disk)
-    except BaseException as err:
-        report = disk.driver.remove_image(disk.rbd_name)
-        if not report.ok:
-            err.add_note(f"{disk.pool}/{disk.rbd_name} was left behind: {report.failed}")
-        raise
 
 
 def record_disk(disk: Disk) -> None:
