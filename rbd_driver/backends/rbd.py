@@ -347,7 +347,8 @@ class Rbd(imagebackend.Image):
         progress = kwargs.pop("progress", None)
         image_id = kwargs.get("image_id")
         with self._disk_lock():
-            if not self.exists() and self.conf.rbd.image_cache_pool and image_id:
+            if (not self.exists() and self.conf.rbd.image_cache_pool and image_id
+                    and self.encryption is None):  # the cache holds plain goldens
                 location = self._cached_golden(image_id, prepare_template, base, args, kwargs,
                                                progress)
                 self.driver.clone(location, self.rbd_name)
@@ -640,6 +641,8 @@ class Rbd(imagebackend.Image):
         :raises KernelRbdUnavailable: / :raises LocalOsdRefused: kernelspace only.
         """
         info = dict(disk_info or {})
+        if self.conf.rbd.access == "kernelspace" and self.encryption is not None:
+            raise self._unsupported("kernelspace access to a LUKS disk of librbd (use userspace)")
         if self.conf.rbd.access == "kernelspace":
             device = krbd.KernelRbd.from_conf(self.conf, self.driver.client).map(
                 self.pool, self.rbd_name)

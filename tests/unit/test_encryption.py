@@ -444,3 +444,19 @@ def test_the_golden_key_is_checked_once_and_a_changed_passphrase_is_checked_agai
     with pytest.raises(exception.EncryptionKeyRejected):
         _encrypted_disk(env, u).direct_fetch("img", RAW, [{"url": url}])
     assert env.cluster.calls.count("Image.encryption_load") == 2
+
+
+def test_encrypted_create_image_skips_the_plain_cache_and_kernelspace_is_refused(
+        env: Env, keys: Keys, tmp_path: Any) -> None:
+    u = keys.add(b"disk pass")
+    env.cluster.add_pool("rbd")
+    env.conf.set_override("image_cache_pool", "rbd", group="rbd")
+    src = tmp_path / "base.raw"
+    src.write_bytes(MARKER + bytes(1 << 20))
+    disk = _encrypted_disk(env, u)
+    disk.create_image(lambda target, **kw: None, str(src), None, image_id="img-1")
+    assert disk.parent_info() is None  # not a clone of a plain cached golden
+    assert MARKER not in _raw(env, "vms", disk.rbd_name)
+    env.conf.set_override("access", "kernelspace", group="rbd")
+    with pytest.raises(exception.NotSupported, match="kernelspace"):
+        disk.libvirt_info()
