@@ -796,14 +796,82 @@ def option_default(name: str) -> Any:
     raise KeyError(f"no [rbd] option {name!r}")
 
 
+ENCRYPTION_GROUP = "encryption"
+
+encryption_opts = [
+    cfg.StrOpt(
+        "key_manager",
+        default="libvirt",
+        help="""
+Where the passphrase of an encrypted disk is looked up, by the UUID of its
+secret (a plugin of entry-point namespace ``rbd_driver.key_managers``).
+
+Possible values:
+
+* ``libvirt``: the value of the libvirt secret with that UUID, at
+  ``[rbd] libvirt_uri`` (the secret QEMU is given in the disk XML).
+* ``file``: the file named by the UUID in ``key_dir`` (mode 0600 only).
+
+Related options:
+
+* ``key_dir``, ``[rbd] libvirt_uri``.
+""",
+    ),
+    cfg.StrOpt(
+        "key_dir",
+        default="/etc/rbd_driver/keys",
+        help="""
+Directory of the ``file`` key manager: one file per secret, named by the
+secret's UUID, holding the passphrase. A file readable or writable by anyone
+but its owner (mode other than 0600) is refused.
+
+Possible values:
+
+* An absolute directory path.
+
+Related options:
+
+* ``key_manager``.
+""",
+    ),
+    cfg.BoolOpt(
+        "allow_copy",
+        default=True,
+        help="""
+Whether an encrypted disk that cannot be a clone sharing its golden image's
+key (another key asked for, or an unencrypted golden) may be made as a
+per-disk copy: a new image with its own key and the golden's data copied
+in, one full copy per launch.
+
+Possible values:
+
+* ``true``: copy, and report the method used.
+* ``false``: refuse with ``ImageUnacceptable`` and the reason.
+
+Related options:
+
+* ``key_manager``.
+""",
+    ),
+]
+
+
+def _encryption_group() -> cfg.OptGroup:
+    return cfg.OptGroup(ENCRYPTION_GROUP, title="Encrypted disks",
+                        help="LUKS encryption of instance disks by librbd.")
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register every rbd_driver option on ``conf``, in group ``[rbd]``.
+    """Register every rbd_driver option on ``conf``, in groups ``[rbd]`` and ``[encryption]``.
 
     Registering twice on the same ``conf`` is harmless.
     """
     group = _group()
     conf.register_group(group)
     conf.register_opts(ALL_OPTS, group=group)
+    encryption = _encryption_group()
+    conf.register_group(encryption)
+    conf.register_opts(encryption_opts, group=encryption)
 
 
 def list_opts() -> list[tuple[cfg.OptGroup | str, list[cfg.Opt]]]:
@@ -814,7 +882,8 @@ def list_opts() -> list[tuple[cfg.OptGroup | str, list[cfg.Opt]]]:
     """
     from importlib.metadata import entry_points
 
-    result: list[tuple[cfg.OptGroup | str, list[cfg.Opt]]] = [(_group(), list(ALL_OPTS))]
+    result: list[tuple[cfg.OptGroup | str, list[cfg.Opt]]] = [
+        (_group(), list(ALL_OPTS)), (_encryption_group(), list(encryption_opts))]
     for ep in sorted(entry_points(group="rbd_driver.image_backends"), key=lambda e: e.name):
         plugin = ep.load()
         opts, group = getattr(plugin, "opts", None), getattr(plugin, "opt_group", None)

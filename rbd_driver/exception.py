@@ -50,6 +50,9 @@ every template names the pool, image, snapshot or path at fault::
      ├── KeyringError                 a keyring file is missing, unsafe or bad
      ├── LibvirtSecretError           the libvirt secret could not be defined
      ├── LibvirtPoolError             libvirt's RBD storage pool could not be set up
+     ├── EncryptionError              an encrypted disk cannot be made or opened
+     │    ├── KeyManagerError         the key manager could not give a passphrase
+     │    └── EncryptionKeyRejected   the passphrase (or format) does not open the image
      ├── InvalidConnectionInfo        a volume's connection_info cannot be attached
      ├── InvalidExtraSpecs            a flavor's quota:disk_* extra spec is unknown or bad
      └── KernelRbdError               kernelspace (krbd) map or unmap failed
@@ -103,6 +106,9 @@ __all__ = [
     "KeyringError",
     "LibvirtPoolError",
     "LibvirtSecretError",
+    "EncryptionError",
+    "KeyManagerError",
+    "EncryptionKeyRejected",
     "InvalidConnectionInfo",
     "InvalidExtraSpecs",
     "KernelRbdError",
@@ -350,6 +356,21 @@ class LibvirtSecretError(RbdDriverError):
 
 class LibvirtPoolError(RbdDriverError):
     message = "libvirt storage pool %(target)s: %(detail)s"
+
+
+class EncryptionError(RbdDriverError):
+    """Never holds a passphrase: only the secret's UUID names the key."""
+
+    message = "Encryption of %(target)s: %(detail)s"
+
+
+class KeyManagerError(EncryptionError):
+    message = "Key manager %(manager)s could not give the passphrase of %(target)s: %(detail)s"
+
+
+class EncryptionKeyRejected(EncryptionError):
+    message = ("The passphrase of secret %(secret_uuid)s does not open %(target)s as "
+               "%(format)s: %(detail)s")
 
 
 class InvalidConnectionInfo(RbdDriverError):

@@ -39,6 +39,8 @@ class Image(abc.ABC):
     :param conf: the caller's ``ConfigOpts`` with rbd_driver options.
     :param driver: a shared storage driver from :meth:`make_driver`, so all
         disks of one backend reuse one connection.
+    :param encryption: a :class:`rbd_driver.encryption.DiskEncryption` for an
+        encrypted disk (None: plain); backends that cannot encrypt raise NotSupported.
     """
 
     #: Options of this backend, registered in :attr:`opt_group`.
@@ -46,6 +48,8 @@ class Image(abc.ABC):
     opt_group: ClassVar[str | None] = None
     #: The disk format QEMU sees (``raw`` for every shipped backend).
     driver_format: ClassVar[str] = "raw"
+    #: Whether the backend keeps encrypted disks (``encryption=``).
+    supports_encryption: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -53,10 +57,18 @@ class Image(abc.ABC):
         disk_name: str,
         conf: cfg.ConfigOpts,
         driver: Any = None,
+        encryption: Any = None,
     ) -> None:
         self.instance_uuid = instance_uuid
         self.disk_name = disk_name
         self.conf = conf
+        if encryption is not None and not self.supports_encryption:
+            raise exception.NotSupported(op="encryption", target=f"{instance_uuid}/{disk_name}",
+                                         detail=f"the {type(self).__name__} backend cannot "
+                                         "encrypt disks")
+        self.encryption = encryption
+        #: How an encrypted disk was made by this object: ``clone`` or ``copy`` (None: not yet).
+        self.encryption_method: str | None = None
         self.driver = driver if driver is not None else self.make_driver(conf)
 
     @classmethod
@@ -261,13 +273,18 @@ class Backend:
             return self._drivers[name]
 
     def by_name(self, instance_uuid: str, disk_name: str,
-                image_type: str | None = None) -> Image:
-        """Return the disk ``disk_name`` of ``instance_uuid`` in backend ``image_type``.
+                image_type: str | None = None, encryption: Any = None) -> Image:
+        """Return the disk ``disk_name`` of ``instance_uuid`` in backend ``image_type``,
+        encrypted as ``encryption`` (a :class:`rbd_driver.encryption.DiskEncryption`) says.
 
         :raises BackendNotFound: unknown ``image_type``.
+        :raises NotSupported: the backend cannot encrypt.
         """
         cls = self.backend(image_type)
-        return cls(instance_uuid, disk_name, self.conf, driver=self.driver(image_type))
+        if encryption is None:
+            return cls(instance_uuid, disk_name, self.conf, driver=self.driver(image_type))
+        return cls(instance_uuid, disk_name, self.conf, driver=self.driver(image_type),
+                   encryption=encryption)
 
     def close(self) -> None:
         """Close every shared driver (their cluster connections)."""

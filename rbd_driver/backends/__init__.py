@@ -6,6 +6,8 @@
 - :mod:`~rbd_driver.backends.instance_snapshot`: ``direct_snapshot``, an
   instance snapshot turned into a golden image inside the cluster;
 - :mod:`~rbd_driver.backends.clone_depth`: the clone-depth policy of launches;
+- :mod:`~rbd_driver.backends.encrypted`: encrypted disks (a clone of an
+  encrypted golden, or a per-disk copy with the disk's own key);
 - :mod:`~rbd_driver.backends.qos`: librbd's QoS limits of a disk (``set_qos``).
 
 The librados/librbd calls are in :mod:`rbd_driver.storage`.

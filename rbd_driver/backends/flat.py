@@ -85,9 +85,9 @@ class Flat(imagebackend.Image):
     opt_group = "flat"
 
     def __init__(self, instance_uuid: str, disk_name: str, conf: cfg.ConfigOpts,
-                 driver: Any = None) -> None:
+                 driver: Any = None, encryption: Any = None) -> None:
         conf.register_opts(flat_opts, group="flat")
-        super().__init__(instance_uuid, disk_name, conf, driver)
+        super().__init__(instance_uuid, disk_name, conf, driver, encryption)
 
     @property
     def path(self) -> str:

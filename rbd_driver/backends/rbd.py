@@ -23,7 +23,7 @@ from oslo_concurrency import lockutils
 from oslo_config import cfg
 
 from rbd_driver import exception, imagebackend
-from rbd_driver.backends import clone_depth, instance_snapshot, qos
+from rbd_driver.backends import clone_depth, encrypted, instance_snapshot, qos
 from rbd_driver.libvirt import disk_xml
 from rbd_driver.storage import convert, formats, krbd, rados_lock
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
@@ -67,10 +67,11 @@ class Rbd(qos.QosMixin, imagebackend.Image):
     """An instance disk kept as an RBD image in ``[rbd] pool``."""
 
     driver: RBDDriver
+    supports_encryption = True
 
     def __init__(self, instance_uuid: str, disk_name: str, conf: cfg.ConfigOpts,
-                 driver: RBDDriver | None = None) -> None:
-        super().__init__(instance_uuid, disk_name, conf, driver)
+                 driver: RBDDriver | None = None, encryption: Any = None) -> None:
+        super().__init__(instance_uuid, disk_name, conf, driver, encryption)
         self.pool = self.driver.pool
         self.rbd_name = disk_name_for(instance_uuid, disk_name)
 
@@ -98,6 +99,8 @@ class Rbd(qos.QosMixin, imagebackend.Image):
         :raises ImageNotFound: no such image.
         """
         pool, image = self._split_name(name)
+        if self.encryption is not None and (pool, image) == (self.pool, self.rbd_name):
+            return encrypted.guest_size(self)  # what the guest sees, the header left out
         return self.driver.size(image, pool)
 
     def _split_name(self, name: str | None) -> tuple[str, str]:
@@ -137,8 +140,9 @@ class Rbd(qos.QosMixin, imagebackend.Image):
         """
         return self._check_location(url, image_meta, max_size)[0]
 
-    def _check_location(self, url: Any, image_meta: dict[str, Any],
-                        max_size: int = 0) -> tuple[RbdLocation, SnapshotIdentity | None]:
+    def _check_location(self, url: Any, image_meta: dict[str, Any], max_size: int = 0,
+                        accept: tuple[str, ...] = ("raw", "iso"),
+                        ) -> tuple[RbdLocation, SnapshotIdentity | None]:
         """:meth:`check_location`, also returning the snapshot's identity (None if unknown)."""
         if not isinstance(url, str):
             raise ValueError(f"location URL {url!r} is not a string")
@@ -158,8 +162,11 @@ class Rbd(qos.QosMixin, imagebackend.Image):
             raise ValueError(
                 f"snapshot {location.pool}/{location.image}@{location.snapshot} cannot be "
                 f"opened read-only as client.{self.conf.rbd.user or 'admin'}: {err}") from None
+        if found == "luks" and "luks" not in accept:
+            raise ValueError("the data is luks, an encrypted image: ask for the disk with "
+                             "encryption=DiskEncryption(...); it is never made a plaintext disk")
         # An ISO is plain bytes to QEMU, so it is as safe as raw.
-        if found not in ("raw", "iso"):
+        if found not in accept:
             raise ValueError(
                 f"disk_format says raw but the data is {found}; cloning it would "
                 "let QEMU interpret it as raw")
@@ -216,6 +223,9 @@ class Rbd(qos.QosMixin, imagebackend.Image):
         with self._disk_lock():
             if self.exists():
                 LOG.debug("%s exists; direct_fetch of %s skipped", self.rbd_name, image_id)
+                return
+            if self.encryption is not None:  # clone or per-disk copy: backends/encrypted.py
+                encrypted.direct_fetch(self, image_id, image_meta, image_locations, max_size)
                 return
             reasons = []
             for index, loc in enumerate(image_locations or []):
@@ -339,7 +349,8 @@ class Rbd(qos.QosMixin, imagebackend.Image):
         progress = kwargs.pop("progress", None)
         image_id = kwargs.get("image_id")
         with self._disk_lock():
-            if not self.exists() and self.conf.rbd.image_cache_pool and image_id:
+            if (not self.exists() and self.conf.rbd.image_cache_pool and image_id
+                    and self.encryption is None):  # the cache holds plain goldens
                 location = self._cached_golden(image_id, prepare_template, base, args, kwargs,
                                                progress)
                 self.driver.clone(location, self.rbd_name)
@@ -350,7 +361,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
                 if size and size < base_size:
                     raise exception.DiskSizeTooSmall(size=size, pool=self.pool,
                                                      image=self.rbd_name, current=base_size)
-                copy_in(self.driver, self.conf, base, self.pool, self.rbd_name, progress)
+                self._copy_in(base, progress)
             if size:
                 self.resize_image(size)
 
@@ -401,7 +412,16 @@ class Rbd(qos.QosMixin, imagebackend.Image):
             LOG.info("imported image %s once into %s/%s", image_id, pool, name)
         return location
 
+    def _copy_in(self, base: str, progress: Callable[[int, int], None] | None) -> None:
+        if self.encryption is None:
+            copy_in(self.driver, self.conf, base, self.pool, self.rbd_name, progress)
+        else:
+            encrypted.copy_in(self, base, progress)
+
     def resize_image(self, size: int) -> None:
+        if self.encryption is not None:
+            encrypted.resize(self, size)
+            return
         current = self.get_disk_size()
         if size < current:
             raise exception.DiskSizeTooSmall(size=size, pool=self.pool, image=self.rbd_name,
@@ -571,6 +591,9 @@ class Rbd(qos.QosMixin, imagebackend.Image):
         if out_format not in self.EXTRACT_FORMATS:
             raise exception.UnsupportedFormat(target=target, out_format=out_format,
                                               supported=", ".join(self.EXTRACT_FORMATS))
+        if self.encryption is not None:
+            encrypted.extract(self, target, out_format, snapshot, progress)
+            return
         if out_format == "raw":
             self.driver.export_file(self.rbd_name, target, snapshot=snapshot, progress=progress)
             return
@@ -607,7 +630,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
         with self._disk_lock():
             if self.exists():
                 raise exception.ImageExists(pool=self.pool, image=self.rbd_name)
-            copy_in(self.driver, self.conf, local_file, self.pool, self.rbd_name, progress)
+            self._copy_in(local_file, progress)
         LOG.info("imported %s as %s/%s", local_file, self.pool, self.rbd_name)
 
     # -- libvirt -----------------------------------------------------------------
@@ -629,6 +652,8 @@ class Rbd(qos.QosMixin, imagebackend.Image):
         :raises KernelRbdUnavailable: / :raises LocalOsdRefused: kernelspace only.
         """
         info = dict(disk_info or {})
+        if self.conf.rbd.access == "kernelspace" and self.encryption is not None:
+            raise self._unsupported("kernelspace access to a LUKS disk of librbd (use userspace)")
         cache_mode = cache_mode or self.conf.rbd.cache_mode
         io = qos.disk_io(self.conf, extra_specs, f"{self.pool}/{self.rbd_name}")
         if self.conf.rbd.access == "kernelspace":
@@ -655,6 +680,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
             boot_order=boot_order,
             driver_format=self.driver_format,
             **io,
+            encryption=self.encryption,
         )
 
 

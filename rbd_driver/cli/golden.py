@@ -18,6 +18,7 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import imagebackend
+from rbd_driver.encryption import DiskEncryption, describe
 from rbd_driver.cli._common import Handler, Renderer, Result
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
 from rbd_driver.ops.golden import GoldenImages
@@ -37,6 +38,10 @@ def add_parsers(sub: Any) -> None:
     reg.add_argument("name", metavar="NAME", help="name of the golden image")
     reg.add_argument("file", metavar="FILE",
                      help="raw, iso, or a format qemu-img converts (qcow2, vmdk...)")
+    reg.add_argument("--encrypt", metavar="SECRET_UUID",
+                     help="encrypt it (LUKS2, by librbd) with the passphrase of this secret, "
+                          "looked up through [encryption] key_manager; disks asking for the "
+                          "same secret are clones of it")
     actions.add_parser("ls", parents=[where], help="golden images and their rbd:// locations")
     children = actions.add_parser("children", parents=[where],
                                   help="disks cloned from a golden image")
@@ -73,8 +78,11 @@ def golden(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
                                     progress=progress_bar(not args.json))
             return {"golden": where, "outcome": outcome}, 0
         started = time.monotonic()
-        image = images.register(args.name, args.file, progress=progress_bar(not args.json))
-        return {**dataclasses.asdict(image),
+        encryption = (DiskEncryption(format="luks2", secret_uuid=args.encrypt)
+                      if getattr(args, "encrypt", None) else None)
+        image = images.register(args.name, args.file, progress=progress_bar(not args.json),
+                                encryption=encryption)
+        return {**dataclasses.asdict(image), "encryption": describe(encryption),
                 "seconds": round(time.monotonic() - started, 2)}, 0
 
 

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from rbd_driver import exception
 from rbd_driver.cli._common import Handler, Renderer, Result, positive_int
 from rbd_driver.cli.config import warn
 from rbd_driver.cli.output import fields, table
+from rbd_driver.encryption import FileKeyManager
 from rbd_driver.ops import libvirt_pool, provision
 from rbd_driver.ops.provision import CephxUser, Provisioner
 from rbd_driver.storage import cephx, monitors
@@ -62,6 +64,17 @@ def add_parsers(sub: Any) -> None:
                       help="grant 'profile rbd-read-only' on this pool (repeatable)")
     user.add_argument("--keyring", metavar="PATH",
                       help="write its keyring here, mode 0600 (default: none is written)")
+    ps = actions.add_parser("passphrase-secret",
+                            help="define an encrypted disk's passphrase secret on "
+                                 "[rbd] libvirt_uri (never on the command line)")
+    ps.add_argument("secret_uuid", metavar="SECRET_UUID",
+                    help="UUID of the libvirt passphrase secret (DiskEncryption.secret_uuid)")
+    given = ps.add_mutually_exclusive_group(required=True)
+    given.add_argument("--from-file", metavar="PATH",
+                       help="the passphrase is in this file (mode 0600), as the file key "
+                            "manager keeps it")
+    given.add_argument("--generate", metavar="PATH",
+                       help="make a random passphrase, write it to this new file (mode 0600)")
     fc = actions.add_parser("from-conf", parents=[admin, pg],
                             help="the pools and the [rbd] user that the config file describes")
     fc.add_argument("--keyring", metavar="PATH",
@@ -147,9 +160,27 @@ def _keyring_mismatch(keyring: str | None, conf: cfg.ConfigOpts) -> str | None:
             f"commands look where ceph.conf says; next: set [rbd] keyring = {keyring}")
 
 
+def _passphrase_secret(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
+    from rbd_driver.libvirt import passphrase as libvirt_passphrase
+
+    path = args.from_file or args.generate
+    if args.generate:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+    manager = FileKeyManager(conf)  # the same 0600 rule as the file key manager
+    value = manager.read_file(path, args.secret_uuid)
+    _quiet_libvirt()
+    defined = libvirt_passphrase.define_passphrase_secret(args.secret_uuid, value,
+                                                          uri=conf.rbd.libvirt_uri)
+    return {"secret_uuid": defined, "uri": conf.rbd.libvirt_uri, "file": path}, 0
+
+
 def provision_cmd(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     if args.action == "libvirt-pool":
         return _libvirt_pool(args, conf)
+    if args.action == "passphrase-secret":
+        return _passphrase_secret(args, conf)
     keyring = getattr(args, "keyring", None)
     if keyring:  # before connecting; the library checks again before it creates anything
         cephx.check_keyring_path(keyring, "--keyring")

@@ -4,6 +4,8 @@
   (userspace) and block (kernelspace);
 - :mod:`~rbd_driver.libvirt.iotune`: ``<iotune>`` from Nova's ``quota:disk_*``
   flavor keys and the volume service's ``qos_specs``;
+- :mod:`~rbd_driver.libvirt.passphrase`: the passphrase secret of an encrypted
+  disk, and the ``libvirt`` key manager's lookup;
 - :mod:`~rbd_driver.libvirt.secret`: the libvirt secret of usage type
   ``ceph`` that ``<auth>`` names, defined through the libvirt Python API;
 - :mod:`~rbd_driver.libvirt.storage_pool`: libvirt's own RBD storage pool on

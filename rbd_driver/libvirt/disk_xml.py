@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = ["DETECT_ZEROES_MODES", "DISCARD_MODES", "IOTUNE_KEYS", "block_disk_xml", "file_disk_xml",
            "network_disk_xml"]
@@ -91,8 +92,14 @@ def network_disk_xml(
     discard: str | None = None,
     iotune: Mapping[str, int] | None = None,
     detect_zeroes: str | None = None,
+    encryption: Any = None,
 ) -> str:
     """Return userspace ``<disk type='network'>`` XML for ``pool/image``.
+
+    With ``encryption`` (a :class:`rbd_driver.encryption.DiskEncryption`), the
+    source gets ``<encryption engine='librbd' format='luks2|luks'>`` naming
+    the passphrase secret by UUID: QEMU's rbd driver opens the LUKS image
+    through librbd with that secret's value.
 
     Every monitor in ``hosts`` gets a ``<host>`` element (IPv6 without
     brackets, as libvirt expects). ``<auth>`` is added when both ``user`` and
@@ -109,7 +116,15 @@ def network_disk_xml(
     if user and secret_uuid:
         auth = ET.SubElement(disk, "auth", username=user)
         ET.SubElement(auth, "secret", type="ceph", uuid=secret_uuid)
+    if encryption is not None:
+        crypt = ET.SubElement(source, "encryption", engine="librbd",
+                              format=_LIBVIRT_LUKS[encryption.format])
+        ET.SubElement(crypt, "secret", type="passphrase", uuid=encryption.secret_uuid)
     return _finish(disk, target_dev, target_bus, boot_order, readonly, serial, iotune)
+
+
+# libvirt names LUKS1 plain ``luks``.
+_LIBVIRT_LUKS = {"luks1": "luks", "luks2": "luks2"}
 
 
 def block_disk_xml(

@@ -28,6 +28,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import time
 import uuid
@@ -38,7 +39,9 @@ from oslo_config import cfg
 
 from rbd_driver import exception
 from rbd_driver.conf import option_default
+from rbd_driver.encryption import DiskEncryption, key_for, load_key_manager
 from rbd_driver.storage import convert
+from rbd_driver.storage import encryption as crypt
 from rbd_driver.storage.flatten_queue import FlattenQueue
 from rbd_driver.storage.location import RbdLocation, SnapshotIdentity
 from rbd_driver.storage.rbd_utils import RBDDriver
@@ -97,7 +100,8 @@ class GoldenImages:
                  max_clone_depth: int = option_default("max_clone_depth"),
                  soft_limit: int = option_default("clone_depth_soft_limit"),
                  flatten_concurrency: int = option_default("flatten_concurrency"),
-                 convert_timeout: int = option_default("convert_timeout")) -> None:
+                 convert_timeout: int = option_default("convert_timeout"),
+                 key_manager: Any = None) -> None:
         if max_clone_depth < 1 or soft_limit < 1:
             raise exception.InvalidArgument(op="clone policy", target=pool, detail=(
                 f"max_clone_depth ({max_clone_depth}) and soft limit ({soft_limit}) must be >= 1"))
@@ -105,6 +109,8 @@ class GoldenImages:
         self.max_clone_depth, self.soft_limit = max_clone_depth, soft_limit
         self.convert_timeout = convert_timeout
         self.flattener = FlattenQueue(driver, flatten_concurrency)
+        #: The key manager of encrypted goldens, or a callable returning it (loaded on use).
+        self.key_manager = key_manager
 
     @classmethod
     def from_conf(cls, conf: cfg.ConfigOpts, driver: RBDDriver) -> GoldenImages:
@@ -113,7 +119,8 @@ class GoldenImages:
         return cls(driver, pool=group.golden_pool, snapshot=group.golden_snapshot,
                    max_clone_depth=group.max_clone_depth, soft_limit=group.clone_depth_soft_limit,
                    flatten_concurrency=group.flatten_concurrency,
-                   convert_timeout=group.convert_timeout)
+                   convert_timeout=group.convert_timeout,
+                   key_manager=lambda: load_key_manager(conf))
 
     def close(self) -> None:
         """Finish the queued background flattens."""
@@ -134,7 +141,8 @@ class GoldenImages:
                            location.url)
 
     def register(self, name: str, path: str, *, progress: Callable[[int, int], None] | None = None,
-                 cancel: threading.Event | None = None) -> GoldenImage:
+                 cancel: threading.Event | None = None,
+                 encryption: DiskEncryption | None = None) -> GoldenImage:
         """Import the local image file ``path`` as golden image ``name``; return it.
 
         Raw (and ISO) data is copied sparse through the datapath engine; other
@@ -142,7 +150,14 @@ class GoldenImages:
         :mod:`rbd_driver.storage.convert`). The image is built, snapshotted
         and protected under a temporary name and renamed last.
 
+        With ``encryption``, the golden is formatted with the passphrase of its
+        secret (from the key manager) and the data written through librbd's
+        encryption layer: the cluster only holds ciphertext. Its metadata
+        records the secret's UUID (never the key), so a disk asking for that
+        secret is a clone of it (:mod:`rbd_driver.backends.encrypted`).
+
         :raises ImageExists: ``name`` is taken.
+        :raises KeyManagerError: / :raises EncryptionError: the key could not be had.
         :raises ImageConversionFailed: an unsafe or unconvertible file.
         :raises OperationCancelled: / :raises OSError: nothing is left behind.
         """
@@ -151,7 +166,9 @@ class GoldenImages:
         temp = f"{name}.registering-{uuid.uuid4().hex[:8]}"
         with self._built(temp, name):
             found = convert.sniff_file(path)
-            if found in ("raw", "iso"):
+            if encryption is not None:
+                self._register_encrypted(path, found, temp, encryption, progress, cancel)
+            elif found in ("raw", "iso"):
                 self.driver.import_file(path, temp, self.pool, progress=progress, cancel=cancel)
             else:
                 client = self.driver.client
@@ -159,6 +176,26 @@ class GoldenImages:
                                         client.keyring)
                 convert.convert_to_rbd(path, found, spec, timeout=self.convert_timeout)
         return self._golden(name)
+
+    def _register_encrypted(self, path: str, found: str, temp: str, encryption: DiskEncryption,
+                            progress: Callable[[int, int], None] | None,
+                            cancel: threading.Event | None) -> None:
+        manager = self.key_manager() if callable(self.key_manager) else self.key_manager
+        if manager is None:
+            raise exception.ConfigError(detail="an encrypted golden image needs a key manager")
+        key = key_for(manager, encryption)
+        raw = path
+        if found not in ("raw", "iso"):  # converted beside the file, as create_image does
+            raw = f"{path}.raw-{uuid.uuid4().hex[:8]}"
+            convert.convert_to_raw_file(path, raw, found, timeout=self.convert_timeout)
+        try:
+            crypt.import_encrypted(self.driver.client, raw, self.pool, temp, key,
+                                   window=self.driver.io_window, progress=progress,
+                                   cancel=cancel)
+        finally:
+            if raw != path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(raw)
 
     def register_from_snapshot(self, name: str, source: RbdLocation) -> GoldenImage:
         """Register golden image ``name`` as a clone of a snapshot in the cluster.

@@ -24,6 +24,8 @@ types and library errors only.
 - :mod:`~rbd_driver.storage.monitors`: the monitor list and its cache;
   :mod:`~rbd_driver.storage.usage`: what an image holds;
   :mod:`~rbd_driver.storage.image_meta`: image metadata (librbd's QoS limits);
+  :mod:`~rbd_driver.storage.encryption`: librbd's LUKS layer (format, load,
+  copies through it, the secret recorded in image metadata);
   :mod:`~rbd_driver.storage.rados_lock`: cluster-wide leased locks;
 - :mod:`~rbd_driver.storage.cephx`: keys and keyrings;
   :mod:`~rbd_driver.storage.krbd` and

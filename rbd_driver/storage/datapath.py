@@ -286,7 +286,8 @@ def import_to_image(client: RadosClient, source: ImportSource, pool: str, name: 
                     size: int | None = None, chunk_size: int = IMPORT_CHUNK_SIZE,
                     window: int = DEFAULT_WINDOW, progress: ProgressCallback | None = None,
                     cancel: threading.Event | None = None,
-                    features: int | None = None) -> CopyStats:
+                    features: int | None = None,
+                    prepare: Callable[[Any], None] | None = None) -> CopyStats:
     """Copy a raw file or stream into a new image ``pool/name``; return the :class:`CopyStats`.
 
     ``source`` is a path (holes found with SEEK_DATA/SEEK_HOLE are never
@@ -300,6 +301,8 @@ def import_to_image(client: RadosClient, source: ImportSource, pool: str, name: 
     From the main thread a SIGTERM is held until that cleanup is done, then
     re-raised with the previous handler back; other threads leave signals
     alone (Python delivers them to the main thread only): use ``cancel``.
+    ``prepare(image)`` runs on the open temporary image before any write (the
+    encryption layer formats it there, see :mod:`.encryption`).
 
     :raises ImageExists: ``pool/name`` exists (checked first, and at the rename).
     :raises OperationCancelled: ``cancel`` was set, or a SIGTERM came and the
@@ -316,13 +319,14 @@ def import_to_image(client: RadosClient, source: ImportSource, pool: str, name: 
     try:
         copy.total = src.size
         with copy.sigterm_guard() as guard:
-            return _import(client, src, pool, name, copy, guard, features)
+            return _import(client, src, pool, name, copy, guard, features, prepare)
     finally:
         src.close()
 
 
 def _import(client: RadosClient, src: Source, pool: str, name: str, copy: CopyEngine,
-            guard: SigtermGuard, features: int | None) -> CopyStats:
+            guard: SigtermGuard, features: int | None,
+            prepare: Callable[[Any], None] | None = None) -> CopyStats:
     """Create the temporary image, fill, flush and rename it; remove it on any failure."""
     temp = f"{name}.importing-{secrets.token_hex(4)}"
     ioctx = client.get_ioctx(pool)
@@ -337,6 +341,8 @@ def _import(client: RadosClient, src: Source, pool: str, name: str, copy: CopyEn
             created = False
             raise
         with client.open_image(pool, temp, op="import") as image:
+            if prepare is not None:
+                prepare(image)
 
             def submit(offset: int, length: int, _: Any) -> bool:
                 data = src.read(offset, length)
@@ -369,7 +375,8 @@ def export_from_image(client: RadosClient, pool: str, name: str,
                       dest_path: str | os.PathLike[str], *, snapshot: str | None = None,
                       window: int = DEFAULT_WINDOW, chunk_size: int = DEFAULT_CHUNK_SIZE,
                       progress: ProgressCallback | None = None,
-                      cancel: threading.Event | None = None) -> CopyStats:
+                      cancel: threading.Event | None = None,
+                      on_open: Callable[[Any], None] | None = None) -> CopyStats:
     """Copy image ``pool/name`` (at ``snapshot``) into a sparse local file; return the :class:`CopyStats`.
 
     The image is opened read-only. Only the extents librbd reports allocated
@@ -378,7 +385,9 @@ def export_from_image(client: RadosClient, pool: str, name: str,
     ``dest_path.part-<hex>`` (mode 0600: disks hold private data), fsynced
     and renamed over ``dest_path``; on any failure it is removed and
     ``dest_path`` is left as it was. Window, progress, cancel and SIGTERM
-    as for :func:`import_to_image`.
+    as for :func:`import_to_image`. ``on_open(image)`` runs on the open image
+    first (the encryption layer loads the key there); the whole image is then
+    read, not only the extents librbd reports.
 
     :raises ImageNotFound: / :raises SnapshotNotFound: no such image or snapshot.
     :raises OperationCancelled: ``cancel`` was set, or SIGTERM (as for the import).
@@ -389,17 +398,23 @@ def export_from_image(client: RadosClient, pool: str, name: str,
     target = f"{pool}/{name}" + (f"@{snapshot}" if snapshot else "")
     copy = CopyEngine("export", target, chunk_size, window, progress, cancel)
     with copy.sigterm_guard() as guard:
-        return _export(client, pool, name, snapshot, os.fspath(dest_path), copy, guard)
+        return _export(client, pool, name, snapshot, os.fspath(dest_path), copy, guard, on_open)
 
 
 def _export(client: RadosClient, pool: str, name: str, snapshot: str | None, dest: str,
-            copy: CopyEngine, guard: SigtermGuard) -> CopyStats:
+            copy: CopyEngine, guard: SigtermGuard,
+            on_open: Callable[[Any], None] | None = None) -> CopyStats:
     """Read the allocated extents into a temporary file and rename it; remove it on any failure."""
     zeros = memoryview(bytes(max(copy.chunk_size, SPARSE_BLOCK)))
     with client.open_image(pool, name, snapshot=snapshot, read_only=True,
                            op="export") as image:
+        if on_open is not None:
+            on_open(image)
         copy.total = size = int(image.size())
-        extents = merged(diff_extents(image, size, copy), size)
+        # Through the encryption layer the whole image is read: librbd's
+        # extents are those of the ciphertext, shifted by the header.
+        extents = (merged(diff_extents(image, size, copy), size) if on_open is None
+                   else [(0, size)] if size else [])
         with atomic_file(dest, before_rename=guard.disarm) as (fd, _):
             os.ftruncate(fd, size)  # what is never written reads as zeros, and takes no space
 

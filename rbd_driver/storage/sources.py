@@ -1,7 +1,8 @@
 """Where the data of an import comes from: a file's data extents or a stream.
 
 A file is read at offsets, and its holes are found with SEEK_DATA/SEEK_HOLE
-and never read. A stream (a pipe) is read in order, exactly ``size`` bytes.
+and never read. A stream (a pipe) is read in order, exactly ``size`` bytes;
+one with a ``data_extents()`` method gives only the bytes of those extents.
 """
 
 from __future__ import annotations
@@ -81,7 +82,14 @@ class Source:
         raise exception.InvalidArgument(op="import", target=self._target, detail=detail)
 
     def pieces(self, chunk: int) -> Iterator[tuple[int, int, bool]]:
-        extents = file_data(self._fd, self.file_size) if self._fd >= 0 else [(0, self.size)]
+        # A stream may know its data extents (``data_extents()``: sorted (start, end));
+        # then it yields only their bytes, in order, and the gaps are holes.
+        if self._fd >= 0:
+            extents: Iterable[tuple[int, int]] = file_data(self._fd, self.file_size)
+        elif hasattr(self._stream, "data_extents"):
+            extents = self._stream.data_extents()
+        else:
+            extents = [(0, self.size)]
         return pieces(extents, self.size, chunk)
 
     def read(self, offset: int, length: int) -> bytes:

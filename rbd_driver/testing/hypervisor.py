@@ -458,6 +458,7 @@ class HypervisorScope:
         self.hypervisor = hypervisor
         self.guests: list[Guest] = []
         self.secret_users: list[str] = []
+        self.passphrase_secrets: list[str] = []
 
     @property
     def conn(self) -> Any:
@@ -480,6 +481,16 @@ class HypervisorScope:
         self.secret_users.append(user)
         return secret_uuid
 
+    def define_passphrase_secret(self, secret_uuid: str, passphrase: bytes) -> str:
+        """Define an encrypted disk's passphrase secret through the library; undefined
+        when the scope closes."""
+        from rbd_driver.libvirt import passphrase as libvirt_passphrase
+
+        defined = libvirt_passphrase.define_passphrase_secret(secret_uuid, passphrase,
+                                                              conn=self.conn)
+        self.passphrase_secrets.append(defined)
+        return defined
+
     def destroy_guests(self) -> None:
         """Stop every guest of this scope (before its disks are removed)."""
         for guest in reversed(self.guests):
@@ -492,3 +503,10 @@ class HypervisorScope:
             with contextlib.suppress(Exception):
                 libvirt_secret.remove_ceph_secret(user, conn=self.conn)
         self.secret_users.clear()
+        if self.passphrase_secrets:
+            from rbd_driver.libvirt import passphrase as libvirt_passphrase
+
+            for secret_uuid in reversed(self.passphrase_secrets):
+                with contextlib.suppress(Exception):
+                    libvirt_passphrase.remove_passphrase_secret(secret_uuid, conn=self.conn)
+            self.passphrase_secrets.clear()

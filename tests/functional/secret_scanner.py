@@ -5,7 +5,9 @@ While the tests run, the scanner watches every cephx key it knows:
 * the keys in every keyring file of the test cluster, read once the
   ``ceph_cluster`` fixture is set up (a reused cluster or the session's own)
   and again every second, so keyrings written by tests are watched too;
-* keys a test registers with ``secret_scanner.watch(key, label)``.
+* keys a test registers with ``secret_scanner.watch(key, label)``, and the
+  passphrases of encrypted disks registered with ``watch_passphrase`` or
+  ``watch_key_dir`` (every file of a ``file`` key manager's directory).
 
 It looks for them
 
@@ -163,6 +165,21 @@ class SecretScanner:
         with self._lock:
             self._secrets[needle] = (label, expected)
         self.activate()
+
+    def watch_passphrase(self, passphrase: bytes | str, label: str) -> None:
+        """Look for an encrypted disk's passphrase from now on, as for a key (in process
+        lists, environments, logs, test reports: an exception message lands there)."""
+        text = passphrase.decode() if isinstance(passphrase, bytes) else passphrase
+        self.watch(text, f"passphrase {label}")
+
+    def watch_key_dir(self, directory: str) -> None:
+        """Watch the passphrase in each file of a ``file`` key manager's ``key_dir``."""
+        for path in sorted(glob.glob(os.path.join(directory, "*"))):
+            with contextlib.suppress(OSError, UnicodeError):
+                with open(path, encoding="utf-8") as f:
+                    text = f.read().strip()
+                if len(text) >= 16:
+                    self.watch_passphrase(text, f"in {os.path.basename(path)}")
 
     def unwatch(self, secret: str | cephx.CephxKey) -> None:
         text = secret.reveal() if isinstance(secret, cephx.CephxKey) else str(secret)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from rbd_driver import imagebackend
+from rbd_driver.encryption import DiskEncryption
 from rbd_driver.libvirt import disk_xml
 from rbd_driver.libvirt import secret as libvirt_secret
 from rbd_driver.storage.monitors import MonitorCache
@@ -25,6 +26,7 @@ from rbd_driver.storage.rbd_utils import MonitorAddress
 from rbd_driver.testing.cluster import ClusterState
 
 SECRET_UUID = "6e9c0f40-8c1f-4e57-9d3b-2f1f3c0f5a11"
+PASSPHRASE_UUID = "0b7c7a52-5f0e-4a51-8f5e-6d1c2b3a4f50"
 IPV6_MONITORS = [MonitorAddress("a", ("2001:db8::1", 6789), ("2001:db8::1", 3300)),
                  MonitorAddress("b", ("192.0.2.10", 6789), None)]
 
@@ -72,6 +74,11 @@ def _disks(monitors: list[MonitorAddress]) -> dict[str, str]:
             "vms", "inst_disk", [m.preferred for m in IPV6_MONITORS], user="compute",
             secret_uuid=SECRET_UUID, readonly=True, device="cdrom", target_dev="sda",
             target_bus="scsi"),
+        "userspace-encrypted": disk_xml.network_disk_xml(
+            "vms", "inst_disk", hosts, user="compute", secret_uuid=SECRET_UUID,
+            encryption=DiskEncryption("luks2", PASSPHRASE_UUID)),
+        "userspace-encrypted-luks1": disk_xml.network_disk_xml(
+            "vms", "inst_disk", hosts, encryption=DiskEncryption("luks1", PASSPHRASE_UUID)),
         "kernelspace": disk_xml.block_disk_xml("/dev/rbd0", boot_order="1",
                                                      discard="unmap"),
         "kernelspace-readonly": disk_xml.block_disk_xml(
@@ -113,6 +120,13 @@ def test_every_disk_xml_validates_and_the_test_driver_accepts_it(
             assert secret.get("type") == "ceph"
         else:
             assert secret is None
+        crypt, wanted = source.find("encryption"), expected.find("encryption")
+        if wanted is not None:  # libvirt kept engine, format and the passphrase secret
+            assert crypt is not None and crypt.attrib == wanted.attrib
+            assert crypt.find("secret").attrib == {"type": "passphrase",  # type: ignore[union-attr]
+                                                   "uuid": PASSPHRASE_UUID}
+        else:
+            assert crypt is None
     finally:
         dom.undefine()
 
@@ -129,6 +143,12 @@ def test_backend_libvirt_info_validates(backend: imagebackend.Backend, tmp_path,
     domain_xml = _domain(xml, f"rbd-driver-backend-{uuid.uuid4().hex[:6]}")
     _validate(tmp_path, domain_xml, "domain")
     conn.defineXML(domain_xml).undefine()
+
+
+def test_passphrase_secret_xml_validates(tmp_path) -> None:
+    from rbd_driver.libvirt.passphrase import passphrase_secret_xml
+
+    _validate(tmp_path, passphrase_secret_xml(PASSPHRASE_UUID), "secret")
 
 
 def test_secret_xml_validates(tmp_path) -> None:

@@ -37,6 +37,11 @@ PLACES = {
 # Parameter names that match an option but mean the target of one call (the
 # driver's own pool when None), not a setting.
 NOT_SETTINGS = {"pool"}
+# (qualname, parameter) that share an option's name but not its meaning, with why.
+UNRELATED = {
+    ("rbd_driver.encryption.DiskEncryption.__init__", "secret_uuid"):
+        "the LUKS passphrase's libvirt secret, not [rbd] secret_uuid (the cephx key's)",
+}
 
 
 def _callables():
@@ -61,7 +66,8 @@ def _mirrored():
             place = (f"{module}.{qualname}", param.name)
             option = PLACES.get(place) or ALIASES.get(param.name, param.name)
             if (param.default in (inspect.Parameter.empty, None) or option not in OPTIONS
-                    or (place not in PLACES and param.name in NOT_SETTINGS)):
+                    or (place not in PLACES and param.name in NOT_SETTINGS)
+                    or place in UNRELATED):
                 continue
             yield f"{module}.{qualname}({param.name})", option, param.default
 

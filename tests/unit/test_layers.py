@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "rbd_driver.exception")),
     # storage/krbd.py is kernelspace mechanics (sysfs writes, the kernel keyring).
     ("storage", ("rbd_driver.storage",)),
-    ("access", ("rbd_driver.libvirt", "rbd_driver.volumes")),
+    ("access", ("rbd_driver.libvirt", "rbd_driver.volumes", "rbd_driver.encryption")),
     ("backends", ("rbd_driver.imagebackend", "rbd_driver.backends")),
     ("managers", ("rbd_driver.ops",)),
     ("testing", ("rbd_driver.testing",)),

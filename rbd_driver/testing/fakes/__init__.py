@@ -41,6 +41,7 @@ import types
 from rbd_driver.testing.fakes.aio import Completion
 from rbd_driver.testing.fakes.cluster import FakeCluster
 from rbd_driver.testing.fakes.errors import RADOS_EXCEPTIONS, RBD_EXCEPTIONS, RadosErrors, RbdErrors
+from rbd_driver.testing.fakes.crypto import CONSTANTS as CRYPTO_CONSTANTS
 from rbd_driver.testing.fakes.features import CONSTANTS
 from rbd_driver.testing.fakes.image import Image
 from rbd_driver.testing.fakes.model import FakeImage, FakePool, FakeSnapshot
@@ -105,6 +106,7 @@ def make_modules(fsid: str | None = None) -> tuple[types.ModuleType, types.Modul
     rbd_mod = types.ModuleType("rbd", "Fake rbd module (rbd_driver.testing.fakes).")
     rbd_mod.__dict__.update(RBD_EXCEPTIONS)
     rbd_mod.__dict__.update(CONSTANTS)
+    rbd_mod.__dict__.update(CRYPTO_CONSTANTS)
     rbd_mod.RBD = RBD  # type: ignore[attr-defined]
     rbd_mod.Image = Image  # type: ignore[attr-defined]
     rbd_mod.Completion = Completion  # type: ignore[attr-defined]

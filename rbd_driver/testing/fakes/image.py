@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-from rbd_driver.testing.fakes import storage
+from rbd_driver.testing.fakes import crypto, storage
 from rbd_driver.testing.fakes.aio import Completion, Outcome, submit
 from rbd_driver.testing.fakes.cluster import api
 from rbd_driver.testing.fakes.errors import RbdErrors, check_bytes, check_str, check_uint, rbd_error
@@ -70,6 +70,7 @@ class Image:
         self._pending: dict[int, Completion] = {}
         self.name = image.name
         self._closed = False
+        self._crypto: crypto.Crypto | None = None  # loaded by encryption_format/_load
         image.handles[self._cookie] = self
         self._cluster._images[id(self)] = self
 
@@ -162,8 +163,71 @@ class Image:
 
     @api
     def size(self) -> int:
-        """Return the size in bytes (of the snapshot, if one is set)."""
-        return self._view().size
+        """Return the size in bytes (of the snapshot, if one is set), as the
+        encryption layer shows it once loaded (the header left out)."""
+        return self._view().size - self._header
+
+    @property
+    def _header(self) -> int:
+        return self._crypto.header if self._crypto is not None else 0
+
+    # -- encryption (librbd's LUKS layer, see fakes/crypto.py) ------------------
+
+    @api
+    def encryption_format(self, format: int, passphrase: str | bytes,
+                          cipher_alg: int = crypto.RBD_ENCRYPTION_ALGORITHM_AES256) -> None:
+        """Write a LUKS header and load the encryption on this handle;
+        EOPNOTSUPP on a clone, EINVAL if already loaded or too small."""
+        view = self._writable_head("formatting")
+        if self._crypto is not None:
+            raise rbd_error(errno.EEXIST, f"error formatting image {self.name}")
+        header, loaded = crypto.format_header(format, passphrase, view.size,
+                                              view.parent is not None, self.name)
+        storage.discard_view(view, 0, loaded.header)
+        storage.write_view(view, 0, header)
+        self._crypto = loaded
+
+    @api
+    def encryption_load(self, format: int, passphrase: str | bytes) -> None:
+        """Load the encryption of the image (or its parent's, for a clone) on this handle;
+        EPERM for a wrong passphrase, EINVAL for another format or no header."""
+        view = self._view()
+        if self._crypto is not None:
+            raise rbd_error(errno.EEXIST, f"error loading encryption on image {self.name}")
+        head = bytes(storage.read_view(view, 0, min(view.size, 4096)))
+        self._crypto = crypto.load_header(format, passphrase, head, self.name)
+
+    # -- image metadata (key/value pairs; a clone starts with its parent's) -------
+
+    @api
+    def metadata_get(self, key: str) -> str:
+        """Return the value of ``key``; KeyError if there is none."""
+        check_str(key, "key")
+        image = self._live()
+        if key not in image.metadata:
+            raise KeyError(f"no metadata {key} for image {self.name}")
+        return image.metadata[key]
+
+    @api
+    def metadata_set(self, key: str, value: str) -> None:
+        """Set ``key`` to ``value``; ReadOnlyImage on a read-only handle."""
+        check_str(key, "key")
+        check_str(value, "value")
+        self._meta_writable("setting metadata").metadata[key] = value
+
+    @api
+    def metadata_remove(self, key: str) -> None:
+        """Remove ``key``; KeyError if there is none."""
+        check_str(key, "key")
+        image = self._meta_writable("removing metadata")
+        if key not in image.metadata:
+            raise KeyError(f"no metadata {key} for image {self.name}")
+        del image.metadata[key]
+
+    @api
+    def metadata_list(self) -> Iterator[tuple[str, str]]:
+        """Yield (key, value) pairs, sorted by key."""
+        return iter(sorted(self._live().metadata.items()))
 
     @api
     def stat(self) -> dict[str, Any]:
@@ -266,9 +330,10 @@ class Image:
         """Return the bytes at ``offset``, clipped at the end; raises InvalidArgument past it."""
         check_uint(offset, "offset")
         check_uint(length, "length")
-        view = self._view()
-        length = self._clip(view.size, offset, length, f"reading {self.name}")
-        return bytes(storage.read_view(view, offset, length))
+        view, hdr = self._view(), self._header
+        length = self._clip(view.size - hdr, offset, length, f"reading {self.name}")
+        raw = storage.read_view(view, offset + hdr, length)
+        return self._crypto.decrypt(raw, offset) if self._crypto is not None else bytes(raw)
 
     @api
     def write(self, data: bytes, offset: int, fadvise_flags: int = 0) -> int:
@@ -280,9 +345,9 @@ class Image:
         """
         check_bytes(data, "data")
         check_uint(offset, "offset")
-        view = self._writable_head("writing to")
-        length = self._clip(view.size, offset, len(data), f"writing to {self.name}")
-        storage.write_view(view, offset, memoryview(data)[:length])
+        view, hdr = self._writable_head("writing to"), self._header
+        length = self._clip(view.size - hdr, offset, len(data), f"writing to {self.name}")
+        storage.write_view(view, offset + hdr, self._encrypt(memoryview(data)[:length]))
         if length != len(data):
             raise RbdErrors.IncompleteWriteError(f"Wrote only {length} out of {len(data)} bytes")
         return length
@@ -292,9 +357,9 @@ class Image:
         """Deallocate a range (it reads as zeros); raises ReadOnlyImage, InvalidArgument."""
         check_uint(offset, "offset")
         check_uint(length, "length")
-        view = self._writable_head("discarding from")
-        length = self._clip(view.size, offset, length, f"discarding from {self.name}")
-        storage.discard_view(view, offset, length)
+        view, hdr = self._writable_head("discarding from"), self._header
+        length = self._clip(view.size - hdr, offset, length, f"discarding from {self.name}")
+        storage.discard_view(view, offset + hdr, length)
 
     @api
     def write_zeroes(self, offset: int, length: int, zero_flags: int = 0) -> None:
@@ -302,9 +367,12 @@ class Image:
         ReadOnlyImage, InvalidArgument."""
         check_uint(offset, "offset")
         check_uint(length, "length")
-        view = self._writable_head("writing zeroes to")
-        length = self._clip(view.size, offset, length, f"writing zeroes to {self.name}")
-        storage.discard_view(view, offset, length)
+        view, hdr = self._writable_head("writing zeroes to"), self._header
+        length = self._clip(view.size - hdr, offset, length, f"writing zeroes to {self.name}")
+        storage.discard_view(view, offset + hdr, length)
+
+    def _encrypt(self, data: memoryview) -> bytes | memoryview:
+        return self._crypto.encrypt(data) if self._crypto is not None else data
 
     @api
     def flush(self) -> None:
@@ -332,9 +400,9 @@ class Image:
         check_uint(offset, "offset")
 
         def op() -> Outcome:
-            view = self._writable_head("writing to")
-            length = self._clip(view.size, offset, len(data), f"writing to {self.name}")
-            storage.write_view(view, offset, memoryview(data)[:length])
+            view, hdr = self._writable_head("writing to"), self._header
+            length = self._clip(view.size - hdr, offset, len(data), f"writing to {self.name}")
+            storage.write_view(view, offset + hdr, self._encrypt(memoryview(data)[:length]))
             return 0, ()
 
         return submit(self, "Image.aio_write", oncomplete, op, ())
@@ -351,9 +419,10 @@ class Image:
         check_uint(length, "length")
 
         def op() -> Outcome:
-            view = self._view()
-            count = self._clip(view.size, offset, length, f"reading {self.name}")
-            data = bytes(storage.read_view(view, offset, count))
+            view, hdr = self._view(), self._header
+            count = self._clip(view.size - hdr, offset, length, f"reading {self.name}")
+            raw = storage.read_view(view, offset + hdr, count)
+            data = self._crypto.decrypt(raw, offset) if self._crypto is not None else bytes(raw)
             return len(data), (data,)
 
         return submit(self, "Image.aio_read", oncomplete, op, (None,))

@@ -240,6 +240,7 @@ class FakeImage:
     def clone_of(self, parent: FakeImage, snap: FakeSnapshot) -> None:
         """Make this (new, empty) image read through to ``parent@snap``."""
         self.head.parent = ParentLink(parent, snap.id, snap.size)
+        self.metadata = dict(parent.metadata)  # librbd's clone copies the parent's metadata
 
 
 @dataclass
