@@ -237,17 +237,14 @@ def _remove_later(disk: Rbd, disk_snap: str) -> None:
                   "it): %s", disk.pool, disk.rbd_name, disk_snap, err)
 
 
-#: Seconds cleanup waits at least for a removal holding a disk open (see below).
-REMOVAL_WAIT_FLOOR = 30.0
-
-
 def wait_for_removals(driver: RBDDriver, disks: Iterable[str]) -> None:
     """Wait for this process's background removals of temporary snapshots of
     ``disks`` in the driver's pool: each holds its disk open, and a disk held
     open is not removed. At most the driver's busy-retry time (retries x
-    interval), and at least :data:`REMOVAL_WAIT_FLOOR`; then a warning."""
+    interval), and at least
+    :data:`~rbd_driver.storage.snapshot_removal.REMOVAL_WAIT_FLOOR`; then a warning."""
     names = sorted(set(disks))
-    limit = max(REMOVAL_WAIT_FLOOR,
+    limit = max(snapshot_removal.REMOVAL_WAIT_FLOOR,
                 driver.destroy_retry_interval * (driver.destroy_retries + 1))
     if not snapshot_removal.wait_for_images(driver.pool, names, timeout=limit):
         LOG.warning("background snapshot removals of %s still running after %.0f s",

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rbd_driver import exception
+from rbd_driver.storage import snapshot_removal
 from rbd_driver.storage.claim import DirectoryClaims
 from rbd_driver.storage.rados_client import RadosClient
 
@@ -212,6 +213,12 @@ class Removal:
         """
         pool = pool or self.pool
         report = CleanupReport()
+        # This process's own background snapshot removal holds the disk open
+        # for a moment: wait for it (bounded as the busy retries are) rather
+        # than report our own handle as a client using the disk.
+        snapshot_removal.wait_for_images(pool, [name], timeout=max(
+            snapshot_removal.REMOVAL_WAIT_FLOOR,
+            self.destroy_retry_interval * (self.destroy_retries + 1)))
         last: Exception | None = None
         for attempt in range(self.destroy_retries + 1):
             try:

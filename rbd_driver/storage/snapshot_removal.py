@@ -29,7 +29,7 @@ from typing import Protocol
 
 from rbd_driver import exception
 
-__all__ = ["SnapshotRemovalQueue", "wait_for_images"]
+__all__ = ["REMOVAL_WAIT_FLOOR", "SnapshotRemovalQueue", "wait_for_images"]
 
 LOG = logging.getLogger(__name__)
 
@@ -136,6 +136,10 @@ class SnapshotRemovalQueue:
         self._stop.set()
         self._pool.shutdown(wait=wait)
 
+
+#: Seconds a removal of a disk waits at least for a background snapshot removal
+#: holding that disk open (at most the busy retries' time when that is longer).
+REMOVAL_WAIT_FLOOR = 30.0
 
 #: Every queue of this process, for :func:`wait_for_images`.
 _queues: weakref.WeakSet[SnapshotRemovalQueue] = weakref.WeakSet()

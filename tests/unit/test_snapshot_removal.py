@@ -192,3 +192,38 @@ def test_cleanup_of_the_instance_waits_for_a_removal_holding_the_disk_open(
     assert report.removed == [disk.rbd_name] and report.ok, report
     assert disk.rbd_name not in env.images("vms")
     assert env.driver.snapshot_remover.wait(10)
+
+
+def test_remove_image_waits_for_this_process_s_removal_holding_the_disk(env, monkeypatch) -> None:
+    # Every removal path, not only cleanup_instance: RBDDriver.remove_image
+    # waits for our own background removal instead of reporting it as a client.
+    disk = env.launched(b"changed")
+    gate, held = threading.Event(), threading.Event()
+    real = env.driver.remove_snap
+
+    def holding_the_disk(name: str, *args: Any, **kwargs: Any) -> None:
+        with env.driver.client.open_image("vms", name, op="test"):
+            held.set()
+            assert gate.wait(10)
+        real(name, *args, **kwargs)
+
+    env.driver.remove_snap = holding_the_disk  # type: ignore[method-assign]
+    waiting = threading.Event()
+    real_wait = snapshot_removal.wait_for_images
+
+    def wait_for_images(*args: Any, **kwargs: Any) -> bool:
+        waiting.set()
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_removal, "wait_for_images", wait_for_images)
+    release = threading.Thread(target=lambda: waiting.wait(10) and gate.set())
+    disk.direct_snapshot("s1", "raw", "snap-img")
+    assert held.wait(10)
+    release.start()
+    try:
+        report = env.driver.remove_image(disk.rbd_name)
+    finally:
+        gate.set()
+        release.join()
+    assert report.removed == [disk.rbd_name] and report.ok, report
+    assert disk.rbd_name not in env.images("vms")
