@@ -69,7 +69,8 @@ def golden(args: argparse.Namespace, conf: cfg.ConfigOpts) -> Result:
     with _golden_images(args, conf) as images:
         where = f"{images.pool}/{getattr(args, 'name', '')}@{images.snapshot}"
         if args.action == "ls":
-            return [dataclasses.asdict(image) for image in images.list()], 0
+            return [{**dataclasses.asdict(image), "encryption": images.encryption_of(image.name)}
+                    for image in images.list()], 0
         if args.action == "children":
             return {"golden": where, "children": images.children(args.name)}, 0
         if args.action == "rm":

@@ -249,6 +249,12 @@ class GoldenImages:
                     found.append(self._golden(name))
         return found
 
+    def encryption_of(self, name: str) -> dict[str, str] | None:
+        """Return the ``format`` and ``secret_uuid`` golden ``name`` records, or
+        None for a plain golden (the same shape as ``register``'s report)."""
+        found = crypt.recorded(self.driver.client, self.pool, name)
+        return None if found is None else {"format": found[0], "secret_uuid": found[1]}
+
     def children(self, name: str) -> builtins.list[str]:
         """Return ``pool/image`` of each clone of golden image ``name``, sorted;
         a clone in the RBD trash is marked `` (in the trash)``."""

@@ -146,6 +146,8 @@ def test_provision_defines_the_passphrase_secret_and_golden_register_encrypts(
         out = cli("golden", "register", "--encrypt", secret_uuid, name, str(src))
         assert out["encryption"] == {"format": "luks2", "secret_uuid": secret_uuid}
         try:
+            listed = {g["name"]: g for g in cli("golden", "ls")}
+            assert listed[name]["encryption"] == out["encryption"]  # read back from Ceph
             _assert_ciphertext(_export(ceph_cluster, f"images/{name}@snap", tmp_path), marker)
         finally:
             cli("golden", "rm", name)
