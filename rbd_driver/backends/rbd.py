@@ -666,7 +666,10 @@ class Rbd(qos.QosMixin, imagebackend.Image):
                 target_bus=info.get("bus", kwargs.get("target_bus", "virtio")),
                 device=info.get("type", "disk"), cache_mode=cache_mode, boot_order=boot_order,
                 **io)
-        hosts = [m.preferred for m in self.driver.get_monitors()]
+        # Today's monitors, asked now: this XML starts a guest or receives a
+        # migrated one, and libvirt keeps it (stale addresses in migrated XML
+        # were a long-lived Nova bug). The answer refreshes the driver's one cache.
+        hosts = [m.preferred for m in self.driver.get_monitors(fresh=True)]
         return disk_xml.network_disk_xml(
             pool=self.pool,
             image=self.rbd_name,

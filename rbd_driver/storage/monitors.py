@@ -140,6 +140,16 @@ class MonitorCache:
         with self._lock:
             return self._fetch(fallback=False)
 
+    def current(self) -> list[MonitorAddress]:
+        """Ask the cluster now (the list goes into the cache for every reader);
+        if that fails while an older list is known, return that one, with a
+        warning.
+
+        :raises RbdDriverError: ``mon dump`` failed and no list is known.
+        """
+        with self._lock:
+            return self._fetch(fallback=True)
+
     def invalidate(self) -> None:
         """Forget the list; the next :meth:`get` asks the cluster."""
         with self._lock:

@@ -390,10 +390,11 @@ class RBDDriver(Removal):
         one :class:`~rbd_driver.storage.monitors.MonitorCache`.
 
         :param fresh: ask the cluster now rather than reuse a list younger
-            than ``[rbd] monitor_cache_ttl``.
+            than ``[rbd] monitor_cache_ttl`` (the answer refreshes the cache;
+            if the cluster does not answer, the last list known is returned).
         :raises RbdDriverError: ``mon dump`` failed and no list is known.
         """
-        return self.monitors.refresh() if fresh else self.monitors.get()
+        return self.monitors.current() if fresh else self.monitors.get()
 
     # -- creating -------------------------------------------------------------
 

@@ -437,16 +437,23 @@ def test_libvirt_xml_lists_every_monitor_and_auth(env) -> None:
     assert '<target dev="vdb" bus="scsi" />' in xml and 'cache="writeback"' in xml
 
 
-def test_disk_xml_reads_the_monitors_through_the_drivers_one_cache(env) -> None:
+def test_disk_xml_asks_todays_monitors_and_refreshes_the_drivers_one_cache(env) -> None:
     asked: list[str] = []
     dump = env.cluster.mon_commands["mon dump"]
     env.cluster.mon_commands["mon dump"] = lambda cmd, inbuf: (asked.append("mon dump"),
                                                                dump(cmd, inbuf))[1]
+    assert env.driver.get_monitors()[0].v1 == ("10.0.0.1", 6789)  # cached from here on
     for name in ("inst", "other"):
         assert '<host name="10.0.0.1" port="6789" />' in env.disk(name).libvirt_info()
-    assert asked == ["mon dump"]  # the second disk's XML reused the list
-    assert env.driver.get_monitors(fresh=True)[0].v1 == ("10.0.0.1", 6789)
-    assert asked == ["mon dump"] * 2
+    assert asked == ["mon dump"] * 3  # each XML asked now: a guest keeps what it is given
+    assert env.driver.get_monitors()[0].v1 == ("10.0.0.1", 6789)
+    assert asked == ["mon dump"] * 3  # krbd and volumes reuse the refreshed list
+
+    def unreachable(cmd: Any, inbuf: bytes) -> tuple[int, bytes, str]:
+        return -110, b"", "timed out"
+
+    env.cluster.mon_commands["mon dump"] = unreachable
+    assert '<host name="10.0.0.1"' in env.disk("inst").libvirt_info()  # the last list known
 
 
 def test_libvirt_xml_without_secret_has_no_auth(env) -> None:
