@@ -324,7 +324,8 @@ def test_a_failed_create_leaves_nothing_and_ganeti_shows_the_reason(
         "too small": (_disk(golden, size="32M"),
                       "the disk size 32 MiB (33554432 bytes) is smaller than the golden "
                       "image's 64 MiB (67108864 bytes)"),
-        "no rights": (_disk(golden, pool=other_pool), "Permission denied"),
+        "no rights": (_disk(golden, pool=other_pool),
+                      f"client.{user['name']} lacks cephx caps for"),
     }[case]
     before = _vms(ceph_cluster)
     name = _name(instances)
