@@ -197,38 +197,6 @@ class Image:
         head = bytes(storage.read_view(view, 0, min(view.size, 4096)))
         self._crypto = crypto.load_header(format, passphrase, head, self.name)
 
-    # -- image metadata (key/value pairs; a clone starts with its parent's) -------
-
-    @api
-    def metadata_get(self, key: str) -> str:
-        """Return the value of ``key``; KeyError if there is none."""
-        check_str(key, "key")
-        image = self._live()
-        if key not in image.metadata:
-            raise KeyError(f"no metadata {key} for image {self.name}")
-        return image.metadata[key]
-
-    @api
-    def metadata_set(self, key: str, value: str) -> None:
-        """Set ``key`` to ``value``; ReadOnlyImage on a read-only handle."""
-        check_str(key, "key")
-        check_str(value, "value")
-        self._meta_writable("setting metadata").metadata[key] = value
-
-    @api
-    def metadata_remove(self, key: str) -> None:
-        """Remove ``key``; KeyError if there is none."""
-        check_str(key, "key")
-        image = self._meta_writable("removing metadata")
-        if key not in image.metadata:
-            raise KeyError(f"no metadata {key} for image {self.name}")
-        del image.metadata[key]
-
-    @api
-    def metadata_list(self) -> Iterator[tuple[str, str]]:
-        """Yield (key, value) pairs, sorted by key."""
-        return iter(sorted(self._live().metadata.items()))
-
     @api
     def stat(self) -> dict[str, Any]:
         """Return ``{size, obj_size, num_objs, order, block_name_prefix, parent_pool, parent_name}``."""
@@ -291,7 +259,7 @@ class Image:
         # Every fake client sits on the same documentation address (RFC 5737).
         return iter([{"addr": f"192.0.2.1:0/{i}", "id": i, "cookie": cookie} for i, cookie in ids])
 
-    # -- image metadata (``rbd image-meta``) --------------------------------------
+    # -- image metadata (``rbd image-meta``; a clone starts with its parent's) -----
 
     @api
     def metadata_get(self, key: str) -> str:
