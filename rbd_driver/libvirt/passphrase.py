@@ -27,6 +27,7 @@ from oslo_config import cfg
 
 from rbd_driver import exception
 from rbd_driver.encryption import KeyManager
+from rbd_driver.libvirt.secret import error_message, libvirt_api
 
 __all__ = ["LibvirtKeyManager", "define_passphrase_secret", "passphrase_secret_xml",
            "remove_passphrase_secret"]
@@ -52,20 +53,11 @@ def passphrase_secret_xml(secret_uuid: str, description: str | None = None) -> s
 
 
 def _libvirt(module: ModuleType | None, target: str) -> ModuleType:
-    if module is not None:
-        return module
-    try:
-        import libvirt
-    except ImportError as err:
-        raise exception.LibvirtSecretError(
-            target=target,
-            detail="the libvirt Python API is not available (install python3-libvirt)") from err
-    return libvirt  # type: ignore[no-any-return]
+    return libvirt_api(module, lambda detail: exception.LibvirtSecretError(
+        target=target, detail=detail))
 
 
-def _message(err: Any) -> str:
-    get = getattr(err, "get_error_message", None)
-    return str(get() if callable(get) else err)
+_message = error_message
 
 
 @contextlib.contextmanager

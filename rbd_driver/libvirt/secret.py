@@ -18,14 +18,15 @@ from __future__ import annotations
 import contextlib
 import uuid as uuid_module
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
 from rbd_driver import exception
 from rbd_driver.storage.cephx import CephxKey, validate_name
 
-__all__ = ["define_ceph_secret", "remove_ceph_secret", "secret_xml", "usage_name"]
+__all__ = ["define_ceph_secret", "error_message", "libvirt_api", "remove_ceph_secret", "secret_xml",
+           "usage_name"]
 
 # virSecretUsageType VIR_SECRET_USAGE_TYPE_CEPH, for a libvirt too old to name it.
 _USAGE_TYPE_CEPH = 2
@@ -55,16 +56,24 @@ def secret_xml(user: str, secret_uuid: str | None = None, description: str | Non
     return ET.tostring(secret, encoding="unicode")
 
 
-def _libvirt(module: ModuleType | None, user: str) -> ModuleType:
+def libvirt_api(module: ModuleType | None, missing: Callable[[str], Exception]) -> ModuleType:
+    """Return ``module`` if given (tests), else the libvirt Python bindings.
+
+    :raises: ``missing(detail)`` when python3-libvirt is not installed.
+    """
     if module is not None:
         return module
     try:
         import libvirt
     except ImportError as err:
-        raise exception.LibvirtSecretError(
-            target=f"client.{user}",
-            detail="the libvirt Python API is not available (install python3-libvirt)") from err
+        raise missing("the libvirt Python API is not available "
+                      "(install python3-libvirt)") from err
     return libvirt  # type: ignore[no-any-return]
+
+
+def _libvirt(module: ModuleType | None, user: str) -> ModuleType:
+    return libvirt_api(module, lambda detail: exception.LibvirtSecretError(
+        target=f"client.{user}", detail=detail))
 
 
 @contextlib.contextmanager
@@ -84,9 +93,13 @@ def _connection(libvirt: ModuleType, conn: Any, uri: str, user: str) -> Iterator
             opened.close()
 
 
-def _message(err: Any) -> str:
+def error_message(err: Any) -> str:
+    """libvirt's own message of a ``libvirtError``, else ``str(err)``."""
     get = getattr(err, "get_error_message", None)
     return str(get() if callable(get) else err)
+
+
+_message = error_message
 
 
 def _lookup(libvirt: ModuleType, conn: Any, user: str) -> Any:

@@ -173,20 +173,11 @@ def volume_disk_xml(pool_definition: str, volume_path: str, **disk: Any) -> str:
 
 
 def _libvirt(module: ModuleType | None, name: str) -> ModuleType:
-    if module is not None:
-        return module
-    try:
-        import libvirt
-    except ImportError as err:
-        raise exception.LibvirtPoolError(
-            target=name, detail="the libvirt Python API is not available "
-                                "(install python3-libvirt)") from err
-    return libvirt  # type: ignore[no-any-return]
+    return libvirt_secret.libvirt_api(module, lambda detail: exception.LibvirtPoolError(
+        target=name, detail=detail))
 
 
-def _message(err: Any) -> str:
-    get = getattr(err, "get_error_message", None)
-    return str(get() if callable(get) else err)
+_message = libvirt_secret.error_message
 
 
 @contextlib.contextmanager
