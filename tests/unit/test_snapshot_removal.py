@@ -154,14 +154,16 @@ def test_close_gives_queued_removals_one_last_try_without_waiting_out_retries(en
     env.cluster.assert_no_open_handles()
 
 
-def test_cleanup_of_the_instance_waits_for_a_removal_holding_the_disk_open(
-        env, monkeypatch) -> None:
+def _removal_holding_the_disk(env, monkeypatch) -> tuple[Any, threading.Event, threading.Thread]:
+    """Launch a disk and snapshot it with its background removal held open on the
+    disk (as librbd does while it removes a snapshot: the disk is open, watched).
+    Return the disk, the gate that lets the removal go on, and a thread that opens
+    the gate once something waits for the removal (start it, then remove)."""
     disk = env.launched(b"changed")
     gate, held = threading.Event(), threading.Event()
     real = env.driver.remove_snap
 
     def holding_the_disk(name: str, *args: Any, **kwargs: Any) -> None:
-        # As librbd does while it removes a snapshot: the disk is open, watched.
         with env.driver.client.open_image("vms", name, op="test"):
             held.set()
             assert gate.wait(10)
@@ -177,11 +179,17 @@ def test_cleanup_of_the_instance_waits_for_a_removal_holding_the_disk_open(
 
     monkeypatch.setattr(snapshot_removal, "wait_for_images", wait_for_images)
     release = threading.Thread(target=lambda: waiting.wait(10) and gate.set())
+    disk.direct_snapshot("s1", "raw", "snap-img")
+    assert held.wait(10)
+    return disk, gate, release
+
+
+def test_cleanup_of_the_instance_waits_for_a_removal_holding_the_disk_open(
+        env, monkeypatch) -> None:
+    disk, gate, release = _removal_holding_the_disk(env, monkeypatch)
     other = RBDDriver(  # another driver of the process, as cleanup_instance makes its own
         RadosClient(env.conf.rbd.ceph_conf, user="compute", rados=env.rados, rbd=env.rbd),
         pool="vms", destroy_retries=0)
-    disk.direct_snapshot("s1", "raw", "snap-img")
-    assert held.wait(10)
     release.start()
     try:
         report = Rbd.cleanup_instance(env.conf, disk.instance_uuid, driver=other)
@@ -197,28 +205,7 @@ def test_cleanup_of_the_instance_waits_for_a_removal_holding_the_disk_open(
 def test_remove_image_waits_for_this_process_s_removal_holding_the_disk(env, monkeypatch) -> None:
     # Every removal path, not only cleanup_instance: RBDDriver.remove_image
     # waits for our own background removal instead of reporting it as a client.
-    disk = env.launched(b"changed")
-    gate, held = threading.Event(), threading.Event()
-    real = env.driver.remove_snap
-
-    def holding_the_disk(name: str, *args: Any, **kwargs: Any) -> None:
-        with env.driver.client.open_image("vms", name, op="test"):
-            held.set()
-            assert gate.wait(10)
-        real(name, *args, **kwargs)
-
-    env.driver.remove_snap = holding_the_disk  # type: ignore[method-assign]
-    waiting = threading.Event()
-    real_wait = snapshot_removal.wait_for_images
-
-    def wait_for_images(*args: Any, **kwargs: Any) -> bool:
-        waiting.set()
-        return real_wait(*args, **kwargs)
-
-    monkeypatch.setattr(snapshot_removal, "wait_for_images", wait_for_images)
-    release = threading.Thread(target=lambda: waiting.wait(10) and gate.set())
-    disk.direct_snapshot("s1", "raw", "snap-img")
-    assert held.wait(10)
+    disk, gate, release = _removal_holding_the_disk(env, monkeypatch)
     release.start()
     try:
         report = env.driver.remove_image(disk.rbd_name)
