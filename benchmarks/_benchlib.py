@@ -1,7 +1,7 @@
 """Helpers shared by the benchmark scripts in this directory.
 
 Not part of the library: these scripts start a throwaway bluestore cluster
-with :class:`rbd_driver.testing.cluster.LocalCluster`, talk to it as its
+with :class:`rbd_driver.testing.local_cluster.LocalCluster`, talk to it as its
 non-admin user the way a compute agent would, and clean up after themselves.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing.cluster import ClusterState, LocalCluster
+from rbd_driver.testing.local_cluster import ClusterState, LocalCluster
 
 #: The repository this benchmark runs from, and where results are kept.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

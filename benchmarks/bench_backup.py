@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python benchmarks/bench_backup.py [--rounds 5] [--json out.json]
 
 In one run, on a fresh throwaway bluestore cluster (one OSD on a sparse
-file, :class:`rbd_driver.testing.cluster.LocalCluster`), as the cluster's
+file, :class:`rbd_driver.testing.local_cluster.LocalCluster`), as the cluster's
 non-admin cephx user:
 
 1. creates a 2 GiB disk ``vms/bench-disk``, writes every byte of it
@@ -71,7 +71,7 @@ from _benchlib import (DISK_POOL, GIB, MIB, add_output_args, bluestore_cluster, 
 
 from rbd_driver.ops.backup import BackupManager
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 
 DISK = "bench-disk"
 TARGET_INCREMENTAL_RATIO = 0.10  # incremental <= 10% of a full backup

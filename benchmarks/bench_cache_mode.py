@@ -45,7 +45,7 @@ from _benchlib import (DISK_POOL, MIB, add_output_args, bluestore_cluster, comma
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage.cephx import read_key
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 from rbd_driver.testing.guest import build_guest
 from rbd_driver.testing.hypervisor import Hypervisor
 

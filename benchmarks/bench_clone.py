@@ -6,7 +6,7 @@ Usage::
     .venv/bin/python benchmarks/bench_clone.py [--clones 100] [--json out.json]
 
 In one run, on a fresh throwaway bluestore cluster (one OSD on a sparse
-file, started with :class:`rbd_driver.testing.cluster.LocalCluster`), as the
+file, started with :class:`rbd_driver.testing.local_cluster.LocalCluster`), as the
 cluster's non-admin cephx user:
 
 1. creates a 1 GiB raw golden image ``images/golden`` (4 MiB of data at its
@@ -76,7 +76,7 @@ from _benchlib import (DISK_POOL, GIB, GOLDEN_POOL, RAW, add_output_args, bluest
                        command_line, environment, finish, make_golden, rbd_argv, summarize)
 
 from rbd_driver import imagebackend
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 
 #: Targets from the issue, and the tolerance we chose for "flat in size".
 TARGET_MEDIAN_MS = 15.0

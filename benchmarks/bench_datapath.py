@@ -7,7 +7,7 @@ Usage::
     .venv/bin/python benchmarks/bench_datapath.py [--runs 5] [--json out.json]
 
 In one run, on a fresh throwaway bluestore cluster (one OSD on a sparse
-file, started with :class:`rbd_driver.testing.cluster.LocalCluster`), as the
+file, started with :class:`rbd_driver.testing.local_cluster.LocalCluster`), as the
 cluster's non-admin cephx user (``rbd -c CONF --id USER --keyring KEYRING``;
 qemu-img gets the ``rbd:`` spec of :func:`convert.rbd_spec`, which names the
 keyring file, never a key):
@@ -104,7 +104,7 @@ from _benchlib import (CLK_TCK, DISK_POOL, GIB, MIB, add_output_args, bluestore_
 
 from rbd_driver.storage import convert, datapath
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 #: Targets from the issue.
 TARGET_RATIO = 1.0          # median(ours) / median(tool), import and export

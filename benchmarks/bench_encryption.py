@@ -60,7 +60,7 @@ from rbd_driver.backends.rbd import Rbd
 from rbd_driver.encryption import DiskEncryption
 from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage import encryption as crypt
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 
 TARGET = 1.3
 GOLDEN_SIZE = 2 * GIB

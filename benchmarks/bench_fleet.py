@@ -50,7 +50,7 @@ from rbd_driver import imagebackend  # noqa: E402
 from rbd_driver.backends.rbd import Rbd  # noqa: E402
 from rbd_driver.storage.location import parse_location  # noqa: E402
 from rbd_driver.storage.rbd_utils import RBDDriver  # noqa: E402
-from rbd_driver.testing.cluster import ClusterState, make_conf  # noqa: E402
+from rbd_driver.testing.local_cluster import ClusterState, make_conf  # noqa: E402
 
 CACHE_POOL = "cache"
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from _benchlib import GIB, MIB, LoadMeter, add_output_args, bluestore_cluster, environment, finish
 
-from rbd_driver.testing.cluster import ClusterState, load_state
+from rbd_driver.testing.local_cluster import ClusterState, load_state
 from rbd_driver.testing.ganeti import GanetiCluster
 from rbd_driver.testing.guest import build_guest
 

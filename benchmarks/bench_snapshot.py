@@ -66,7 +66,7 @@ from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage import snapshot_copy
 from rbd_driver.storage.location import RbdLocation
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 
 TARGET_OF_FLOOR = 1.2
 GOLDEN_SIZE = 2 * GIB

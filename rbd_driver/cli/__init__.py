@@ -9,7 +9,7 @@ the operator guide for every subcommand.
 One module per command group, each with its parsers, its handlers and their
 text (the contract is in :mod:`rbd_driver.cli._common`):
 
-- :mod:`~rbd_driver.cli.cluster`: ``status``, ``pool-info``;
+- :mod:`~rbd_driver.cli.health`: ``status``, ``pool-info``;
 - :mod:`~rbd_driver.cli.disks`: ``ls``, ``clone``, ``import``, ``export``,
   ``snapshot``, ``cleanup``;
 - :mod:`~rbd_driver.cli.backup`: ``backup``, ``restore``;
@@ -20,7 +20,8 @@ text (the contract is in :mod:`rbd_driver.cli._common`):
 - :mod:`~rbd_driver.cli.ganeti`: ``ganeti install`` (the scripts run
   :mod:`~rbd_driver.cli.extstorage`);
 - :mod:`~rbd_driver.cli.secret`: ``secret`` (the libvirt secret, as ``[rbd] user``);
-- :mod:`~rbd_driver.cli.devcluster`: ``throwaway`` (a local cluster and the demo);
+- :mod:`~rbd_driver.cli.throwaway`: ``throwaway`` (a local cluster, and the demo of
+  :mod:`~rbd_driver.cli.demo`);
 - :mod:`~rbd_driver.cli.output`: text for people (human sizes, tables, the
   progress bar); :mod:`~rbd_driver.cli.options`: the global options
   (``-f/--format``, ``--json``, ``--no-progress``, ``--version``) accepted
@@ -44,19 +45,19 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import exception
-from rbd_driver.cli import (backup, checks, cluster, devcluster, disks, ganeti, golden,
-                            options, provision, qos, secret)
+from rbd_driver.cli import (backup, checks, disks, ganeti, golden, health, options, provision,
+                            qos, secret, throwaway)
 from rbd_driver.cli._common import UsageError
 from rbd_driver.cli.config import load_conf
 from rbd_driver.cli.errors import CommandError, one_line
 from rbd_driver.cli.output import fields
-from rbd_driver.testing.cluster import ClusterStartError
+from rbd_driver.testing.local_cluster import ClusterStartError
 
 __all__ = ["GROUPS", "main"]
 
 # In the order of ``rbd-driver --help``.
-GROUPS: tuple[ModuleType, ...] = (cluster, disks, backup, golden, provision, qos, secret,
-                                  checks, ganeti, devcluster)
+GROUPS: tuple[ModuleType, ...] = (health, disks, backup, golden, provision, qos, secret,
+                                  checks, ganeti, throwaway)
 
 
 def _build_parser() -> argparse.ArgumentParser:

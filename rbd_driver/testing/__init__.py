@@ -1,6 +1,6 @@
 """Test helpers shipped to users: a fake librados/librbd and a real throwaway cluster.
 
-- :mod:`~rbd_driver.testing.cluster`: a throwaway one-node Ceph cluster;
+- :mod:`~rbd_driver.testing.local_cluster`: a throwaway one-node Ceph cluster;
 - :mod:`~rbd_driver.testing.guest`: a test guest (the host's kernel and busybox);
 - :mod:`~rbd_driver.testing.hypervisor`: a private libvirtd that boots it under QEMU;
 - :mod:`~rbd_driver.testing.fixtures`: their pytest fixtures;

@@ -1,7 +1,7 @@
 """A second monitor for a running throwaway cluster: the monitor addresses change.
 
 :func:`extra_monitor` adds monitor ``b`` on new loopback ports to a cluster of
-:mod:`rbd_driver.testing.cluster` the way an operator adds one by hand (the
+:mod:`rbd_driver.testing.local_cluster` the way an operator adds one by hand (the
 current monmap and the mon. keyring, ``ceph-mon --mkfs``, then the daemon
 started with its public address, which asks the quorum to add it), waits
 until both monitors are in quorum, and on exit removes it from the monmap
@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 __all__ = ["extra_monitor"]
 

@@ -53,7 +53,7 @@ from oslo_config import cfg
 
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing.cluster import (ClusterState, LocalCluster, connect_admin, load_state,
+from rbd_driver.testing.local_cluster import (ClusterState, LocalCluster, connect_admin, load_state,
                                         make_conf, mon_command)
 from rbd_driver.testing.guest import GuestImage, build_guest
 from rbd_driver.testing.hypervisor import Hypervisor, HypervisorScope, qemu_unavailable_reason

@@ -12,7 +12,7 @@ import pytest
 from oslo_config import cfg
 
 from rbd_driver import imagebackend
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 
 # Records every process-spawning event while `spawned` is armed. Audit hooks
 # cannot be removed, so one hook is installed for the whole session.

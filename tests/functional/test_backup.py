@@ -20,7 +20,7 @@ from rbd_driver import exception, imagebackend
 from rbd_driver.ops.backup import SNAPSHOT_PREFIX, BackupManager, BackupManifest
 from rbd_driver.storage import convert
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 SIZE = 64 << 20
 MIB = 1 << 20

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from rbd_driver import cli
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 pytestmark = pytest.mark.functional
 

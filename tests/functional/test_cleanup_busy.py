@@ -20,7 +20,7 @@ import rados
 import rbd
 
 from rbd_driver import exception
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 RETRIES, INTERVAL = 12, 5.0  # the production defaults: a one-minute budget
 

@@ -23,7 +23,7 @@ import rados
 import rbd
 
 from rbd_driver import imagebackend
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 DATA = b"\x5a" * 4096
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from rbd_driver.storage import cephx
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 MIB = 1 << 20
 Cli = Callable[..., Any]

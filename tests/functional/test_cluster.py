@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 
-from rbd_driver.testing.cluster import _pid_alive
+from rbd_driver.testing.local_cluster import _pid_alive
 
 
 def test_keyrings_are_private(ceph_cluster) -> None:

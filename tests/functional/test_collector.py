@@ -10,7 +10,7 @@ import pytest
 
 from rbd_driver.ops import collector
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing.cluster import LocalCluster, make_conf
+from rbd_driver.testing.local_cluster import LocalCluster, make_conf
 
 
 def test_document_matches_the_cli_view(backend, rbd_conf, ceph_admin) -> None:

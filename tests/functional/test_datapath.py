@@ -25,7 +25,7 @@ from rbd_driver.storage import datapath
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 
 MiB = 1 << 20
 OBJ = 4 * MiB

@@ -25,7 +25,7 @@ from rbd_driver.ops import provision
 from rbd_driver.storage.location import parse_location
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 
 MIB = 1 << 20
 GOLDEN_SIZE = 32 * MIB
@@ -216,7 +216,7 @@ _SIGTERM_CHILD = textwrap.dedent("""
     import os, signal, sys
     from rbd_driver import imagebackend
     from rbd_driver.storage import sigterm
-    from rbd_driver.testing.cluster import load_state, make_conf
+    from rbd_driver.testing.local_cluster import load_state, make_conf
     sigterm.enable()  # opt-in, as rbd-driver does
     conf = make_conf(load_state(sys.argv[1]))
     conf.set_override("snapshot_flatten", sys.argv[4] == "1", group="rbd")

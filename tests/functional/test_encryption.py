@@ -28,7 +28,7 @@ from rbd_driver.encryption import DiskEncryption
 from rbd_driver.ops.backup import BackupManager
 from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage import encryption as crypt
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 pytestmark = pytest.mark.functional
 

@@ -20,7 +20,7 @@ import pytest
 from rbd_driver import exception, imagebackend
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage import cephx
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 MiB = 1 << 20
 GOLDEN_SIZE = 64 * MiB

@@ -12,7 +12,7 @@ import pytest
 
 from rbd_driver import exception, imagebackend
 from rbd_driver.ops import collector
-from rbd_driver.testing.cluster import _pid_is_ours
+from rbd_driver.testing.local_cluster import _pid_is_ours
 
 TIMEOUT = 3
 

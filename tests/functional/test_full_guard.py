@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 
-from rbd_driver.testing.cluster import LocalCluster
+from rbd_driver.testing.local_cluster import LocalCluster
 
 INNER_CONFTEST = 'pytest_plugins = ["rbd_driver.testing.fixtures"]\n'
 

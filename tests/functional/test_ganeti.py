@@ -22,7 +22,7 @@ import pytest
 from rbd_driver.ops import provision
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 from rbd_driver.testing.ganeti import NODE, GanetiCluster, GanetiError
 from rbd_driver.testing.guest import GuestImage
 

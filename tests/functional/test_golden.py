@@ -15,7 +15,7 @@ from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.ops.snapshots import InstanceSnapshots
 from rbd_driver.storage.location import RbdLocation, parse_location
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 from tests.functional.conftest import ClonePools
 
 MIB = 1 << 20

@@ -28,7 +28,7 @@ import pytest
 
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 from rbd_driver.testing.hypervisor import Guest, HypervisorScope
 from tests.functional.test_cli import cli  # noqa: F401  (fixture)
 from tests.functional.test_guests import (_clone, _instance, golden,  # noqa: F401  (fixtures)

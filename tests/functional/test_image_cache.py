@@ -65,7 +65,7 @@ def image_id(cache_backend, ceph_admin) -> Any:
 WORKER = textwrap.dedent("""
     import json, os, sys, time
     from rbd_driver import imagebackend
-    from rbd_driver.testing.cluster import load_state, make_conf
+    from rbd_driver.testing.local_cluster import load_state, make_conf
     state = load_state(sys.argv[1])
     conf = make_conf(state)
     conf.set_override("image_cache_pool", sys.argv[2], group="rbd")

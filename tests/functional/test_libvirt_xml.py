@@ -23,7 +23,7 @@ from rbd_driver.libvirt import secret as libvirt_secret
 from rbd_driver.storage.monitors import MonitorCache
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import MonitorAddress
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 SECRET_UUID = "6e9c0f40-8c1f-4e57-9d3b-2f1f3c0f5a11"
 PASSPHRASE_UUID = "0b7c7a52-5f0e-4a51-8f5e-6d1c2b3a4f50"

@@ -25,7 +25,7 @@ import pytest
 
 from rbd_driver import exception, imagebackend
 from rbd_driver.storage import datapath
-from rbd_driver.testing.cluster import LocalCluster, _pid_alive, make_conf
+from rbd_driver.testing.local_cluster import LocalCluster, _pid_alive, make_conf
 
 THREADS = 8
 

@@ -27,7 +27,7 @@ from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.monitors import MonitorCache
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 from tests.functional.secret_scanner import SecretScanner
 
 GOLDEN = b"provisioning golden data\n" * 100

@@ -24,7 +24,7 @@ from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage.location import parse_location
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage.spares import SPARE_PREFIX, spare_prefix
-from rbd_driver.testing.cluster import ClusterState, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 from tests.functional.conftest import ClonePools
 
 GOLDEN_SIZE = 64 << 20

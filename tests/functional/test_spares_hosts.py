@@ -14,7 +14,7 @@ from typing import Any
 from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage.spares import MAKING_PREFIX, REMOVING_PREFIX
-from rbd_driver.testing.cluster import make_conf
+from rbd_driver.testing.local_cluster import make_conf
 from tests.functional.test_spares import (Golden, Launcher, _spares_of, _stray_id_objects,
                                           agents, golden)
 

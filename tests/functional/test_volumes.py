@@ -23,7 +23,7 @@ import pytest
 
 from rbd_driver import exception, volumes
 from rbd_driver.storage import convert
-from rbd_driver.testing.cluster import ClusterState
+from rbd_driver.testing.local_cluster import ClusterState
 
 libvirt = pytest.importorskip("libvirt")
 

@@ -197,7 +197,7 @@ def test_throwaway_start_with_a_missing_base_dir_names_it(capsys, tmp_path) -> N
 
 
 def test_throwaway_status_without_a_cluster_is_one_line(capsys, tmp_path, monkeypatch) -> None:
-    from rbd_driver.testing import cluster as dev_cluster
+    from rbd_driver.testing import local_cluster as dev_cluster
 
     monkeypatch.setattr(dev_cluster, "POINTER", tmp_path / "none")
     assert cli.main(["throwaway", "status"]) == 1

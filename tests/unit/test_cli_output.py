@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from rbd_driver.cli.cluster import status_text
+from rbd_driver.cli.health import status_text
 from rbd_driver.cli.disks import cleanup_text, ls_text
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
 

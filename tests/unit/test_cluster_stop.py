@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from rbd_driver.testing.cluster import _stop_pids
+from rbd_driver.testing.local_cluster import _stop_pids
 
 SLEEP = "import time; print('ready', flush=True); time.sleep(120)"
 

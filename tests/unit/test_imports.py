@@ -32,6 +32,12 @@ MOVED = {
     "rbd_driver.commands_backup": "rbd_driver.cli.backup",
     "rbd_driver.commands_golden": "rbd_driver.cli.golden",
     "rbd_driver.commands_provision": "rbd_driver.cli.provision",
+    "rbd_driver.demo": "rbd_driver.cli.demo",
+    "rbd_driver.cli.cluster": "rbd_driver.cli.health",
+    "rbd_driver.cli.devcluster": "rbd_driver.cli.throwaway",
+    "rbd_driver.testing.cluster": "rbd_driver.testing.local_cluster",
+    "rbd_driver.testing.fakes.cluster": "rbd_driver.testing.fakes.fake_cluster",
+    "rbd_driver.testing.fakes.storage": "rbd_driver.testing.fakes.sparse_data",
 }
 
 

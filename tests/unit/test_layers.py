@@ -30,11 +30,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # rbd_driver.cli is the package: cli/__init__ (main), _common, output, and one
     # module per command group.
     ("command", ("rbd_driver.cli", "rbd_driver.cli._common", "rbd_driver.cli.output",
-                 "rbd_driver.cli.cluster", "rbd_driver.cli.disks", "rbd_driver.cli.backup",
+                 "rbd_driver.cli.health", "rbd_driver.cli.disks", "rbd_driver.cli.backup",
                  "rbd_driver.cli.golden", "rbd_driver.cli.provision", "rbd_driver.cli.qos",
-                 "rbd_driver.cli.devcluster", "rbd_driver.cli.__main__",
+                 "rbd_driver.cli.throwaway", "rbd_driver.cli.__main__",
                  "rbd_driver.cli.ganeti", "rbd_driver.cli.extstorage",
-                 "rbd_driver.demo")),
+                 "rbd_driver.cli.demo")),
 ]
 # The fake librbd mirrors the C library's object graph (a cluster knows its
 # images, an image its cluster); its modules may name each other's types, under
@@ -220,7 +220,7 @@ def test_no_import_cycle_among_the_products_modules() -> None:
 
 def test_the_fakes_exemption_is_only_for_type_checking_imports() -> None:
     # Their runtime imports form no cycle; only the TYPE_CHECKING ones do.
-    cluster = "rbd_driver.testing.fakes.cluster"
+    cluster = "rbd_driver.testing.fakes.fake_cluster"
     assert "rbd_driver.testing.fakes.image" in EDGES[cluster][1]
     assert "rbd_driver.testing.fakes.model" in GRAPH[cluster] - EDGES[cluster][1]
     assert "rbd_driver.testing.fakes.model" in _cycle_graph()[cluster]

@@ -18,7 +18,7 @@ from rbd_driver.libvirt.storage_pool import RbdPoolSource
 from rbd_driver.ops.libvirt_pool import provision_libvirt_pool
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.testing import fakes
-from rbd_driver.testing.cluster import make_conf
+from rbd_driver.testing.local_cluster import make_conf
 from tests.unit.test_libvirt_storage_pool import CEPH, SECRET, Host, Secret
 
 DUMP = {"mons": [

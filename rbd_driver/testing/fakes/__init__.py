@@ -24,8 +24,8 @@ by a ``WriteOpCtx`` (``new`` + ``write_full``) and removed with
 ``Ioctx.execute("rbd_directory", "rbd", "dir_rename_image", ...)``.
 
 The package is split by idea: :mod:`.errors` (the exception classes),
-:mod:`.storage` (sparse copy-on-write image data), :mod:`.model` (pools,
-objects, images, snapshots), :mod:`.cluster` (the cluster, failure
+:mod:`.sparse_data` (sparse copy-on-write image data), :mod:`.model` (pools,
+objects, images, snapshots), :mod:`.fake_cluster` (the cluster, failure
 injection, handle tracking), :mod:`.mon` (monitor commands), :mod:`.rados`
 (``Rados``), :mod:`.ioctx` (``Ioctx``), :mod:`.readop` (``ReadOp``,
 ``ReadOpCtx``, ``OmapIterator``), :mod:`.writeop` (``WriteOp``,
@@ -39,7 +39,7 @@ from __future__ import annotations
 import types
 
 from rbd_driver.testing.fakes.aio import Completion
-from rbd_driver.testing.fakes.cluster import FakeCluster
+from rbd_driver.testing.fakes.fake_cluster import FakeCluster
 from rbd_driver.testing.fakes.errors import RADOS_EXCEPTIONS, RBD_EXCEPTIONS, RadosErrors, RbdErrors
 from rbd_driver.testing.fakes.crypto import CONSTANTS as CRYPTO_CONSTANTS
 from rbd_driver.testing.fakes.features import CONSTANTS

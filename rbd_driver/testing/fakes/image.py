@@ -1,6 +1,6 @@
 """The fake ``rbd.Image``: an open handle on one image, at its head or at a snapshot.
 
-A handle reads and writes the image's :mod:`~rbd_driver.testing.fakes.storage`
+A handle reads and writes the image's :mod:`~rbd_driver.testing.fakes.sparse_data`
 views and manages its snapshots and clone relationship, raising what librbd
 raises: ReadOnlyImage for changes through a read-only or snapshot handle,
 InvalidArgument after close or past the end, ImageNotFound once the image
@@ -17,15 +17,15 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, Literal
 
-from rbd_driver.testing.fakes import crypto, storage
+from rbd_driver.testing.fakes import crypto, sparse_data
 from rbd_driver.testing.fakes.aio import Completion, Outcome, submit
-from rbd_driver.testing.fakes.cluster import api
+from rbd_driver.testing.fakes.fake_cluster import api
 from rbd_driver.testing.fakes.errors import RbdErrors, check_bytes, check_str, check_uint, rbd_error
 from rbd_driver.testing.fakes.features import RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_LAYERING
 from rbd_driver.testing.fakes.model import SNAP_NAMESPACE_TRASH, FakeImage, FakeSnapshot
 from rbd_driver.testing.fakes.rados import Ioctx
 from rbd_driver.testing.fakes.rbd import rbd_pool
-from rbd_driver.testing.fakes.storage import Chunk, View
+from rbd_driver.testing.fakes.sparse_data import Chunk, View
 
 __all__ = ["Image"]
 
@@ -183,8 +183,8 @@ class Image:
             raise rbd_error(errno.EEXIST, f"error formatting image {self.name}")
         header, loaded = crypto.format_header(format, passphrase, view.size,
                                               view.parent is not None, self.name)
-        storage.discard_view(view, 0, loaded.header)
-        storage.write_view(view, 0, header)
+        sparse_data.discard_view(view, 0, loaded.header)
+        sparse_data.write_view(view, 0, header)
         self._crypto = loaded
 
     @api
@@ -194,7 +194,7 @@ class Image:
         view = self._view()
         if self._crypto is not None:
             raise rbd_error(errno.EEXIST, f"error loading encryption on image {self.name}")
-        head = bytes(storage.read_view(view, 0, min(view.size, 4096)))
+        head = bytes(sparse_data.read_view(view, 0, min(view.size, 4096)))
         self._crypto = crypto.load_header(format, passphrase, head, self.name)
 
     @api
@@ -300,7 +300,7 @@ class Image:
         check_uint(length, "length")
         view, hdr = self._view(), self._header
         length = self._clip(view.size - hdr, offset, length, f"reading {self.name}")
-        raw = storage.read_view(view, offset + hdr, length)
+        raw = sparse_data.read_view(view, offset + hdr, length)
         return self._crypto.decrypt(raw, offset) if self._crypto is not None else bytes(raw)
 
     @api
@@ -315,7 +315,7 @@ class Image:
         check_uint(offset, "offset")
         view, hdr = self._writable_head("writing to"), self._header
         length = self._clip(view.size - hdr, offset, len(data), f"writing to {self.name}")
-        storage.write_view(view, offset + hdr, self._encrypt(memoryview(data)[:length]))
+        sparse_data.write_view(view, offset + hdr, self._encrypt(memoryview(data)[:length]))
         if length != len(data):
             raise RbdErrors.IncompleteWriteError(f"Wrote only {length} out of {len(data)} bytes")
         return length
@@ -327,7 +327,7 @@ class Image:
         check_uint(length, "length")
         view, hdr = self._writable_head("discarding from"), self._header
         length = self._clip(view.size - hdr, offset, length, f"discarding from {self.name}")
-        storage.discard_view(view, offset + hdr, length)
+        sparse_data.discard_view(view, offset + hdr, length)
 
     @api
     def write_zeroes(self, offset: int, length: int, zero_flags: int = 0) -> None:
@@ -337,7 +337,7 @@ class Image:
         check_uint(length, "length")
         view, hdr = self._writable_head("writing zeroes to"), self._header
         length = self._clip(view.size - hdr, offset, length, f"writing zeroes to {self.name}")
-        storage.discard_view(view, offset + hdr, length)
+        sparse_data.discard_view(view, offset + hdr, length)
 
     def _encrypt(self, data: memoryview) -> bytes | memoryview:
         return self._crypto.encrypt(data) if self._crypto is not None else data
@@ -354,7 +354,7 @@ class Image:
         view = self._writable_head("resizing")
         if size < view.size and not allow_shrink:
             raise rbd_error(errno.EINVAL, "error allow_shrink is False but old_size > new_size")
-        storage.resize_view(view, size)
+        sparse_data.resize_view(view, size)
 
     def aio_write(
         self, data: bytes, offset: int, oncomplete: Callable[[Completion], Any] | None, fadvise_flags: int = 0
@@ -370,7 +370,7 @@ class Image:
         def op() -> Outcome:
             view, hdr = self._writable_head("writing to"), self._header
             length = self._clip(view.size - hdr, offset, len(data), f"writing to {self.name}")
-            storage.write_view(view, offset + hdr, self._encrypt(memoryview(data)[:length]))
+            sparse_data.write_view(view, offset + hdr, self._encrypt(memoryview(data)[:length]))
             return 0, ()
 
         return submit(self, "Image.aio_write", oncomplete, op, ())
@@ -389,7 +389,7 @@ class Image:
         def op() -> Outcome:
             view, hdr = self._view(), self._header
             count = self._clip(view.size - hdr, offset, length, f"reading {self.name}")
-            raw = storage.read_view(view, offset + hdr, count)
+            raw = sparse_data.read_view(view, offset + hdr, count)
             data = self._crypto.decrypt(raw, offset) if self._crypto is not None else bytes(raw)
             return len(data), (data,)
 
@@ -506,8 +506,8 @@ class Image:
         cache: dict[tuple[Any, ...], Chunk] = {}
         if self._image.features & RBD_FEATURE_DEEP_FLATTEN:
             for snap in self._image.snaps.values():
-                storage.materialize(snap.view, cache)
-        storage.materialize(head, cache)
+                sparse_data.materialize(snap.view, cache)
+        sparse_data.materialize(head, cache)
         self._cluster.prune_trashed_snaps()
         if on_progress is not None:
             on_progress(1, 1)
@@ -570,7 +570,7 @@ class Image:
                     raise rbd_error(errno.EINVAL, f"error generating diff from snapshot {from_snapshot}")
                 old_view = snap.view
             end = offset + length
-            extents = storage.diff_extents(view, old_view, offset, end, bool(include_parent), whole_object)
+            extents = sparse_data.diff_extents(view, old_view, offset, end, bool(include_parent), whole_object)
         # The callback runs without the lock, so it may issue (and wait for) aio.
         for start, end, exists in extents:
             iterate_cb(start, end - start, exists)

@@ -2,7 +2,7 @@
 
 These records are what outlives every handle: a :class:`FakeImage` exists
 whether or not an ``rbd.Image`` is open on it. Tests reach them through
-:class:`~rbd_driver.testing.fakes.cluster.FakeCluster` to pre-populate data
+:class:`~rbd_driver.testing.fakes.fake_cluster.FakeCluster` to pre-populate data
 and to assert on what the code under test left behind. The rules of the real
 API (which call may do what) live in the fake ``rados``/``rbd`` classes, not
 here.
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from rbd_driver.testing.fakes.storage import ParentLink, View, read_view, write_view
+from rbd_driver.testing.fakes.sparse_data import ParentLink, View, read_view, write_view
 
 if TYPE_CHECKING:
     from rbd_driver.testing.fakes.image import Image

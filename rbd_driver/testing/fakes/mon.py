@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rbd_driver.testing.fakes.cluster import FakeCluster
+    from rbd_driver.testing.fakes.fake_cluster import FakeCluster
 
 __all__ = ["MON_ADDR", "default_handlers"]
 

@@ -13,7 +13,7 @@ import json
 import os
 from typing import Any, ClassVar, Literal
 
-from rbd_driver.testing.fakes.cluster import FakeCluster, api
+from rbd_driver.testing.fakes.fake_cluster import FakeCluster, api
 from rbd_driver.testing.fakes.errors import RadosErrors, check_bytes, check_str, rados_error
 from rbd_driver.testing.fakes.ioctx import LOCK_FLAG_MAY_RENEW, LOCK_FLAG_MUST_RENEW, Ioctx
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from rbd_driver.testing.fakes.cluster import api
+from rbd_driver.testing.fakes.fake_cluster import api
 from rbd_driver.testing.fakes.errors import RbdErrors, check_str, check_uint, rbd_error
 from rbd_driver.testing.fakes.features import (
     IMPLICIT_FEATURES,

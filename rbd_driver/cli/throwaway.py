@@ -1,7 +1,7 @@
 """``rbd-driver throwaway start|stop|status|demo``: daemons for trying things out.
 
 Everything under ``throwaway`` starts (or stops) Ceph daemons of a local
-cluster on loopback, in a temporary directory (:mod:`rbd_driver.testing.cluster`):
+cluster on loopback, in a temporary directory (:mod:`rbd_driver.testing.local_cluster`):
 for development, tests and a first look, never for a production cluster.
 They read no config file. ``start`` prints the new cluster's ``ceph.conf``
 path; ``status`` its daemons and health (text, or ``--json``); ``demo``
@@ -19,8 +19,8 @@ from oslo_config import cfg
 from rbd_driver.cli._common import Handler, Renderer, Result, positive_int
 from rbd_driver.cli.errors import CommandError
 from rbd_driver.cli.output import fields
-from rbd_driver.demo import run_demo
-from rbd_driver.testing import cluster as dev_cluster
+from rbd_driver.cli.demo import run_demo
+from rbd_driver.testing import local_cluster as dev_cluster
 
 __all__ = ["HANDLERS", "NEEDS_CONF", "TEXT", "add_parsers"]
 

@@ -31,7 +31,7 @@ from oslo_concurrency import processutils
 from rbd_driver import exception, imagebackend
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.location import format_location
-from rbd_driver.testing.cluster import LocalCluster, make_conf
+from rbd_driver.testing.local_cluster import LocalCluster, make_conf
 
 __all__ = ["run_demo"]
 

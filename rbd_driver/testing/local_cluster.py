@@ -13,9 +13,9 @@ Use it from Python::
 from pytest (the ``ceph_cluster`` fixture of :mod:`rbd_driver.testing.fixtures`),
 or from a shell::
 
-    python -m rbd_driver.testing.cluster start      # prints the ceph.conf path
-    python -m rbd_driver.testing.cluster status
-    python -m rbd_driver.testing.cluster stop
+    python -m rbd_driver.testing.local_cluster start      # prints the ceph.conf path
+    python -m rbd_driver.testing.local_cluster status
+    python -m rbd_driver.testing.local_cluster stop
 
 Stopping kills only the daemons this cluster started, by the PIDs it
 recorded (after checking that each PID still runs one of its daemons), then
@@ -621,8 +621,8 @@ def _started(cluster: LocalCluster) -> Iterator[LocalCluster]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m rbd_driver.testing.cluster start|stop|status``."""
-    parser = argparse.ArgumentParser(prog="python -m rbd_driver.testing.cluster",
+    """``python -m rbd_driver.testing.local_cluster start|stop|status``."""
+    parser = argparse.ArgumentParser(prog="python -m rbd_driver.testing.local_cluster",
                                      description="Throwaway local Ceph cluster on loopback.")
     sub = parser.add_subparsers(dest="action", required=True)
     start = sub.add_parser("start", help="start a cluster and print its ceph.conf path")
