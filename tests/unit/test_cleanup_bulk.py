@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import uuid
 from typing import Any
@@ -63,16 +64,45 @@ def test_a_mix_of_instances_each_in_its_own_report(env, tmp_path, monkeypatch) -
     assert report.as_dict()["instances"][watched]["busy"][watched_disk]
 
 
-def test_removals_in_flight_are_bounded_by_cleanup_concurrency(env) -> None:
-    """The first three removals wait for each other (so three run at once), and no
-    fourth worker thread ever starts: the pool submits all twelve while they wait."""
+def test_removals_in_flight_are_bounded_by_cleanup_concurrency(env, monkeypatch) -> None:
+    """Three removals run at once, and no fourth worker thread exists.
+
+    The first three removals wait for each other (so three run at once). The
+    third also waits until the engine has submitted every removal of its
+    batch: a thread pool starts its threads inside ``submit``, so by then
+    every worker thread it will ever have exists, while the three it started
+    are still held, and the test counts them. No sleep, no timing."""
     env.driver.cleanup_concurrency = 3
     instances = [_instance(env)[0] for _ in range(6)]
     lock = threading.Lock()
-    state = {"now": 0, "peak": 0, "entered": 0}
+    state = {"now": 0, "peak": 0, "entered": 0, "threads": 0}
     workers: set[str] = set()
     together = threading.Barrier(3)
+    batch = {"items": 0, "submitted": 0}
+    all_submitted = threading.Event()
+    pool_class = concurrent.futures.ThreadPoolExecutor
+
+    class CountingPool(pool_class):  # type: ignore[misc, valid-type]
+        def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+            future = super().submit(*args, **kwargs)
+            with lock:
+                batch["submitted"] += 1
+                if batch["submitted"] == batch["items"]:
+                    all_submitted.set()
+            return future
+
+    def cleanup_threads() -> int:
+        return sum(t.name.startswith("rbd-driver-cleanup") for t in threading.enumerate())
+
+    monkeypatch.setattr(concurrent.futures, "ThreadPoolExecutor", CountingPool)
     remove = env.driver.remove_image
+    map_bounded = env.driver.map_bounded
+
+    def spied_map(call: Any, items: list[Any]) -> list[Any]:
+        with lock:
+            batch.update(items=len(items), submitted=0)
+            all_submitted.clear()
+        return map_bounded(call, items)
 
     def spied_remove(name: str, pool: str | None = None) -> Any:
         with lock:
@@ -80,18 +110,24 @@ def test_removals_in_flight_are_bounded_by_cleanup_concurrency(env) -> None:
             state["entered"] += 1
             state["peak"] = max(state["peak"], state["now"])
             workers.add(threading.current_thread().name)
-            first = state["entered"] <= 3
-        if first:
-            together.wait(10)  # BrokenBarrierError: fewer than three at once
+            entered = state["entered"]
+        if entered <= 3:
+            if entered == 3:
+                assert all_submitted.wait(30), batch  # never waited long when green
+                state["threads"] = cleanup_threads()
+            together.wait(30)  # BrokenBarrierError: fewer than three at once
         try:
             return remove(name, pool)
         finally:
             with lock:
                 state["now"] -= 1
 
+    env.driver.map_bounded = spied_map  # type: ignore[method-assign]
     env.driver.remove_image = spied_remove  # type: ignore[method-assign]
     report = Rbd.cleanup_instances(env.conf, instances, driver=env.driver)
     assert report.ok and sum(len(r.removed) for r in report.instances.values()) == 12
+    assert batch["items"] == 12, batch  # one batch: every disk of the six instances
+    assert state["threads"] == 3, state  # every worker thread, counted while three were held
     assert state["peak"] == 3 and len(workers) == 3, (state, workers)
     assert env.vms() == []
 
