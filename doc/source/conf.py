@@ -5,8 +5,12 @@ import inspect
 import sys
 import typing
 
+import rbd_driver
+
 project = "rbd_driver"
 author = "rbd_driver developers"
+# The one version: rbd_driver.__version__, which setup.cfg reads too.
+version = release = rbd_driver.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "oslo_config.sphinxext",
