@@ -154,7 +154,8 @@ def load_key_manager(conf: cfg.ConfigOpts,
 
 def key_for(manager: KeyManager, encryption: DiskEncryption | None,
             fmt: str | None = None, secret_uuid: str | None = None) -> Key:
-    """Return the storage :class:`~rbd_driver.storage.encryption.Key` of ``encryption`` (or of ``fmt``/``secret_uuid``).
+    """Return the storage :class:`~rbd_driver.storage.encryption.Key` of ``encryption``
+    (or of ``fmt``/``secret_uuid``).
 
     :raises KeyManagerError: the key manager failed (its errors become this one,
         without the passphrase).
