@@ -40,6 +40,7 @@ from rbd_driver.storage.encryption import FORMATS, Key
 __all__ = ["FORMATS", "NAMESPACE", "DiskEncryption", "FileKeyManager", "KeyManager",
            "key_for", "load_key_manager"]
 
+#: The entry-point namespace of key-manager plugins.
 NAMESPACE = "rbd_driver.key_managers"
 
 
@@ -70,7 +71,7 @@ class DiskEncryption:
 class KeyManager(abc.ABC):
     """Gives the passphrase of a secret, by UUID. Plugins take the caller's conf."""
 
-    #: The name under :data:`NAMESPACE`, for messages.
+    #: The name under :data:`~rbd_driver.encryption.NAMESPACE`, for messages.
     name = "?"
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
@@ -153,7 +154,8 @@ def load_key_manager(conf: cfg.ConfigOpts,
 
 def key_for(manager: KeyManager, encryption: DiskEncryption | None,
             fmt: str | None = None, secret_uuid: str | None = None) -> Key:
-    """Return the storage :class:`Key` of ``encryption`` (or of ``fmt``/``secret_uuid``).
+    """Return the storage :class:`~rbd_driver.storage.encryption.Key` of ``encryption``
+    (or of ``fmt``/``secret_uuid``).
 
     :raises KeyManagerError: the key manager failed (its errors become this one,
         without the passphrase).

@@ -27,6 +27,7 @@ from rbd_driver import exception
 
 __all__ = ["NAMESPACE", "Backend", "Image"]
 
+#: The entry-point namespace of image-backend plugins.
 NAMESPACE = "rbd_driver.image_backends"
 
 
@@ -43,8 +44,11 @@ class Image(abc.ABC):
         encrypted disk (None: plain); backends that cannot encrypt raise NotSupported.
     """
 
-    #: Options of this backend, registered in :attr:`opt_group`.
+    #: Options of this backend, registered in
+    #: :attr:`~rbd_driver.imagebackend.Image.opt_group`.
     opts: ClassVar[list[cfg.Opt]] = []
+    #: The configuration group of :attr:`~rbd_driver.imagebackend.Image.opts`
+    #: (None: the backend has no options of its own).
     opt_group: ClassVar[str | None] = None
     #: The disk format QEMU sees (``raw`` for every shipped backend).
     driver_format: ClassVar[str] = "raw"

@@ -1,4 +1,5 @@
-"""The clone-depth policy on the launch path (:meth:`Rbd.direct_fetch`).
+"""The clone-depth policy on the launch path (:meth:`Rbd.direct_fetch
+<rbd_driver.backends.rbd.Rbd.direct_fetch>`).
 
 A golden image has depth 0, its clones 1; a golden registered from a
 snapshot of a clone (an instance snapshot, say) makes deeper chains, and

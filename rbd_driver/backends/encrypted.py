@@ -14,7 +14,8 @@ encrypted disk is made one of two ways, and :attr:`Rbd.encryption_method
 
 An encrypted golden asked for *without* encryption is refused (its bytes are
 LUKS, never turned into a plaintext disk), by the format check of
-:meth:`Rbd.check_location`. The mechanics are in
+:meth:`Rbd.check_location
+<rbd_driver.backends.rbd.Rbd.check_location>`. The mechanics are in
 :mod:`rbd_driver.storage.encryption`; the passphrase comes from the key
 manager (:mod:`rbd_driver.encryption`) and goes only to librbd.
 """

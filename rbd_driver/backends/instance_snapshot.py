@@ -1,4 +1,5 @@
-"""Instance snapshots to golden images inside the cluster: :meth:`Rbd.direct_snapshot`.
+"""Instance snapshots to golden images inside the cluster: :meth:`Rbd.direct_snapshot
+<rbd_driver.backends.rbd.Rbd.direct_snapshot>`.
 
 The disk becomes a new golden image ``<image pool>/<image_id>@snap``, with no
 data leaving Ceph, in these steps:

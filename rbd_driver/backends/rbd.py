@@ -334,7 +334,7 @@ class Rbd(qos.QosMixin, imagebackend.Image):
     @qos.with_default_qos
     def create_image(self, prepare_template: Callable[..., Any], base: str,
                      size: int | None, *args: Any, **kwargs: Any) -> None:
-        """See :meth:`Image.create_image`. The copy goes through librbd, sparse.
+        """See :meth:`~rbd_driver.imagebackend.Image.create_image`. The copy goes through librbd, sparse.
 
         With ``[rbd] image_cache_pool`` set and ``image_id`` among the
         keyword arguments, the image is imported once into the cache pool
@@ -518,8 +518,8 @@ class Rbd(qos.QosMixin, imagebackend.Image):
 
         Each instance's disks are removed as :meth:`cleanup_instance` removes
         them (busy disks left in place, retries, the trash as last resort).
-        Returns one report with a :class:`CleanupReport` per instance, in the
-        order given; an instance without disks gets an empty one.
+        Returns one report with a :class:`~rbd_driver.storage.removal.CleanupReport` per
+        instance, in the order given; an instance without disks gets an empty one.
         """
         uuids = list(dict.fromkeys(instance_uuids))
         prefixes = tuple(f"{u}_" for u in uuids)

@@ -17,7 +17,7 @@ __all__ = ["DETECT_ZEROES_MODES", "DISCARD_MODES", "IOTUNE_KEYS", "block_disk_xm
            "network_disk_xml"]
 
 
-# <iotune> limits libvirt knows, in the order its schema lists them.
+#: The ``<iotune>`` limits libvirt knows, in the order its schema lists them.
 IOTUNE_KEYS = (
     "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
     "total_iops_sec", "read_iops_sec", "write_iops_sec",

@@ -30,7 +30,8 @@ def _show(value: object) -> str:
 
 def parse_iotune(specs: Mapping[str, object], prefix: str = "",
                  reject_unknown: bool = False) -> dict[str, int]:
-    """Return the ``<iotune>`` limits in ``specs``, keyed as in :data:`IOTUNE_KEYS`.
+    """Return the ``<iotune>`` limits in ``specs``, keyed as in
+    :data:`~rbd_driver.libvirt.disk_xml.IOTUNE_KEYS`.
 
     The one check of limits, for a volume's ``qos_specs`` (``prefix`` empty:
     keys that are not libvirt limits belong to another consumer and are

@@ -2,7 +2,7 @@
 
 :func:`install_provider` writes into a directory the executables of
 :data:`rbd_driver.ops.ganeti.ACTIONS`, each one line that runs
-:mod:`rbd_driver.cli.extstorage` with the given Python and the library's
+``python -m rbd_driver.cli.extstorage`` with the given Python and the library's
 config file, and ``parameters.list`` (:data:`rbd_driver.ops.ganeti.PARAMETERS`).
 The scripts hold paths only, never a key. Each file is written whole and
 renamed into place, so a reinstall is safe while Ganeti runs them.

@@ -130,7 +130,7 @@ def _only_entry(out: Any, entity: str) -> dict[str, Any]:
 class Provisioner:
     """Sets up pools and users through one admin-level connection.
 
-    :param client: a :class:`RadosClient` whose user may run ``osd pool
+    :param client: a :class:`~rbd_driver.storage.rados_client.RadosClient` whose user may run ``osd pool
         create`` and ``auth`` commands (e.g. ``client.admin``). It is not
         closed here.
     """

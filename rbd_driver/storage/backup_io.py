@@ -131,7 +131,8 @@ def export_raw(client: RadosClient, pool: str, name: str, snapshot: str, dest: s
 
     Only allocated extents (rounded out to ``SPARSE_BLOCK``) are read, and only
     non-zero blocks written. ``progress(done, total)`` counts image bytes.
-    ``sync`` makes the file durable before it appears (see :func:`atomic_file`).
+    ``sync`` makes the file durable before it appears (see
+    :func:`~rbd_driver.storage.localfile.atomic_file`).
 
     :raises ImageNotFound: / :raises SnapshotNotFound:
     :raises OperationCancelled: ``cancel`` was set, or SIGTERM (main thread).

@@ -43,7 +43,7 @@ _INFO_LIMITS = processutils.ProcessLimits(address_space=1 << 30, cpu_time=30)
 # Formats qemu-img can read that we accept as sources.
 CONVERTIBLE = frozenset({"qcow2", "qcow", "vmdk", "vhd", "vhdx", "vdi", "qed", "parallels"})
 _QEMU_NAMES = {"vhd": "vpc"}
-# Formats convert_from_rbd writes from a raw RBD image.
+#: Formats :func:`convert_from_rbd` writes from a raw RBD image.
 EXPORT_FORMATS = ("qcow2",)
 
 

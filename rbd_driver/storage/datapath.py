@@ -42,7 +42,7 @@ from rbd_driver.storage.sigterm import SigtermGuard
 from rbd_driver.storage.sources import ImportSource, Source, pieces
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_WINDOW", "IMPORT_CHUNK_SIZE", "SPARSE_BLOCK", "CopyStats",
-           "ImportSource", "ProgressCallback", "export_from_image", "import_to_image"]
+           "CopyEngine", "ImportSource", "ProgressCallback", "export_from_image", "import_to_image"]
 
 LOG = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class CopyEngine:
                 self.progress(self.done, self.total)
 
     def cancelled(self) -> exception.OperationCancelled:
+        """Return the error of this copy cancelled now (how far it got included)."""
         return exception.OperationCancelled(op=self.op, target=self.target, done=self.done,
                                             total=self.total)
 
@@ -302,7 +303,7 @@ def import_to_image(client: RadosClient, source: ImportSource, pool: str, name: 
     re-raised with the previous handler back; other threads leave signals
     alone (Python delivers them to the main thread only): use ``cancel``.
     ``prepare(image)`` runs on the open temporary image before any write (the
-    encryption layer formats it there, see :mod:`.encryption`).
+    encryption layer formats it there, see :mod:`rbd_driver.storage.encryption`).
 
     :raises ImageExists: ``pool/name`` exists (checked first, and at the rename).
     :raises OperationCancelled: ``cancel`` was set, or a SIGTERM came and the

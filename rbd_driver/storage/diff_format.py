@@ -209,6 +209,7 @@ class DiffReader:
     def __init__(self, stream: IO[bytes], path: str, checksum: str = "crc32",
                  max_piece: int = 4 << 20) -> None:
         self._in, self.path, self.max_piece = stream, path, max_piece
+        #: The running checksum of every byte read so far.
         self.checksum = Checksum(checksum)
         self.position = 0
         self._pending: bytes | None = None

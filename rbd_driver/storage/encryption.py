@@ -181,7 +181,7 @@ def import_encrypted(client: RadosClient, source: datapath.ImportSource, pool: s
 
     The copy engine of :mod:`.datapath` writes through the encryption layer:
     only ciphertext reaches the cluster. The guest sees the source's size.
-    Atomic, as :func:`datapath.import_to_image`.
+    Atomic, as :func:`~rbd_driver.storage.datapath.import_to_image`.
     """
     def prepare(image: Any) -> None:
         format_image(client, image, key, pool=pool, name=name, size=int(image.size()))
@@ -330,7 +330,7 @@ def export_decrypted(client: RadosClient, pool: str, name: str, dest: str | os.P
                      progress: datapath.ProgressCallback | None = None,
                      cancel: threading.Event | None = None) -> datapath.CopyStats:
     """Write the plaintext of an encrypted image (at ``snapshot``) into the local file ``dest``
-    (mode 0600, atomic, sparse), as :func:`datapath.export_from_image` does.
+    (mode 0600, atomic, sparse), as :func:`~rbd_driver.storage.datapath.export_from_image` does.
 
     :raises EncryptionKeyRejected: ``key`` does not open it; nothing was written.
     """

@@ -38,8 +38,9 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-# What each binding exception means to a caller. The kind, together with
-# what was being worked on (pool, image, snapshot), picks our exception.
+#: What each ``rbd`` exception means to a caller, by class name. The kind,
+#: together with what was being worked on (pool, image, snapshot), picks our
+#: exception.
 RBD_ERRORS: dict[str, str] = {
     "ImageNotFound": "not_found",
     "ObjectNotFound": "not_found",
@@ -65,6 +66,7 @@ RBD_ERRORS: dict[str, str] = {
     "Error": "storage",
 }
 
+#: The same for each ``rados`` exception.
 RADOS_ERRORS: dict[str, str] = {
     "ObjectNotFound": "not_found",
     "ObjectExists": "exists",

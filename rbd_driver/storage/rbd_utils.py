@@ -127,6 +127,7 @@ class RBDDriver(Removal):
         self._flattener: FlattenQueue | None = None
         self._snapshot_remover: SnapshotRemovalQueue | None = None
         # The one monitor list of this connection: disk XML, volumes, krbd.
+        #: The monitor list, from a ``mon dump`` cached for ``monitor_cache_ttl`` seconds.
         self.monitors = MonitorCache(client, ttl=monitor_cache_ttl)
 
     @classmethod

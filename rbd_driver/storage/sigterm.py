@@ -65,6 +65,7 @@ class SigtermGuard:
             raise Terminated()
 
     def disarm(self) -> None:
+        """Past the commit point: a SIGTERM from now on only waits for the block's end."""
         self.armed = False
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -57,8 +57,8 @@ from rbd_driver.storage.claim import DirectoryClaims
 from rbd_driver.storage.location import RbdLocation, SnapshotIdentity
 from rbd_driver.storage.rados_client import RadosClient
 
-__all__ = ["MAKING_PREFIX", "REMOVING_PREFIX", "SPARE_PREFIX", "Spares", "is_spare_name",
-           "spare_prefix"]
+__all__ = ["HOLD_SECONDS", "MAKING_PREFIX", "REMOVING_PREFIX", "SPARE_PREFIX", "Spares",
+           "is_spare_name", "spare_prefix"]
 
 LOG = logging.getLogger(__name__)
 

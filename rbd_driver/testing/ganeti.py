@@ -53,9 +53,13 @@ from rbd_driver.testing.guest import GuestImage, kernel_cmdline, parse_console
 __all__ = ["BRIDGE", "CLUSTER", "CLUSTER_IP", "GanetiCluster", "GanetiError", "NODE",
            "NODE_IP", "OS_NAME", "ganeti_unavailable_reason"]
 
+#: The node's host name and address (on :data:`BRIDGE`).
 NODE, NODE_IP = "vm.example.test", "10.254.0.1"
+#: The cluster's name and the address Ganeti adds to the bridge.
 CLUSTER, CLUSTER_IP = "cluster.example.test", "10.254.0.10"
+#: The Linux bridge, with no ports, that holds both addresses.
 BRIDGE = "rbdgnt0"
+#: The OS definition of the test instances.
 OS_NAME = "rbdtest"
 PROVIDER_DIR = DEFAULT_DIR
 OS_DIR = f"/srv/ganeti/os/{OS_NAME}"
@@ -327,6 +331,7 @@ class GanetiCluster:
     # -- instances ------------------------------------------------------------------
 
     def console_path(self, instance: str) -> str:
+        """Return the file that instance ``instance``'s serial console is written to."""
         return os.path.join(self.directory, f"console-{instance}.log")
 
     def add_instance(self, name: str, disk: str, *, steps: Iterable[str] = ("report",),

@@ -208,18 +208,20 @@ class CounterWatch:
     """Follow a counting guest's values on its consoles (source, then destination).
 
     Call :meth:`start` before the migration and :meth:`stop` after; then
-    :attr:`values` holds every value seen (in order) and :meth:`longest_gap`
+    :attr:`arrivals` holds every new value seen (in order) and :meth:`longest_gap`
     the longest time, in seconds, between two successive new values.
     """
 
     def __init__(self, *consoles: str, interval: float = 0.005) -> None:
         self.consoles = list(consoles)
         self.interval = interval
+        #: ``(time.monotonic(), value)`` of each new value, in order.
         self.arrivals: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def add_console(self, path: str) -> None:
+        """Watch the console file ``path`` too (the destination's, once it exists)."""
         self.consoles.append(path)
 
     def _latest(self) -> int:
@@ -245,10 +247,12 @@ class CounterWatch:
             time.sleep(self.interval)
 
     def start(self) -> CounterWatch:
+        """Start watching in a background thread; return self."""
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop watching (waits up to 10 s for the thread)."""
         self._stop.set()
         self._thread.join(timeout=10)
 

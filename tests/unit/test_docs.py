@@ -1,8 +1,10 @@
 """The documentation builds with warnings as errors, and its generated pages are complete.
 
-This is the build ``tox -e docs`` runs (``sphinx-build -W``), made here so
-that CI catches a broken page without tox. ``-E`` rebuilds every page: an
-incremental build can hide an error in a page that did not change.
+This is the build ``tox -e docs`` and ``.ci/check-release`` run
+(``sphinx-build -W -n``: nitpicky, so a cross-reference to a renamed module
+or an undocumented name fails too), made here so that CI catches a broken
+page without tox. ``-E`` rebuilds every page: an incremental build can hide
+an error in a page that did not change.
 """
 
 from __future__ import annotations
@@ -27,10 +29,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     pytest.importorskip("sphinx", reason="the docs extra is not installed: pip install -e '.[docs]'")
     out = tmp_path_factory.mktemp("html")
     proc = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-E", "-W", "-q", "-b", "html",
+        [sys.executable, "-m", "sphinx", "-E", "-W", "-n", "-q", "-b", "html",
          str(ROOT / "doc" / "source"), str(out)],
         capture_output=True, text=True, timeout=240, check=False)
-    assert proc.returncode == 0, f"sphinx-build -W failed:\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, f"sphinx-build -W -n failed:\n{proc.stderr[-4000:]}"
     return out
 
 
@@ -41,7 +43,16 @@ def _text(page: pathlib.Path) -> str:
 def test_tox_docs_env_runs_sphinx_with_warnings_as_errors() -> None:
     tox = (ROOT / "tox.ini").read_text()
     section = tox.split("[testenv:docs]", 1)[1].split("\n[", 1)[0]
-    assert re.search(r"commands\s*=\s*sphinx-build\s+(-\S+\s+)*-W\b", section), section
+    command = re.search(r"commands\s*=\s*sphinx-build((?:\s+-\S+)*)\s", section)
+    assert command, section
+    assert {"-W", "-n"} <= set(command.group(1).split()), section
+
+
+def test_the_release_gate_builds_the_docs_nitpicky() -> None:
+    gate = (ROOT / ".ci" / "check-release").read_text()
+    command = re.search(r"-m sphinx((?:\s+-\S+)*)\s", gate)
+    assert command, "no sphinx build in .ci/check-release"
+    assert {"-W", "-n"} <= set(command.group(1).split())
 
 
 def test_plugin_page_lists_every_installed_backend(built: pathlib.Path) -> None:

@@ -23,15 +23,15 @@ by a ``WriteOpCtx`` (``new`` + ``write_full``) and removed with
 ``Ioctx.remove_object``, and the pool directory changed with
 ``Ioctx.execute("rbd_directory", "rbd", "dir_rename_image", ...)``.
 
-The package is split by idea: :mod:`.errors` (the exception classes),
-:mod:`.sparse_data` (sparse copy-on-write image data), :mod:`.model` (pools,
-objects, images, snapshots), :mod:`.fake_cluster` (the cluster, failure
-injection, handle tracking), :mod:`.mon` (monitor commands), :mod:`.rados`
-(``Rados``), :mod:`.ioctx` (``Ioctx``), :mod:`.readop` (``ReadOp``,
-``ReadOpCtx``, ``OmapIterator``), :mod:`.writeop` (``WriteOp``,
-``WriteOpCtx``), :mod:`.cls_rbd` (the directory methods of ``execute``),
-:mod:`.metadata` (librbd's metadata objects), :mod:`.features`, :mod:`.rbd` (``RBD``), :mod:`.image`
-(``Image``) and :mod:`.aio` (``Completion``).
+The package is split by idea: ``errors`` (the exception classes),
+``sparse_data`` (sparse copy-on-write image data), ``model`` (pools,
+objects, images, snapshots), ``fake_cluster`` (the cluster, failure
+injection, handle tracking), ``mon`` (monitor commands), ``rados``
+(``Rados``), ``ioctx`` (``Ioctx``), ``readop`` (``ReadOp``,
+``ReadOpCtx``, ``OmapIterator``), ``writeop`` (``WriteOp``,
+``WriteOpCtx``), ``cls_rbd`` (the directory methods of ``execute``),
+``metadata`` (librbd's metadata objects), ``features``, ``rbd`` (``RBD``), ``image``
+(``Image``) and ``aio`` (``Completion``).
 """
 
 from __future__ import annotations

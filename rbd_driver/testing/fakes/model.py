@@ -75,7 +75,7 @@ class FakeSnapshot:
 
     A snapshot removed while clone format 2 children still read from it moves
     to the trash namespace, as librbd does: ``namespace`` becomes
-    :data:`SNAP_NAMESPACE_TRASH`, ``name`` a fresh UUID (so the old name is
+    ``SNAP_NAMESPACE_TRASH`` (2), ``name`` a fresh UUID (so the old name is
     free and no longer finds it) and ``original_name`` the name it had. It
     goes for good when its last clone is removed or flattened.
     """
@@ -110,7 +110,7 @@ class FakeImage:
     ``created`` (``time.time()``), ``snap_seq`` (the newest snapshot id ever
     taken) and ``id_mtime`` (last write of the ``rbd_id`` object: creation,
     rename, trash restore) feed the librbd metadata objects of
-    :mod:`~rbd_driver.testing.fakes.metadata`.
+    ``rbd_driver.testing.fakes.metadata``.
 
     ``name`` is the image's entry in the pool directory (``rbd_directory``)
     and ``id_object`` the name whose ``rbd_id.<name>`` object holds this
