@@ -11,7 +11,7 @@ from rbd_driver import exception
 from rbd_driver.backends import qos
 from rbd_driver.libvirt import iotune
 from rbd_driver.storage import image_meta
-from tests.unit.test_rbd_backend import RAW, Env
+from tests.unit.backends.test_rbd import RAW, Env
 
 GIB = 1 << 30
 
@@ -235,7 +235,7 @@ def test_without_defaults_a_launch_makes_no_extra_call(env) -> None:
 
 
 def test_qos_cli_set_show_clear(tmp_path, monkeypatch, capsys) -> None:
-    from tests.unit.test_cli_admin import Env as CliEnv
+    from tests.unit.cli.test_admin import Env as CliEnv
 
     cenv = CliEnv(tmp_path, monkeypatch, capsys)
     cenv.cluster.add_image("vms", "inst_disk", 4 * GIB)

@@ -19,8 +19,8 @@ import pytest
 from rbd_driver import cli
 from rbd_driver.storage import cephx
 from rbd_driver.testing import fakes
-from tests.unit.test_libvirt_secret import FakeLibvirt
-from tests.unit.test_provision import FakeMon
+from tests.unit.libvirt.test_secret import FakeLibvirt
+from tests.unit.ops.test_provision import FakeMon
 
 MIB = 1 << 20
 

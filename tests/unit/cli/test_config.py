@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from rbd_driver.cli import config
-from tests.unit.test_cli_admin import Env
+from tests.unit.cli.test_admin import Env
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def _stderr_of(env: Env, *args: str) -> str:
 
 
 def test_from_conf_warns_when_keyring_goes_elsewhere(env, monkeypatch) -> None:
-    from tests.unit.test_provision import FakeMon
+    from tests.unit.ops.test_provision import FakeMon
 
     FakeMon(env.cluster)
     configured = env.tmp / "configured.keyring"
@@ -80,7 +80,7 @@ def test_from_conf_warns_when_keyring_goes_elsewhere(env, monkeypatch) -> None:
 
 
 def test_from_conf_writes_where_rbd_keyring_says_without_warning(env) -> None:
-    from tests.unit.test_provision import FakeMon
+    from tests.unit.ops.test_provision import FakeMon
 
     FakeMon(env.cluster)
     configured = env.tmp / "configured.keyring"
@@ -90,7 +90,8 @@ def test_from_conf_writes_where_rbd_keyring_says_without_warning(env) -> None:
 
 
 def test_the_config_to_start_from_is_the_one_the_readme_shows_and_it_loads(capsys) -> None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))))
     path = os.path.join(root, "etc", "rbd_driver", "rbd_driver.conf")
     with open(path, encoding="utf-8") as f:
         text = f.read()

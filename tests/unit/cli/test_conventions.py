@@ -17,7 +17,7 @@ import pytest
 
 from rbd_driver import __version__, cli, exception
 from rbd_driver.cli import disks, errors, options, output
-from tests.unit.test_cli_admin import MIB, Env
+from tests.unit.cli.test_admin import MIB, Env
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from rbd_driver.cli.disks import cleanup_text, ls_text
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
-RECORDED = json.loads((pathlib.Path(__file__).parent / "data" / "collector-status.json")
+RECORDED = json.loads((pathlib.Path(__file__).parents[1] / "data" / "collector-status.json")
                       .read_text())
 
 

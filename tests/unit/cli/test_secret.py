@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from rbd_driver.storage import cephx
-from tests.unit.test_cli_admin import Env
-from tests.unit.test_libvirt_secret import FakeLibvirt
-from tests.unit.test_provision import FakeMon
+from tests.unit.cli.test_admin import Env
+from tests.unit.libvirt.test_secret import FakeLibvirt
+from tests.unit.ops.test_provision import FakeMon
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 
 from rbd_driver import cli, exception
 from rbd_driver.ops import checks
-from tests.unit.test_cli_admin import Env
+from tests.unit.cli.test_admin import Env
 
 
 class BlocklistMon:

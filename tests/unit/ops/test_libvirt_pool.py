@@ -19,7 +19,7 @@ from rbd_driver.ops.libvirt_pool import provision_libvirt_pool
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.testing import fakes
 from rbd_driver.testing.local_cluster import make_conf
-from tests.unit.test_libvirt_storage_pool import CEPH, SECRET, Host, Secret
+from tests.unit.libvirt.test_storage_pool import CEPH, SECRET, Host, Secret
 
 DUMP = {"mons": [
     {"rank": 0, "name": "a", "public_addrs": {"addrvec": [

@@ -385,7 +385,7 @@ def test_provision_from_conf_with_an_unwritable_keyring_creates_nothing(env) -> 
 
 
 def test_provision_from_conf_sets_up_everything(env, monkeypatch) -> None:
-    from tests.unit.test_libvirt_secret import FakeLibvirt
+    from tests.unit.libvirt.test_secret import FakeLibvirt
 
     libvirt = FakeLibvirt()
     monkeypatch.setitem(sys.modules, "libvirt", libvirt.module)

@@ -6,7 +6,7 @@ import pytest
 
 from rbd_driver import exception
 from rbd_driver.ops import provision
-from tests.unit.test_provision import _conf, env  # noqa: F401 - the fixture
+from tests.unit.ops.test_provision import _conf, env  # noqa: F401 - the fixture
 
 
 def test_least_privilege_by_default(env) -> None:  # noqa: F811

@@ -17,7 +17,7 @@ import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 PACKAGE = ROOT / "rbd_driver"
 ALLOWED_ROOMS = ("storage", "testing")
 BINDINGS = {"rados", "rbd"}

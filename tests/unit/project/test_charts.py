@@ -24,7 +24,7 @@ import pytest
 pytest.importorskip("matplotlib",
                     reason="the bench extra is not installed: pip install -e '.[bench]'")
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 SCRIPT = ROOT / "benchmarks" / "charts.py"
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 ALLOWED = "SKIPPED [1] tests/functional/test_rbd_backend.py:455: clone v1 needs a protected snapshot"
 NOT_ALLOWED = "SKIPPED [5] tests/functional/test_libvirt_xml.py:89: could not import 'libvirt'"
 SUMMARY = "=========================== short test summary info ============================"

@@ -17,7 +17,7 @@ import pytest
 from rbd_driver import cli
 from rbd_driver.cli import options
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "doc" / "source").glob("*.rst"))]
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from rbd_driver import conf as conf_module
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

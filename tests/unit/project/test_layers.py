@@ -14,7 +14,7 @@ import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 PACKAGE = ROOT / "rbd_driver"
 
 # Lowest first. A module may import its own layer and the ones below it.

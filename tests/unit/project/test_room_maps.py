@@ -12,7 +12,7 @@ import pathlib
 
 import pytest
 
-PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "rbd_driver"
+PACKAGE = pathlib.Path(__file__).resolve().parents[3] / "rbd_driver"
 ROOMS = ["storage", "backends", "ops", "libvirt", "testing", "cli"]
 
 

@@ -12,7 +12,7 @@ from rbd_driver import exception
 from rbd_driver.storage import formats
 from rbd_driver.storage.location import InvalidLocation, format_location, parse_location
 
-from .test_rbd_backend import Env
+from tests.unit.backends.test_rbd import Env
 
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -16,8 +16,8 @@ import pytest
 from rbd_driver import exception
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.ops.golden import GoldenImages
-from tests.unit.test_rbd_backend import RAW, Env
-from tests.unit.test_spares import Env as SparesEnv
+from tests.unit.backends.test_rbd import RAW, Env
+from tests.unit.storage.test_spares import Env as SparesEnv
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from rbd_driver.backends.rbd import Rbd
-from tests.unit.test_cleanup_busy import Guest
-from tests.unit.test_rbd_backend import RAW, Env, _KernelMaps
+from tests.unit.storage.test_removal import Guest
+from tests.unit.backends.test_rbd import RAW, Env, _KernelMaps
 
 
 @pytest.fixture

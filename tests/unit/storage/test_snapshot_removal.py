@@ -19,8 +19,8 @@ from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage import snapshot_removal
 from rbd_driver.storage.snapshot_removal import SnapshotRemovalQueue
-from tests.unit.test_cleanup_busy import Guest
-from tests.unit.test_direct_snapshot import GOLDEN, MIB, RAW, Env
+from tests.unit.storage.test_removal import Guest
+from tests.unit.backends.test_instance_snapshot import GOLDEN, MIB, RAW, Env
 
 TEMP = instance_snapshot.TEMP_SNAPSHOT_PREFIX
 

@@ -12,7 +12,7 @@ from rbd_driver import exception
 from rbd_driver.ops import golden as golden_module
 from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage.location import parse_location
-from tests.unit.test_spares import Env
+from tests.unit.storage.test_spares import Env
 
 
 @pytest.fixture
