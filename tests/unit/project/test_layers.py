@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import configparser
 import pathlib
+from collections.abc import Collection
 
 import pytest
 
@@ -63,16 +64,29 @@ def _modules() -> dict[str, pathlib.Path]:
     return found
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+def _is_type_checking(test: ast.expr, imported: bool) -> bool:
+    """``typing.TYPE_CHECKING``, or ``TYPE_CHECKING`` where the module imports it from typing."""
+    return (imported and isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+         and isinstance(test.value, ast.Name) and test.value.id == "typing")
+
+
+def _imports_type_checking(tree: ast.AST) -> bool:
+    """The module's ``TYPE_CHECKING`` is typing's, never a name it binds itself."""
+    from_typing = any(isinstance(node, ast.ImportFrom) and node.module == "typing"
+                      and any(a.name == "TYPE_CHECKING" and a.asname is None for a in node.names)
+                      for node in ast.walk(tree))
+    rebound = any(isinstance(node, ast.Name) and node.id == "TYPE_CHECKING"
+                  and isinstance(node.ctx, ast.Store) for node in ast.walk(tree))
+    return from_typing and not rebound
 
 
 def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    """ids of the nodes inside the body of an ``if TYPE_CHECKING:``."""
+    """ids of the nodes inside the body of an ``if TYPE_CHECKING:`` (not its ``else``)."""
     inside: set[int] = set()
+    imported = _imports_type_checking(tree)
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if isinstance(node, ast.If) and _is_type_checking(node.test, imported):
             for stmt in node.body:
                 inside.update(id(n) for n in ast.walk(stmt))
     return inside
@@ -112,10 +126,15 @@ def _imports(name: str, path: pathlib.Path, modules: dict[str, pathlib.Path]) ->
 def _import_edges(name: str, path: pathlib.Path,
                   modules: dict[str, pathlib.Path]) -> tuple[set[str], set[str]]:
     """Return (every module ``name`` imports, those it imports under TYPE_CHECKING only)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return _source_edges(name, path.name == "__init__.py", path.read_text(), modules)
+
+
+def _source_edges(name: str, is_package: bool, source: str,
+                  modules: Collection[str]) -> tuple[set[str], set[str]]:
+    package = name if is_package else name.rpartition(".")[0]
     deps: set[str] = set()
     runtime: set[str] = set()
-    tree = ast.parse(path.read_text(), str(path))
+    tree = ast.parse(source, name)
     typing_only = _type_checking_nodes(tree)
     for node in ast.walk(tree):
         targets: list[str] = []
@@ -203,13 +222,18 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def _cycle_graph() -> dict[str, set[str]]:
+def _under(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def _cycle_graph(edges: dict[str, tuple[set[str], set[str]]] | None = None) -> dict[str, set[str]]:
     """The imports, without the fakes' TYPE_CHECKING-only ones among themselves."""
+    edges = EDGES if edges is None else edges
     graph = {}
-    for name in MODULES:
-        deps, skip = EDGES[name][0], set()
-        if name.startswith(TYPE_ONLY_CYCLES_UNDER):
-            skip |= {d for d in EDGES[name][1] if d.startswith(TYPE_ONLY_CYCLES_UNDER)}
+    for name, (deps, typing_only) in edges.items():
+        skip = set()
+        if _under(name, TYPE_ONLY_CYCLES_UNDER):
+            skip = {d for d in typing_only if _under(d, TYPE_ONLY_CYCLES_UNDER)}
         graph[name] = deps - skip
     return graph
 
@@ -226,6 +250,34 @@ def test_the_fakes_exemption_is_only_for_type_checking_imports() -> None:
     assert "rbd_driver.testing.fakes.model" in _cycle_graph()[cluster]
     everything = {name: EDGES[name][0] for name in MODULES}
     assert [c for c in _cycles(everything) if cluster in c]  # what is exempted is real
+    # A runtime import closing the cycle is caught, however it is written; a
+    # TYPE_CHECKING that is not typing's exempts nothing.
+    typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    {}\n"
+    back = "from rbd_driver.testing.fakes.a import A"
+    for a_imports_b, exempted in [
+        (typed, True),
+        ("import typing\nif typing.TYPE_CHECKING:\n    {}\n", True),
+        ("{}\n", False),
+        ("def f():\n    {}\n", False),
+        (typed + "else:\n    {}\n", False),
+        ("from typing import TYPE_CHECKING\nif not TYPE_CHECKING:\n    {}\n", False),
+        (typed + "{}\n", False),  # both: the runtime one counts
+        ("TYPE_CHECKING = True\nif TYPE_CHECKING:\n    {}\n", False),
+        ("from typing import TYPE_CHECKING\nTYPE_CHECKING = True\nif TYPE_CHECKING:\n    {}\n",
+         False),
+    ]:
+        fake = {"rbd_driver.testing.fakes.a": a_imports_b.replace(
+                    "{}", "from rbd_driver.testing.fakes.b import B"),
+                "rbd_driver.testing.fakes.b": back}
+        edges = {n: _source_edges(n, False, text, fake) for n, text in fake.items()}
+        assert edges["rbd_driver.testing.fakes.b"][0] == {"rbd_driver.testing.fakes.a"}
+        assert (_cycles(_cycle_graph(edges)) == []) == exempted, a_imports_b
+        assert _cycles({n: e[0] for n, e in edges.items()}) != []  # the walk sees the edge
+    # Outside the fakes, or with a module outside them, a TYPE_CHECKING cycle counts.
+    for a, b in [("rbd_driver.storage.a", "rbd_driver.storage.b"),
+                 ("rbd_driver.testing.fakes.a", "rbd_driver.testing.fakes_b")]:
+        edges = {a: ({b}, {b}), b: ({a}, set())}
+        assert _cycles(_cycle_graph(edges)) == [sorted([a, b])]
 
 
 def test_the_walk_sees_modules_loaded_through_entry_points() -> None:
