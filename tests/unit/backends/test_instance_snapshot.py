@@ -7,16 +7,12 @@ import uuid
 from typing import Any
 
 import pytest
-from oslo_config import cfg
 
-from rbd_driver import conf as conf_module
 from rbd_driver import exception
 from rbd_driver.backends import clone_depth, instance_snapshot
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage.location import parse_location
-from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 MIB = 1 << 20
 GOLDEN = 16 * MIB
@@ -24,22 +20,9 @@ RAW = {"disk_format": "raw"}
 GOLDEN_DATA = b"golden data " * 1000
 
 
-class Env:
+class Env(FakeEnv):
     def __init__(self, tmp_path: Any) -> None:
-        ceph_conf = tmp_path / "ceph.conf"
-        ceph_conf.write_text("[global]\n")
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        for pool in ("vms", "images", "snaps"):
-            self.cluster.add_pool(pool)
-        self.conf = cfg.ConfigOpts()
-        conf_module.register_opts(self.conf)
-        self.conf([], project="rbd_driver", default_config_files=[])
-        self.conf.set_override("ceph_conf", str(ceph_conf), group="rbd")
-        self.conf.set_override("user", "compute", group="rbd")
-        self.driver = RBDDriver(
-            RadosClient(str(ceph_conf), user="compute", rados=self.rados, rbd=self.rbd),
-            pool="vms", destroy_retries=0, sleep=lambda s: None)
+        super().__init__(tmp_path, pools=("vms", "images", "snaps"))
         self.fsid = self.driver.fsid
         image = self.cluster.add_image("images", "golden", GOLDEN, data=GOLDEN_DATA)
         image.create_snap("snap", protect=True)

@@ -7,40 +7,22 @@ import uuid
 from typing import Any
 
 import pytest
-from oslo_config import cfg
 
-from rbd_driver import conf as conf_module
 from rbd_driver import exception
 from rbd_driver.backends.rbd import Rbd
-from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 GOLDEN = 64 << 20
 RAW = {"disk_format": "raw"}
 
 
-class Env:
+class Env(FakeEnv):
     """A fake cluster with pools vms/images, a golden image, and an Rbd factory."""
 
     def __init__(self, tmp_path: Any) -> None:
-        ceph_conf = tmp_path / "ceph.conf"
-        ceph_conf.write_text("[global]\n")
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        self.cluster.add_pool("vms")
-        self.cluster.add_pool("images")
+        super().__init__(tmp_path, driver_options={"destroy_retries": 3,
+                                                   "destroy_retry_interval": 2.5})
         self.cluster.mon_commands["mon dump"] = self._mon_dump
-        self.conf = cfg.ConfigOpts()
-        conf_module.register_opts(self.conf)
-        self.conf([], project="rbd_driver", default_config_files=[])
-        self.conf.set_override("ceph_conf", str(ceph_conf), group="rbd")
-        self.conf.set_override("user", "compute", group="rbd")
-        self.slept: list[float] = []
-        self.driver = RBDDriver(
-            RadosClient(str(ceph_conf), user="compute", rados=self.rados, rbd=self.rbd),
-            pool="vms", destroy_retries=3, destroy_retry_interval=2.5,
-            sleep=self.slept.append)
         self.fsid = self.driver.fsid
 
     @staticmethod

@@ -15,39 +15,22 @@ import uuid
 from typing import Any
 
 import pytest
-from oslo_config import cfg
 
-from rbd_driver import conf as conf_module
 from rbd_driver import exception
 from rbd_driver.backends.rbd import Rbd
-from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 RAW = {"disk_format": "raw"}
 MIB = 1 << 20
 
 
-class Env:
+class Env(FakeEnv):
     """A fake cluster of one clone format, pools vms/images, and a driver on it."""
 
     def __init__(self, tmp_path: Any, clone_format: int) -> None:
-        ceph_conf = tmp_path / "ceph.conf"
-        ceph_conf.write_text("[global]\n")
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        self.cluster.clone_format = clone_format
+        super().__init__(tmp_path, clone_format=clone_format, user=None,
+                         driver_options={"destroy_retries": 3, "destroy_retry_interval": 2.5})
         self.format = clone_format
-        self.cluster.add_pool("vms")
-        self.cluster.add_pool("images")
-        self.conf = cfg.ConfigOpts()
-        conf_module.register_opts(self.conf)
-        self.conf([], project="rbd_driver", default_config_files=[])
-        self.conf.set_override("ceph_conf", str(ceph_conf), group="rbd")
-        self.slept: list[float] = []
-        self.driver = RBDDriver(RadosClient(str(ceph_conf), rados=self.rados, rbd=self.rbd),
-                                pool="vms", destroy_retries=3, destroy_retry_interval=2.5,
-                                sleep=self.slept.append)
 
     def golden(self, protect: bool = True, name: str = "golden") -> str:
         image = self.cluster.add_image("images", name, 16 * MIB, data=b"golden bytes")

@@ -10,49 +10,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from oslo_config import cfg
 
-from rbd_driver import conf as conf_module
 from rbd_driver import exception
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage import spares as spares_module
 from rbd_driver.storage.claim import encode_string as _encode_string
 from rbd_driver.storage.location import parse_location
-from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver, SnapshotIdentity
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 RAW = {"disk_format": "raw"}
 MIB = 1 << 20
 
 
-class Env:
+class Env(FakeEnv):
     """A fake cluster (pools vms, images), a golden image, drivers sharing the cluster."""
 
     def __init__(self, tmp_path: Any, spares: int = 2, clone_format: int = 1) -> None:
-        self.ceph_conf = tmp_path / "ceph.conf"
-        self.ceph_conf.write_text("[global]\n")
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        self.cluster.clone_format = clone_format
-        self.cluster.add_pool("vms")
-        self.cluster.add_pool("images")
-        self.conf = cfg.ConfigOpts()
-        conf_module.register_opts(self.conf)
-        self.conf([], project="rbd_driver", default_config_files=[])
-        self.conf.set_override("ceph_conf", str(self.ceph_conf), group="rbd")
-        self.conf.set_override("clone_spares", spares, group="rbd")
-        self.drivers: list[RBDDriver] = []
-        self.driver = self.new_driver()
+        super().__init__(tmp_path, clone_format=clone_format, user=None,
+                         options={"clone_spares": spares})
         self.url = self.golden()
-
-    def new_driver(self) -> RBDDriver:
-        """Another driver on its own connection: another process or host."""
-        driver = RBDDriver(RadosClient(str(self.ceph_conf), rados=self.rados, rbd=self.rbd),
-                           pool="vms", destroy_retries=0, sleep=lambda s: None)
-        self.drivers.append(driver)
-        return driver
 
     def golden(self, name: str = "golden") -> str:
         image = self.cluster.add_image("images", name, 16 * MIB, data=b"plain raw bytes")
@@ -105,10 +83,6 @@ class Env:
         assert self.raw_id_objects() == []
         for name in pool.image_names():
             assert pool.resolve_name(name) is pool.image_by_name(name), name
-
-    def close(self) -> None:
-        for driver in self.drivers:
-            driver.close()
 
 
 @pytest.fixture(params=[1, 2], ids=["clone-v1", "clone-v2"])
