@@ -16,16 +16,12 @@ from typing import Any
 
 import pytest
 from oslo_concurrency import processutils
-from oslo_config import cfg
 
-from rbd_driver import conf as conf_module
 from rbd_driver import exception, imagebackend
 from rbd_driver.backends.flat import Flat
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage import cephx, convert
-from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 MiB = 1 << 20
 KEY = cephx.generate_key()
@@ -41,25 +37,11 @@ def _sigterm_guard_enabled() -> Any:
     sigterm.enable(False)
 
 
-class Env:
+class Env(FakeEnv):
     def __init__(self, tmp_path: Path) -> None:
-        self.tmp = tmp_path
-        ceph_conf = tmp_path / "ceph.conf"
-        ceph_conf.write_text("[global]\n")
-        self.keyring = tmp_path / "ceph.client.compute.keyring"
-        cephx.write_keyring(str(self.keyring), "client.compute", KEY)
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        self.cluster.aio_mode = "sync"
-        self.cluster.add_pool("vms")
-        self.conf = cfg.ConfigOpts()
-        conf_module.register_opts(self.conf)
-        self.conf([], project="rbd_driver", default_config_files=[])
-        self.conf.set_override("ceph_conf", str(ceph_conf), group="rbd")
-        self.conf.set_override("user", "compute", group="rbd")
-        self.conf.set_override("keyring", str(self.keyring), group="rbd")
-        self.driver = RBDDriver(RadosClient(str(ceph_conf), user="compute", rados=self.rados,
-                                            rbd=self.rbd), pool="vms")
+        keyring = tmp_path / "ceph.client.compute.keyring"
+        cephx.write_keyring(str(keyring), "client.compute", KEY)
+        super().__init__(tmp_path, pools=("vms",), aio_mode="sync", keyring=str(keyring))
         self.out = tmp_path / "out"
         self.out.mkdir()
 

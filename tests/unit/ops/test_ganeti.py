@@ -16,41 +16,26 @@ from typing import Any
 import pytest
 from oslo_config import cfg
 
-from rbd_driver import conf as conf_module
 from rbd_driver import exception
 from rbd_driver.cli import extstorage
 from rbd_driver.cli import main as cli_main
 from rbd_driver.ops.ganeti_install import install_provider
 from rbd_driver.ops.ganeti import ACTIONS, METADATA_KEY, MIB, ExtStorage
-from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 GOLDEN = 64 * MIB
 QCOW2_HEAD = b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(64)
 
 
-class Env:
+class Env(FakeEnv):
     """A fake cluster with pools vms/images, the provider on it, and a golden image."""
 
     def __init__(self, tmp_path: Any) -> None:
-        self.ceph_conf = tmp_path / "ceph.conf"
-        self.ceph_conf.write_text("[global]\n")
-        self.keyring = tmp_path / "ceph.client.compute.keyring"
-        self.keyring.write_text("[client.compute]\n\tkey = AQBSECRETSECRETSECRETSECRET==\n")
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        self.cluster.add_pool("vms")
-        self.cluster.add_pool("images")
-        self.conf = cfg.ConfigOpts()
-        conf_module.register_opts(self.conf)
-        self.conf([], project="rbd_driver", default_config_files=[])
-        for key, value in (("ceph_conf", str(self.ceph_conf)), ("user", "compute"),
-                           ("keyring", str(self.keyring)), ("pool", "vms")):
-            self.conf.set_override(key, value, group="rbd")
-        self.driver = RBDDriver(
-            RadosClient(str(self.ceph_conf), user="compute", rados=self.rados, rbd=self.rbd),
-            pool="vms", destroy_retries=1, sleep=lambda s: None)
+        keyring = tmp_path / "ceph.client.compute.keyring"
+        keyring.write_text("[client.compute]\n\tkey = AQBSECRETSECRETSECRETSECRET==\n")
+        super().__init__(tmp_path, keyring=str(keyring), options={"pool": "vms"},
+                         driver_options={"destroy_retries": 1})
         self.fsid = self.driver.fsid
         self.es = ExtStorage(self.conf, self.driver)
 

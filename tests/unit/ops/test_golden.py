@@ -14,23 +14,14 @@ from rbd_driver.storage.flatten_queue import FlattenQueue
 from rbd_driver.ops.snapshots import InstanceSnapshots
 from rbd_driver.storage import convert
 from rbd_driver.storage.location import RbdLocation, parse_location
-from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 MIB = 1 << 20
 
 
-class Env:
+class Env(FakeEnv):
     def __init__(self, tmp_path: Any) -> None:
-        conf = tmp_path / "ceph.conf"
-        conf.write_text("[global]\n")
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        for pool in ("vms", "images"):
-            self.cluster.add_pool(pool)
-        self.driver = RBDDriver(RadosClient(str(conf), rados=self.rados, rbd=self.rbd),
-                                pool="vms", destroy_retries=0, sleep=lambda s: None)
+        super().__init__(tmp_path, user=None)
         self.raw = tmp_path / "golden.raw"
         with open(self.raw, "wb") as f:
             f.truncate(8 * MIB)
