@@ -15,26 +15,18 @@ from rbd_driver import exception
 from rbd_driver.ops.backup import SNAPSHOT_PREFIX, BackupManager, BackupManifest
 from rbd_driver.storage import backup_io, convert, diff_format
 from rbd_driver.storage.diff_format import DiffReader, DiffWrite, DiffZero
-from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 MIB = 1 << 20
 SIZE = 32 * MIB
 
 
-class Env:
+class Env(FakeEnv):
     def __init__(self, tmp_path: Any, retention: int = 7) -> None:
-        conf = tmp_path / "ceph.conf"
-        conf.write_text("[global]\n")
-        self.keyring = tmp_path / "keyring"
-        self.keyring.write_text("")
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        self.cluster.add_pool("vms")
-        self.driver = RBDDriver(RadosClient(str(conf), user="compute", keyring=str(self.keyring),
-                                            rados=self.rados, rbd=self.rbd),
-                                pool="vms", destroy_retries=0, sleep=lambda s: None)
+        keyring = tmp_path / "keyring"
+        keyring.write_text("")
+        super().__init__(tmp_path, pools=("vms",), keyring=str(keyring))
         self.manager = BackupManager(self.driver, str(tmp_path / "backups"),
                                      retention=retention)
         self.disk = self.cluster.add_image("vms", "disk", SIZE, data=os.urandom(MIB))

@@ -14,8 +14,8 @@ import pytest
 
 from rbd_driver import exception
 from rbd_driver.storage import datapath
-from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 MiB = 1 << 20
 OBJ = 4 * MiB
@@ -31,19 +31,12 @@ def _sigterm_guard_enabled() -> Any:
     sigterm.enable(False)
 
 
-class Env:
+class Env(FakeEnv):
     """A fake cluster with pools vms/images and a client on it."""
 
     def __init__(self, tmp_path: Path, aio_mode: str = "sync") -> None:
-        ceph_conf = tmp_path / "ceph.conf"
-        ceph_conf.write_text("[global]\n")
-        self.tmp = tmp_path
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        self.cluster.aio_mode = aio_mode
-        self.cluster.add_pool("vms")
-        self.cluster.add_pool("images")
-        self.client = RadosClient(str(ceph_conf), user="compute", rados=self.rados, rbd=self.rbd)
+        super().__init__(tmp_path, aio_mode=aio_mode)
+        self.client = self.new_client()
 
     def images(self, pool: str = "vms") -> list[str]:
         return self.cluster.pool(pool).image_names()

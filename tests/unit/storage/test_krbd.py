@@ -24,8 +24,7 @@ import pytest
 from rbd_driver import exception
 from rbd_driver.storage import cephx, krbd
 from rbd_driver.storage.monitors import MonitorCache
-from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 KEY = cephx.generate_key()
 LOCAL = ipaddress.ip_address("10.0.0.5")
@@ -122,15 +121,11 @@ def _osd(osd_id: int, ip: str, up: int = 1) -> dict[str, Any]:
             "public_addr": f"{v1}/1", "cluster_addr": f"{v1}/1"}
 
 
-class Env:
+class Env(FakeEnv):
     def __init__(self, tmp_path: Path, single_major: bool = True) -> None:
-        conf = tmp_path / "ceph.conf"
-        conf.write_text("[global]\n")
         self.keyring_path = str(tmp_path / "ceph.client.compute.keyring")
         cephx.write_keyring(self.keyring_path, "client.compute", KEY)
-        self.rados, self.rbd = fakes.make_modules()
-        self.cluster = self.rados._cluster
-        self.cluster.add_pool("vms")
+        super().__init__(tmp_path, pools=("vms",))
         self.osds = [_osd(0, "10.0.0.1"), _osd(1, "10.0.0.2"), _osd(2, "10.0.0.3")]
         self.pgs: list[dict[str, Any]] | None = [{"pgid": "1.0", "up": [0, 1], "acting": [0, 1]},
                                                  {"pgid": "1.1", "up": [1], "acting": [1]}]
@@ -149,10 +144,9 @@ class Env:
         mc["osd metadata"] = lambda cmd, inbuf: self._json(
             [{"id": i, "hostname": h} for i, h in self.hostnames.items()])
         mc["mon dump"] = lambda cmd, inbuf: self._json({"mons": self.mons})
-        self.client = RadosClient(str(conf), user="compute", rados=self.rados, rbd=self.rbd)
+        self.client = self.new_client()
         self.keyring = FakeKeyring()
         self.kernel = FakeKernel(tmp_path / "sys", self.keyring, single_major)
-        self.tmp = tmp_path
 
     @staticmethod
     def _json(data: Any) -> tuple[int, bytes, str]:
