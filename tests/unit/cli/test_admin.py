@@ -18,30 +18,26 @@ import pytest
 
 from rbd_driver import cli
 from rbd_driver.storage import cephx
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 from tests.unit.libvirt.test_secret import FakeLibvirt
 from tests.unit.ops.test_provision import FakeMon
 
 MIB = 1 << 20
 
 
-class Env:
+class Env(FakeEnv):
+    """The fake cluster in ``sys.modules``; ``conf`` here is the CLI's config file."""
+
     def __init__(self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
                  capsys: pytest.CaptureFixture[str]) -> None:
-        self.rados, self.rbd = fakes.make_modules()
+        super().__init__(tmp_path)
         monkeypatch.setitem(sys.modules, "rados", self.rados)
         monkeypatch.setitem(sys.modules, "rbd", self.rbd)
-        self.cluster = self.rados._cluster
-        for pool in ("vms", "images"):
-            self.cluster.add_pool(pool)
-        self.tmp = tmp_path
-        ceph_conf = tmp_path / "ceph.conf"
-        ceph_conf.write_text("[global]\n")
         self.admin_keyring = tmp_path / "admin.keyring"
         self.admin_keyring.write_text("")
         self.backups = tmp_path / "backups"
-        self.conf = tmp_path / "rbd-driver.conf"
-        self.conf.write_text(f"[rbd]\nceph_conf = {ceph_conf}\npool = vms\nuser = compute\n"
+        self.conf = tmp_path / "rbd-driver.conf"  # type: ignore[assignment]
+        self.conf.write_text(f"[rbd]\nceph_conf = {self.ceph_conf}\npool = vms\nuser = compute\n"
                              f"backup_dir = {self.backups}\n")
         self.capsys = capsys
 
