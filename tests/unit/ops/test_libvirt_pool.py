@@ -17,7 +17,7 @@ from rbd_driver.libvirt import storage_pool
 from rbd_driver.libvirt.storage_pool import RbdPoolSource
 from rbd_driver.ops.libvirt_pool import provision_libvirt_pool
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 from rbd_driver.testing.local_cluster import make_conf
 from tests.unit.libvirt.test_storage_pool import CEPH, SECRET, Host, Secret
 
@@ -42,10 +42,7 @@ class State:
 
 @pytest.fixture
 def env(tmp_path) -> Iterator[tuple[Any, RadosClient, State]]:
-    ceph_conf = tmp_path / "ceph.conf"
-    ceph_conf.write_text("[global]\n")
-    rados, rbd = fakes.make_modules()
-    rados._cluster.add_pool("vms")
+    fake = FakeEnv(tmp_path, pools=("vms",))
     state = State()
 
     def mon_dump(cmd: dict[str, Any], inbuf: bytes) -> tuple[int, bytes, str]:
@@ -54,9 +51,9 @@ def env(tmp_path) -> Iterator[tuple[Any, RadosClient, State]]:
             return -errno.EACCES, b"", "access denied"
         return 0, json.dumps(DUMP).encode(), ""
 
-    rados._cluster.mon_commands["mon dump"] = mon_dump
-    conf = make_conf(_State(str(ceph_conf)))
-    with RadosClient(str(ceph_conf), user="compute", rados=rados, rbd=rbd) as client:
+    fake.cluster.mon_commands["mon dump"] = mon_dump
+    conf = make_conf(_State(str(fake.ceph_conf)))
+    with fake.new_client() as client:
         yield conf, client, state
 
 

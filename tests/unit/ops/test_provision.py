@@ -23,8 +23,7 @@ from rbd_driver import conf as conf_module
 from rbd_driver import exception
 from rbd_driver.ops import provision
 from rbd_driver.storage import cephx
-from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 Reply = tuple[int, bytes, str]
 
@@ -156,25 +155,15 @@ class FakeMon:
 
 @pytest.fixture
 def env(tmp_path: Any) -> Any:
-    ceph_conf = tmp_path / "ceph.conf"
-    ceph_conf.write_text("[global]\n")
-    rados, rbd = fakes.make_modules()
-    cluster = rados._cluster
+    e = FakeEnv(tmp_path, user="admin")
     for name in ("vms", "images"):
-        cluster.add_pool(name).applications.add("rbd")
-    mon = FakeMon(cluster)
-    client = RadosClient(str(ceph_conf), user="admin", rados=rados, rbd=rbd)
-
-    class Env:
-        pass
-
-    e = Env()
-    e.cluster, e.mon, e.client, e.conf_path = cluster, mon, client, str(ceph_conf)  # type: ignore[attr-defined]
-    e.prov = provision.Provisioner(client)  # type: ignore[attr-defined]
-    e.tmp = tmp_path  # type: ignore[attr-defined]
+        e.cluster.pools[name].applications.add("rbd")
+    e.mon = FakeMon(e.cluster)  # type: ignore[attr-defined]
+    e.client = e.new_client()
+    e.conf_path = str(e.ceph_conf)  # type: ignore[attr-defined]
+    e.prov = provision.Provisioner(e.client)  # type: ignore[attr-defined]
     yield e
-    client.close()
-    cluster.assert_no_open_handles()
+    e.close_and_check()
 
 
 # -- pools ------------------------------------------------------------------------

@@ -12,9 +12,8 @@ import pytest
 from rbd_driver import exception
 from rbd_driver.storage import monitors
 from rbd_driver.storage.monitors import MonitorCache
-from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import MonitorAddress
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 DUMP = {"epoch": 3, "mons": [
     {"rank": 1, "name": "b", "public_addrs": {"addrvec": [
@@ -70,10 +69,8 @@ class Clock:
 
 @pytest.fixture
 def env(tmp_path: Any) -> Any:
-    conf = tmp_path / "ceph.conf"
-    conf.write_text("[global]\n")
-    rados, rbd = fakes.make_modules()
-    cluster = rados._cluster
+    fake = FakeEnv(tmp_path, pools=(), user=None)
+    cluster = fake.cluster
     state = {"dump": DUMP, "fail": 0, "calls": 0}
 
     def handler(cmd: dict[str, Any], inbuf: bytes) -> tuple[int, bytes, str]:
@@ -83,7 +80,7 @@ def env(tmp_path: Any) -> Any:
         return 0, json.dumps(state["dump"]).encode(), ""
 
     cluster.mon_commands["mon dump"] = handler
-    client = RadosClient(str(conf), rados=rados, rbd=rbd)
+    client = fake.new_client()
     clock = Clock()
     yield client, state, clock
     client.close()

@@ -13,6 +13,7 @@ from rbd_driver import exception
 from rbd_driver.storage import rados_client
 from rbd_driver.storage.rados_client import RADOS_ERRORS, RBD_ERRORS, RadosClient
 from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 
 def _exception_names(module: ModuleType) -> set[str]:
@@ -97,14 +98,10 @@ def test_other_exceptions_pass_through() -> None:
 
 @pytest.fixture
 def env(tmp_path):
-    conf = tmp_path / "ceph.conf"
-    conf.write_text("[global]\n")
-    fake_rados, fake_rbd = fakes.make_modules()
-    cluster = fake_rados._cluster
-    cluster.add_pool("vms")
-    client = RadosClient(str(conf), user="compute", connect_timeout=7, op_timeout=11,
-                         rados=fake_rados, rbd=fake_rbd)
-    yield client, cluster, fake_rados, fake_rbd
+    fake = FakeEnv(tmp_path, pools=("vms",))
+    cluster = fake.cluster
+    client = fake.new_client(connect_timeout=7, op_timeout=11)
+    yield client, cluster, fake.rados, fake.rbd
     client.close()
     cluster.assert_no_open_handles()
 

@@ -8,19 +8,15 @@ import time
 import pytest
 
 from rbd_driver import exception
-from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rados_lock import LOCK_NAME, cluster_lock
-from rbd_driver.testing import fakes
+from rbd_driver.testing.fixtures import FakeEnv
 
 
 @pytest.fixture
 def clients(tmp_path):
-    conf = tmp_path / "ceph.conf"
-    conf.write_text("[global]\n")
-    rados, rbd = fakes.make_modules()
-    rados._cluster.add_pool("cache")
-    made = [RadosClient(str(conf), user=u, rados=rados, rbd=rbd) for u in ("a", "b")]
-    yield made, rados._cluster
+    fake = FakeEnv(tmp_path, pools=("cache",))
+    made = [fake.new_client(user=u) for u in ("a", "b")]
+    yield made, fake.cluster
     for c in made:
         c.close()
 

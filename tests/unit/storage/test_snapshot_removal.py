@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -15,8 +16,6 @@ import pytest
 
 from rbd_driver.backends import instance_snapshot
 from rbd_driver.backends.rbd import Rbd
-from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage import snapshot_removal
 from rbd_driver.storage.snapshot_removal import SnapshotRemovalQueue
 from tests.unit.storage.test_removal import Guest
@@ -30,9 +29,7 @@ def env(tmp_path: Any) -> Env:
     env = Env(tmp_path)
     env.driver.close()
     # Removal retries as in production, without the waits.
-    env.driver = RBDDriver(
-        RadosClient(env.conf.rbd.ceph_conf, user="compute", rados=env.rados, rbd=env.rbd),
-        pool="vms", destroy_retries=3, destroy_retry_interval=0)
+    env.driver = env.new_driver(destroy_retries=3, destroy_retry_interval=0, sleep=time.sleep)
     return env
 
 
@@ -187,9 +184,7 @@ def _removal_holding_the_disk(env, monkeypatch) -> tuple[Any, threading.Event, t
 def test_cleanup_of_the_instance_waits_for_a_removal_holding_the_disk_open(
         env, monkeypatch) -> None:
     disk, gate, release = _removal_holding_the_disk(env, monkeypatch)
-    other = RBDDriver(  # another driver of the process, as cleanup_instance makes its own
-        RadosClient(env.conf.rbd.ceph_conf, user="compute", rados=env.rados, rbd=env.rbd),
-        pool="vms", destroy_retries=0)
+    other = env.new_driver()  # another driver of the process, as cleanup_instance makes its own
     release.start()
     try:
         report = Rbd.cleanup_instance(env.conf, disk.instance_uuid, driver=other)
