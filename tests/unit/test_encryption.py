@@ -41,11 +41,6 @@ class Keys:
 
 
 @pytest.fixture
-def env(tmp_path: Any) -> Env:
-    return Env(tmp_path)
-
-
-@pytest.fixture
 def keys(env: Env, tmp_path: Any) -> Keys:
     return Keys(env, tmp_path)
 

@@ -42,11 +42,6 @@ class Env(FakeEnv):
         return sorted(s.name for s in self.cluster.image(pool, name).snaps.values())
 
 
-@pytest.fixture
-def env(tmp_path: Any) -> Env:
-    return Env(tmp_path)
-
-
 def _expected(disk_bytes: bytes) -> bytes:
     return disk_bytes
 

@@ -16,11 +16,6 @@ from tests.unit.backends.test_rbd import RAW, Env
 GIB = 1 << 30
 
 
-@pytest.fixture
-def env(tmp_path) -> Env:
-    return Env(tmp_path)
-
-
 def _driver(xml: str) -> ET.Element:
     found = ET.fromstring(xml).find("driver")
     assert found is not None

@@ -54,11 +54,6 @@ class Env(FakeEnv):
             return sorted(e["name"] for e in self.rbd.RBD().trash_list(ioctx))
 
 
-@pytest.fixture
-def env(tmp_path) -> Env:
-    return Env(tmp_path)
-
-
 def test_clone_from_a_good_location(env) -> None:
     url = env.golden()
     disk = env.disk()

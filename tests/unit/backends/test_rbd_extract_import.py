@@ -53,14 +53,6 @@ class Env(FakeEnv):
             return sorted(self.rbd.RBD().list(ioctx))
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Any:
-    e = Env(tmp_path)
-    yield e
-    e.driver.close()
-    e.cluster.assert_no_open_handles()
-
-
 def _content(size: int) -> bytes:
     data = bytearray(size)
     data[0:4096] = os.urandom(4096)

@@ -39,11 +39,6 @@ class Env(FakeEnv):
         return self.cluster.pool("vms").image_names()
 
 
-@pytest.fixture
-def env(tmp_path: Any) -> Env:
-    return Env(tmp_path)
-
-
 def _json(path: str) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)

@@ -52,11 +52,6 @@ class Env(FakeEnv):
         return sorted(self.cluster.pool("vms").image_names())
 
 
-@pytest.fixture
-def env(tmp_path: Any) -> Env:
-    return Env(tmp_path)
-
-
 # -- create ------------------------------------------------------------------------
 
 

@@ -31,11 +31,6 @@ class Env(FakeEnv):
         return GoldenImages(self.driver, pool="images", **kwargs)
 
 
-@pytest.fixture
-def env(tmp_path: Any) -> Env:
-    return Env(tmp_path)
-
-
 def test_register_imports_snapshots_protects_and_records_the_location(env) -> None:
     with env.golden() as golden:
         image = golden.register("ubuntu", str(env.raw))

@@ -166,14 +166,6 @@ class Env(FakeEnv):
                               self.keyring_path, **options)
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> Any:
-    e = Env(tmp_path)
-    yield e
-    e.client.close()
-    e.cluster.assert_no_open_handles()
-
-
 # -- mapping --------------------------------------------------------------------------
 
 

@@ -20,11 +20,6 @@ from tests.unit.backends.test_rbd import RAW, Env
 from tests.unit.storage.test_spares import Env as SparesEnv
 
 
-@pytest.fixture
-def env(tmp_path: Any) -> Env:
-    return Env(tmp_path)
-
-
 class Guest:
     """Another client of the same cluster with images open for writing."""
 

@@ -6,16 +6,10 @@ import threading
 import uuid
 from typing import Any
 
-import pytest
 
 from rbd_driver.backends.rbd import Rbd
 from tests.unit.storage.test_removal import Guest
 from tests.unit.backends.test_rbd import RAW, Env, _KernelMaps
-
-
-@pytest.fixture
-def env(tmp_path: Any) -> Env:
-    return Env(tmp_path)
 
 
 def _instance(env: Env, disks: tuple[str, ...] = ("disk", "disk.local")) -> tuple[str, list[str]]:
