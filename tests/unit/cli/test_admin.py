@@ -63,12 +63,6 @@ class Env(FakeEnv):
         return str(path)
 
 
-@pytest.fixture
-def env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> Env:
-    return Env(tmp_path, monkeypatch, capsys)
-
-
 # -- usage ---------------------------------------------------------------------
 
 

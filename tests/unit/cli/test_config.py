@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
 
 from rbd_driver.cli import config
 from tests.unit.cli.test_admin import Env
-
-
-@pytest.fixture
-def env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Env:
-    return Env(tmp_path, monkeypatch, capsys)
 
 
 def test_default_config_file_is_read(tmp_path, monkeypatch, capsys) -> None:

@@ -20,11 +20,6 @@ from rbd_driver.cli import disks, errors, options, output
 from tests.unit.cli.test_admin import MIB, Env
 
 
-@pytest.fixture
-def env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Env:
-    return Env(tmp_path, monkeypatch, capsys)
-
-
 def _main(env: Env, *args: str) -> tuple[int, str, str]:
     try:
         code = cli.main(["--config-file", str(env.conf), *args])

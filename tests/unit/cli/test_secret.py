@@ -15,11 +15,6 @@ from tests.unit.ops.test_provision import FakeMon
 
 
 @pytest.fixture
-def env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Env:
-    return Env(tmp_path, monkeypatch, capsys)
-
-
-@pytest.fixture
 def fake_libvirt(monkeypatch: pytest.MonkeyPatch) -> FakeLibvirt:
     fake = FakeLibvirt()
     fake.module.registerErrorHandler = lambda handler, ctx: None  # type: ignore[attr-defined]

@@ -41,12 +41,6 @@ class BlocklistMon:
         return 0, b"", f"blocklisting {addr}"
 
 
-@pytest.fixture
-def env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> Env:
-    return Env(tmp_path, monkeypatch, capsys)
-
-
 def _check(env: Env, *extra: str) -> tuple[int, str, str]:
     code = cli.main(["--config-file", str(env.conf), *extra, "check"])
     out, err = env.capsys.readouterr()

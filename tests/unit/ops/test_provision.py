@@ -153,17 +153,17 @@ class FakeMon:
         return 0, b"", "updated"
 
 
-@pytest.fixture
-def env(tmp_path: Any) -> Any:
-    e = FakeEnv(tmp_path, user="admin")
-    for name in ("vms", "images"):
-        e.cluster.pools[name].applications.add("rbd")
-    e.mon = FakeMon(e.cluster)  # type: ignore[attr-defined]
-    e.client = e.new_client()
-    e.conf_path = str(e.ceph_conf)  # type: ignore[attr-defined]
-    e.prov = provision.Provisioner(e.client)  # type: ignore[attr-defined]
-    yield e
-    e.close_and_check()
+class Env(FakeEnv):
+    """The fake cluster (pools vms, images for rbd), its monitor, and a Provisioner as admin."""
+
+    def __init__(self, tmp_path: Any) -> None:
+        super().__init__(tmp_path, user="admin")
+        for name in ("vms", "images"):
+            self.cluster.pools[name].applications.add("rbd")
+        self.mon = FakeMon(self.cluster)
+        self.client = self.new_client()
+        self.conf_path = str(self.ceph_conf)
+        self.prov = provision.Provisioner(self.client)
 
 
 # -- pools ------------------------------------------------------------------------

@@ -19,18 +19,19 @@ from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage import snapshot_removal
 from rbd_driver.storage.snapshot_removal import SnapshotRemovalQueue
 from tests.unit.storage.test_removal import Guest
-from tests.unit.backends.test_instance_snapshot import GOLDEN, MIB, RAW, Env
+from tests.unit.backends.test_instance_snapshot import GOLDEN, MIB, RAW
+from tests.unit.backends.test_instance_snapshot import Env as SnapshotEnv
 
 TEMP = instance_snapshot.TEMP_SNAPSHOT_PREFIX
 
 
-@pytest.fixture
-def env(tmp_path: Any) -> Env:
-    env = Env(tmp_path)
-    env.driver.close()
-    # Removal retries as in production, without the waits.
-    env.driver = env.new_driver(destroy_retries=3, destroy_retry_interval=0, sleep=time.sleep)
-    return env
+class Env(SnapshotEnv):
+    def __init__(self, tmp_path: Any) -> None:
+        super().__init__(tmp_path)
+        self.driver.close()
+        # Removal retries as in production, without the waits.
+        self.driver = self.new_driver(destroy_retries=3, destroy_retry_interval=0,
+                                      sleep=time.sleep)
 
 
 def test_the_location_is_whole_before_the_removal_runs_and_the_snapshot_goes_after(

@@ -15,14 +15,6 @@ from rbd_driver.storage.location import parse_location
 from tests.unit.storage.test_spares import Env
 
 
-@pytest.fixture
-def env(tmp_path: Any) -> Any:
-    env = Env(tmp_path, spares=2)
-    yield env
-    env.close()
-    env.cluster.assert_no_open_handles()
-
-
 def test_clone_spares_is_the_pools_count_whichever_host_made_them(env: Env) -> None:
     hosts = [env.driver, env.new_driver(), env.new_driver()]
     for round_ in range(3):
