@@ -112,7 +112,7 @@ def test_other_formats_and_taken_names_are_refused_with_nothing_made(env) -> Non
 # then the data path copies what the disk changed; only the new image's snapshot is
 # protected. Flattened (snapshot_flatten): a clone of the disk snapshot (protected for
 # it) that librbd flattens. The disk snapshot's removal runs after the return, on the
-# driver's snapshot_remover (its failures are retried: tests/unit/test_snapshot_removal.py).
+# driver's snapshot_remover (its failures are retried: tests/unit/storage/test_snapshot_removal.py).
 _BOTH = [("Image.create_snap", 0), ("Image.create_snap", 1), ("Image.protect_snap", 0),
          ("RBD.clone", 0), ("RBD.rename", 0)]
 FAULTS = ([(False, step, after) for step, after in _BOTH + [
