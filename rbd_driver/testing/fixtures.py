@@ -205,7 +205,7 @@ class FakeEnv:
     ``user`` and ``keyring`` (those not None) and ``options`` set. ``driver``
     is made on first use: an :class:`RBDDriver` on pool ``pool`` whose
     client connects as ``user`` with ``keyring``, and whose sleeps between
-    removal retries are recorded in ``slept`` instead of slept;
+    removal retries are recorded in ``slept`` instead of taken;
     ``driver_options`` are its other arguments (``destroy_retries`` 0 unless
     given). :meth:`new_driver` makes another one on its own connection
     (another process, another host), :meth:`new_client` a client alone.
