@@ -786,7 +786,7 @@ def option_default(name: str) -> Any:
 
     A constructor or function whose parameter mirrors an option takes its
     default from here rather than repeating the literal
-    (``tests/unit/test_defaults.py`` holds every such parameter to it).
+    (``tests/unit/project/test_defaults.py`` holds every such parameter to it).
 
     :raises KeyError: ``name`` is not an ``[rbd]`` option.
     """

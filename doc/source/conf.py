@@ -27,7 +27,7 @@ autodoc_mock_imports = ["rados", "rbd"]
 nitpick_ignore_regex = [
     # Python's standard library, in signatures (no objects.inv offline).
     ("py:class", r"(collections\.abc|concurrent\.futures|contextlib|datetime|ipaddress|os"
-                 r"|re|subprocess|threading|types)\..*"),
+                 r"|pathlib|re|subprocess|threading|types)\..*"),
     # oslo.config: ConfigOpts, Opt, OptGroup (the caller's conf).
     ("py:class", r"oslo_config\..*"),
     # stevedore: the plugin managers.

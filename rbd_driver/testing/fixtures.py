@@ -1,4 +1,4 @@
-"""pytest fixtures backed by a real throwaway Ceph cluster.
+"""pytest fixtures backed by a real throwaway Ceph cluster, or by the fake one.
 
 Enable them in a ``conftest.py`` with::
 
@@ -29,6 +29,14 @@ removed after it, pass or fail; ``libvirt_rbd_conf`` is ``rbd_conf`` with
 :func:`rbd_driver.libvirt.secret.define_ceph_secret`. They skip the test,
 with the reason, only where ``qemu-system-x86_64`` cannot run at all.
 
+The fake cluster: :class:`FakeEnv` is what a unit test starts from, the fake
+``rados``/``rbd`` modules of :mod:`rbd_driver.testing.fakes` with pools on
+them, an ``[rbd]`` conf pointing at them and an ``RBDDriver`` that never
+sleeps; ``fake_env`` gives each test one with pools ``vms`` and ``images``,
+closed after it and checked for leaked handles. Tests subclass
+:class:`FakeEnv` for their own helpers and pick the pools, the clone format,
+the options and the driver's settings by its parameters.
+
 A cluster the session started is stopped at the end of the session, also
 when the run is interrupted: ^C, and SIGTERM (turned into the same
 interruption, so fixtures tear down), and at interpreter exit as a last
@@ -45,21 +53,25 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from oslo_config import cfg
 
+from rbd_driver import conf as conf_module
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.rados_client import RadosClient
+from rbd_driver.storage.rbd_utils import RBDDriver
+from rbd_driver.testing import fakes
 from rbd_driver.testing.local_cluster import (ClusterState, LocalCluster, connect_admin, load_state,
                                         make_conf, mon_command)
 from rbd_driver.testing.guest import GuestImage, build_guest
 from rbd_driver.testing.hypervisor import Hypervisor, HypervisorScope, qemu_unavailable_reason
 
-__all__ = ["ceph_cluster", "guest_image", "hypervisor", "hypervisor_daemon", "libvirt_rbd_conf",
-           "rbd_conf", "rados_client", "unique_name"]
+__all__ = ["FakeEnv", "ceph_cluster", "fake_env", "guest_image", "hypervisor",
+           "hypervisor_daemon", "libvirt_rbd_conf", "rbd_conf", "rados_client", "unique_name"]
 
 
 #: The session cluster's object store. bluestore, as real clusters run: a
@@ -180,6 +192,111 @@ def rados_client(rbd_conf: cfg.ConfigOpts) -> Iterator[RadosClient]:
 def unique_name(request: pytest.FixtureRequest) -> str:
     """A name no other test uses, for images and snapshots."""
     return f"t-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+
+
+class FakeEnv:
+    """A fake cluster, an ``[rbd]`` conf pointing at it, and a driver on it.
+
+    ``rados``/``rbd`` are fake modules (:func:`rbd_driver.testing.fakes.make_modules`)
+    sharing ``cluster``, with ``pools`` added; ``clone_format`` and
+    ``aio_mode`` set the cluster's (its defaults when None). ``ceph_conf`` is
+    an empty ``[global]`` file under ``tmp_path`` (the fakes read nothing of
+    it). ``conf`` has every option registered and ``[rbd] ceph_conf``,
+    ``user`` and ``keyring`` (those not None) and ``options`` set.
+    ``driver`` is made on first use: an
+    :class:`~rbd_driver.storage.rbd_utils.RBDDriver` on pool ``pool`` whose
+    client connects as ``user`` with ``keyring``, and whose sleeps between
+    removal retries are recorded in ``slept`` instead of taken;
+    ``driver_options`` are its other arguments (``destroy_retries`` 0 unless
+    given). :meth:`new_driver` makes another one on its own connection
+    (another process, another host), :meth:`new_client` a client alone.
+    :meth:`close` closes every driver and client made here.
+    """
+
+    def __init__(self, tmp_path: Path | str, *, pools: Iterable[str] = ("vms", "images"),
+                 pool: str = "vms", clone_format: int | None = None,
+                 aio_mode: str | None = None, user: str | None = "compute",
+                 keyring: str | None = None, options: dict[str, Any] | None = None,
+                 driver_options: dict[str, Any] | None = None, fsid: str | None = None) -> None:
+        self.tmp = Path(tmp_path)
+        self.ceph_conf = self.tmp / "ceph.conf"
+        self.ceph_conf.write_text("[global]\n")
+        self.rados, self.rbd = fakes.make_modules(fsid)
+        self.cluster: fakes.FakeCluster = self.rados._cluster  # type: ignore[attr-defined]
+        if clone_format is not None:
+            self.cluster.clone_format = clone_format
+        if aio_mode is not None:
+            self.cluster.aio_mode = aio_mode
+        for name in pools:
+            self.cluster.add_pool(name)
+        self.pool, self.user, self.keyring = pool, user, keyring
+        self.conf = cfg.ConfigOpts()
+        conf_module.register_opts(self.conf)
+        self.conf([], project="rbd_driver", default_config_files=[])
+        settings = {"ceph_conf": str(self.ceph_conf), "user": user, "keyring": keyring}
+        for key, value in {**settings, **(options or {})}.items():
+            if value is not None:
+                self.conf.set_override(key, value, group="rbd")
+        self.slept: list[float] = []
+        self.driver_options: dict[str, Any] = {"destroy_retries": 0, "sleep": self.slept.append,
+                                               **(driver_options or {})}
+        self.clients: list[RadosClient] = []
+        self.drivers: list[RBDDriver] = []
+        self._driver: RBDDriver | None = None
+        self._client: RadosClient | None = None
+
+    def new_client(self, **kwargs: Any) -> RadosClient:
+        """A client of the fake cluster as ``user`` (``kwargs``: RadosClient's others)."""
+        options = {"user": self.user, "keyring": self.keyring, **kwargs}
+        client = RadosClient(str(self.ceph_conf), rados=self.rados, rbd=self.rbd, **options)
+        self.clients.append(client)
+        return client
+
+    def new_driver(self, **kwargs: Any) -> RBDDriver:
+        """Another driver on its own connection (``kwargs`` override ``driver_options``)."""
+        driver = RBDDriver(self.new_client(), pool=self.pool, **{**self.driver_options, **kwargs})
+        self.drivers.append(driver)
+        return driver
+
+    @property
+    def driver(self) -> RBDDriver:
+        if self._driver is None:
+            self._driver = self.new_driver()
+        return self._driver
+
+    @driver.setter
+    def driver(self, driver: RBDDriver) -> None:
+        self._driver = driver
+
+    @property
+    def client(self) -> RadosClient:
+        """The client set here (a test of the client alone), else the driver's."""
+        return self._client if self._client is not None else self.driver.client
+
+    @client.setter
+    def client(self, client: RadosClient) -> None:
+        self._client = client
+
+    def close(self) -> None:
+        """Close every driver (its workers and connection) and client made here."""
+        for driver in self.drivers:
+            driver.close()
+        for client in self.clients:
+            client.close()
+
+    def close_and_check(self) -> None:
+        """:meth:`close`, then fail if a connection, ioctx or image handle is left open."""
+        self.close()
+        self.cluster.assert_no_open_handles()
+
+
+@pytest.fixture
+def fake_env(tmp_path: Path) -> Iterator[FakeEnv]:
+    """A :class:`FakeEnv` with pools ``vms`` and ``images``; closed, and checked for
+    leaked handles, after the test."""
+    env = FakeEnv(tmp_path)
+    yield env
+    env.close_and_check()
 
 
 def _skip_without_qemu() -> None:

@@ -17,7 +17,7 @@ from rbd_driver.storage import encryption as crypt
 from rbd_driver.storage.location import parse_location
 from rbd_driver.testing.fakes import crypto as fake_crypto
 
-from tests.unit.test_rbd_backend import RAW, Env
+from tests.unit.backends.test_rbd import RAW, Env
 
 MARKER = b"golden-marker-7f3a" * 8
 SIZE = 64 << 20
@@ -38,11 +38,6 @@ class Keys:
         path.write_bytes(passphrase + b"\n")
         os.chmod(path, mode)
         return u
-
-
-@pytest.fixture
-def env(tmp_path: Any) -> Env:
-    return Env(tmp_path)
 
 
 @pytest.fixture

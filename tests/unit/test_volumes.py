@@ -14,7 +14,7 @@ from oslo_config import cfg
 from rbd_driver import conf as conf_module
 from rbd_driver import exception, volumes
 from rbd_driver.storage import cephx
-from tests.unit.test_krbd import KEY, LOCAL, Env
+from tests.unit.storage.test_krbd import KEY, LOCAL, Env
 
 SECRET = "6e9c0f40-8c1f-4e57-9d3b-2f1f3c0f5a11"
 OTHER_KEY = cephx.generate_key()
