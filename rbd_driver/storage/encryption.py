@@ -148,9 +148,9 @@ def recorded(client: RadosClient, pool: str, name: str,
     try:
         found = json.loads(value)
         return str(found["format"]), str(found["secret_uuid"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError) as err:
         raise exception.StorageError(op="read encryption record", target=_where(pool, name),
-                                     detail=f"metadata {METADATA_KEY} is not understood")
+                                     detail=f"metadata {METADATA_KEY} is not understood") from err
 
 
 def guest_size(client: RadosClient, pool: str, name: str, key: Key,

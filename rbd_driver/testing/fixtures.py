@@ -53,10 +53,16 @@ from oslo_config import cfg
 
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing.local_cluster import (ClusterState, LocalCluster, connect_admin, load_state,
-                                        make_conf, mon_command)
 from rbd_driver.testing.guest import GuestImage, build_guest
 from rbd_driver.testing.hypervisor import Hypervisor, HypervisorScope, qemu_unavailable_reason
+from rbd_driver.testing.local_cluster import (
+    ClusterState,
+    LocalCluster,
+    connect_admin,
+    load_state,
+    make_conf,
+    mon_command,
+)
 
 __all__ = ["ceph_cluster", "guest_image", "hypervisor", "hypervisor_daemon", "libvirt_rbd_conf",
            "rbd_conf", "rados_client", "unique_name"]

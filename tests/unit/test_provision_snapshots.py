@@ -9,14 +9,14 @@ from rbd_driver.ops import provision
 from tests.unit.test_provision import _conf, env  # noqa: F401 - the fixture
 
 
-def test_least_privilege_by_default(env) -> None:  # noqa: F811
+def test_least_privilege_by_default(env) -> None:
     conf = _conf(env, user="compute", pool="vms", image_pools=["images"],
                  snapshot_pool="images", keyring=str(env.tmp / "k"))
     report = provision.provision_from_conf(conf, env.client)
     assert report.user.caps["osd"] == "profile rbd pool=vms, profile rbd-read-only pool=images"
 
 
-def test_allow_snapshots_grants_profile_rbd_on_the_snapshot_and_image_pools(env) -> None:  # noqa: F811
+def test_allow_snapshots_grants_profile_rbd_on_the_snapshot_and_image_pools(env) -> None:
     conf = _conf(env, user="compute", pool="vms", image_pools=["images"],
                  snapshot_pool="snaps", keyring=str(env.tmp / "k"))
     report = provision.provision_from_conf(conf, env.client, allow_snapshots=True)
@@ -27,7 +27,7 @@ def test_allow_snapshots_grants_profile_rbd_on_the_snapshot_and_image_pools(env)
         "profile rbd pool=vms, profile rbd pool=snaps, profile rbd pool=images")
 
 
-def test_allow_snapshots_without_a_pool_creates_nothing(env) -> None:  # noqa: F811
+def test_allow_snapshots_without_a_pool_creates_nothing(env) -> None:
     conf = _conf(env, user="compute", pool="newpool", image_pools=[],
                  keyring=str(env.tmp / "k"))
     with pytest.raises(exception.ConfigError, match="snapshot_pool"):

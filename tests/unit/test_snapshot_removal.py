@@ -15,9 +15,9 @@ import pytest
 
 from rbd_driver.backends import instance_snapshot
 from rbd_driver.backends.rbd import Rbd
+from rbd_driver.storage import snapshot_removal
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver
-from rbd_driver.storage import snapshot_removal
 from rbd_driver.storage.snapshot_removal import SnapshotRemovalQueue
 from tests.unit.test_cleanup_busy import Guest
 from tests.unit.test_direct_snapshot import GOLDEN, MIB, RAW, Env
