@@ -68,7 +68,7 @@ def libvirt_api(module: ModuleType | None, missing: Callable[[str], Exception]) 
     except ImportError as err:
         raise missing("the libvirt Python API is not available "
                       "(install python3-libvirt)") from err
-    return libvirt  # type: ignore[no-any-return]
+    return libvirt
 
 
 def _libvirt(module: ModuleType | None, user: str) -> ModuleType:

@@ -217,7 +217,8 @@ class _ImageStream:
                 self.exhausted = True
                 return
             offset, length = piece
-            done, box = threading.Event(), []
+            done = threading.Event()
+            box: list[Any] = []  # (return value, data) of the read, once done
 
             def callback(completion: Any, data: bytes | None = None, box: list[Any] = box,
                          done: threading.Event = done) -> None:

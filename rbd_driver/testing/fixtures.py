@@ -45,7 +45,8 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -101,7 +102,11 @@ def ceph_cluster() -> Iterator[ClusterState]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupt_on_sigterm() -> signal.Handlers | object | None:
+#: What signal.signal() returns: a handler, SIG_DFL/SIG_IGN, or None (not set from Python).
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def _interrupt_on_sigterm() -> _SignalHandler:
     """Make SIGTERM interrupt the run like ^C, so that teardown stops the cluster.
 
     Returns the handler it replaced (None when not in the main thread,
