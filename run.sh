@@ -38,7 +38,7 @@ setup() {
     if [ ! -x .venv/bin/python ]; then
         /usr/bin/python3 -m venv --system-site-packages .venv
     fi
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,docs,bench,release]'
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,docs,bench,release,lint]'
 }
 
 cmd="${1:-}"

@@ -88,15 +88,15 @@ def compare(ours: list[float], theirs: list[float]) -> dict[str, Any]:
     mo, mt = statistics.median(ours), statistics.median(theirs)
     noise = mad(ours) / mo + mad(theirs) / mt
     ratio = mo / mt
-    per_round = statistics.median(a / b for a, b in zip(ours, theirs))
+    per_round = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
     verdict = "tie"
     if max(ratio, per_round) < 1.0 - noise:
         verdict = "faster"
     elif min(ratio, per_round) > 1.0 + noise:
         verdict = "slower"
     return {"ratio": ratio, "per_round_ratio": per_round, "noise": noise, "verdict": verdict,
-            "rounds_faster": sum(a < b for a, b in zip(ours, theirs)),
-            "rounds": min(len(ours), len(theirs))}
+            "rounds_faster": sum(a < b for a, b in zip(ours, theirs, strict=True)),
+            "rounds": len(ours)}
 
 
 def summarize(samples_s: list[float]) -> dict[str, float]:

@@ -46,9 +46,10 @@ non-admin cephx user:
 
 Statistics: medians of the rounds; ratios are from this one run, each
 comparison of ours with the CLI with its noise and verdict (faster, slower
-or a tie: see ``_benchlib.compare``); a tie does not fail a target. Each run's JSON and printed report are kept in
-``--results`` (``benchmarks/results/bench_backup-<UTC time>-<commit>.json/.txt``,
-and copied to ``bench_backup.json/.txt``), with the git commit measured.
+or a tie: see ``_benchlib.compare``); a tie does not fail a target. Each
+run's JSON and printed report are kept in ``--results``
+(``benchmarks/results/bench_backup-<UTC time>-<commit>.json/.txt``, and
+copied to ``bench_backup.json/.txt``), with the git commit measured.
 Exit status: 0 when every target passes, 1 when one fails, 2 when the
 cleanup left something behind.
 """
@@ -66,8 +67,19 @@ import tempfile
 import time
 from typing import Any
 
-from _benchlib import (DISK_POOL, GIB, MIB, add_output_args, bluestore_cluster, command_line,
-                       compare, environment, finish, rbd_argv, summarize)
+from _benchlib import (
+    DISK_POOL,
+    GIB,
+    MIB,
+    add_output_args,
+    bluestore_cluster,
+    command_line,
+    compare,
+    environment,
+    finish,
+    rbd_argv,
+    summarize,
+)
 
 from rbd_driver.ops.backup import BackupManager
 from rbd_driver.storage.rbd_utils import RBDDriver
@@ -142,14 +154,15 @@ def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, l
             target = os.path.join(work, f"full-{round_}")
             took: dict[str, float] = {}
 
-            def ours(fsync: bool) -> float:
+            # The steps run within their round: each binds the round's values.
+            def ours(fsync: bool, target: str = target) -> float:
                 manager = BackupManager(driver, os.path.join(target, str(fsync)),
                                         retention=args.rounds + 10, fsync=fsync)
                 start = time.perf_counter()
                 manager.full_backup(DISK, snapshot="base")
                 return time.perf_counter() - start
 
-            def cli() -> None:
+            def cli(round_: int = round_, took: dict[str, float] = took) -> None:
                 path = os.path.join(work, f"cli-{round_}.raw")
                 took["cli"] = _cli(state, "export", f"{DISK_POOL}/{DISK}@base", path)
                 took["cli_fsync"] = took["cli"] + _fsync(path)
@@ -191,12 +204,15 @@ def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, l
             previous = manager.list_backups(DISK)[-1].snapshot["name"]
             backups = []
 
-            def ours_of_snapshot() -> None:
+            # The steps run within their round: each binds the round's values.
+            def ours_of_snapshot(backups: list[Any] = backups, snap: str = snap,
+                                 took: dict[str, float] = took) -> None:
                 start = time.perf_counter()
                 backups.append(manager.incremental_backup(DISK, snapshot=snap))
                 took["ours"] = time.perf_counter() - start
 
-            def cli_diff() -> None:
+            def cli_diff(previous: str = previous, snap: str = snap,
+                         took: dict[str, float] = took) -> None:
                 took["cli_diff"] = (_cli(state, "export-diff", "--from-snap", previous,
                                          f"{DISK_POOL}/{DISK}@{snap}", path) + _fsync(path))
                 os.unlink(path)
@@ -212,12 +228,13 @@ def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, l
             _change(driver, size, args.change_pct, rng)
             previous = backups[0].snapshot["name"]
 
-            def ours_own() -> None:
+            def ours_own(took: dict[str, float] = took) -> None:
                 start = time.perf_counter()
                 manager.incremental_backup(DISK)
                 took["own"] = time.perf_counter() - start
 
-            def cli_cycle() -> None:
+            def cli_cycle(round_: int = round_, previous: str = previous,
+                          took: dict[str, float] = took) -> None:
                 spare = f"{DISK_POOL}/{DISK}@cli-{round_}"
                 took["cli_cycle"] = (_cli(state, "snap", "create", spare)
                                      + _cli(state, "export-diff", "--from-snap", previous,
@@ -225,7 +242,7 @@ def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, l
                                      + _fsync(path) + _cli(state, "snap", "rm", spare))
                 os.unlink(path)
 
-            def fixed() -> None:
+            def fixed(round_: int = round_, took: dict[str, float] = took) -> None:
                 start = time.perf_counter()
                 driver.create_snap(DISK, f"fixed-{round_}")
                 driver.remove_snap(DISK, f"fixed-{round_}")

@@ -39,15 +39,14 @@ import sys
 import uuid
 from typing import Any
 
-from _benchlib import (DISK_POOL, MIB, add_output_args, bluestore_cluster, command_line,
-                       environment, finish)
+from _benchlib import DISK_POOL, MIB, add_output_args, bluestore_cluster, command_line, environment, finish
 
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage.cephx import read_key
-from rbd_driver.testing.local_cluster import ClusterState, make_conf
 from rbd_driver.testing.guest import build_guest
 from rbd_driver.testing.hypervisor import Hypervisor
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
 
 MODES = ("none", "writeback")
 DISK_SIZE = 256 * MIB

@@ -72,8 +72,20 @@ import time
 import uuid
 from typing import Any
 
-from _benchlib import (DISK_POOL, GIB, GOLDEN_POOL, RAW, add_output_args, bluestore_cluster,
-                       command_line, environment, finish, make_golden, rbd_argv, summarize)
+from _benchlib import (
+    DISK_POOL,
+    GIB,
+    GOLDEN_POOL,
+    RAW,
+    add_output_args,
+    bluestore_cluster,
+    command_line,
+    environment,
+    finish,
+    make_golden,
+    rbd_argv,
+    summarize,
+)
 
 from rbd_driver import imagebackend
 from rbd_driver.testing.local_cluster import ClusterState, make_conf
@@ -313,7 +325,7 @@ def run(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     return {"ours": samples["ours"], "cli": samples["cli"], "librbd": samples["librbd"],
             "spare": samples["spare"], "spare_all_in": list(bench.all_in),
             "spare_refill": [(a - w, ac - c) for (w, c), (a, ac)
-                             in zip(samples["spare"], bench.all_in)],
+                             in zip(samples["spare"], bench.all_in, strict=True)],
             "size_1g": small, "size_100g": large,
             "burst": burst, "spare_claimed": spare_claimed, "burst_claimed": burst_claimed}
 

@@ -98,9 +98,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _benchlib import (CLK_TCK, DISK_POOL, GIB, MIB, add_output_args, bluestore_cluster,
-                       command_line, compare, environment, finish, git_commit, machine_cpu,
-                       other_processes_cpu, others_delta, own_cpu, rbd_argv, summarize)
+from _benchlib import (
+    CLK_TCK,
+    DISK_POOL,
+    GIB,
+    MIB,
+    add_output_args,
+    bluestore_cluster,
+    command_line,
+    compare,
+    environment,
+    finish,
+    git_commit,
+    machine_cpu,
+    other_processes_cpu,
+    others_delta,
+    own_cpu,
+    rbd_argv,
+    summarize,
+)
 
 from rbd_driver.storage import convert, datapath
 from rbd_driver.storage.rados_client import RadosClient
@@ -770,7 +786,7 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, Any],
 
     def per_round(kind: str, a: str, b: str) -> float:
         return statistics.median(x["wall"] / y["wall"]
-                                 for x, y in zip(raw[kind][a], raw[kind][b]))
+                                 for x, y in zip(raw[kind][a], raw[kind][b], strict=True))
 
     ratios = {
         "import_ours_over_rbd": imp["ours"]["median_s"] / imp["rbd"]["median_s"],

@@ -43,6 +43,7 @@ within 1.3x a plain copy (median ratios). Exit status: 0 when both are met,
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -52,8 +53,19 @@ import time
 import uuid
 from typing import Any
 
-from _benchlib import (GIB, GOLDEN_POOL, MIB, RAW, add_output_args, bluestore_cluster,
-                       command_line, compare, environment, finish, summarize)
+from _benchlib import (
+    GIB,
+    GOLDEN_POOL,
+    MIB,
+    RAW,
+    add_output_args,
+    bluestore_cluster,
+    command_line,
+    compare,
+    environment,
+    finish,
+    summarize,
+)
 
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
@@ -150,14 +162,14 @@ def run(state: ClusterState, args: argparse.Namespace, work: str) -> dict[str, l
                     encryption=DiskEncryption("luks2", secret_b)),
             }  # type: ignore[dict-item]
             actions = {
-                "plain_clone": lambda: disks["plain_clone"].direct_fetch(
-                    "p", RAW, [{"url": plain.location}]),
-                "encrypted_clone": lambda: disks["encrypted_clone"].direct_fetch(
-                    "e", RAW, [{"url": enc.location}]),
-                "plain_copy": lambda: disks["plain_copy"].create_image(
-                    lambda **kw: None, base, None),
-                "per_disk_copy": lambda: disks["per_disk_copy"].direct_fetch(
-                    "e", RAW, [{"url": enc.location}]),
+                "plain_clone": functools.partial(disks["plain_clone"].direct_fetch,
+                                                 "p", RAW, [{"url": plain.location}]),
+                "encrypted_clone": functools.partial(disks["encrypted_clone"].direct_fetch,
+                                                     "e", RAW, [{"url": enc.location}]),
+                "plain_copy": functools.partial(disks["plain_copy"].create_image,
+                                                lambda **kw: None, base, None),
+                "per_disk_copy": functools.partial(disks["per_disk_copy"].direct_fetch,
+                                                   "e", RAW, [{"url": enc.location}]),
             }
             order = list(actions) if rnd % 2 == 0 else list(reversed(actions))
             for name in order:
@@ -227,8 +239,8 @@ def report(env: dict[str, Any], args: argparse.Namespace, raw: dict[str, list[fl
     if left:
         print(f"  left behind: {left}")
     doc = {"environment": env, "command": command_line("bench_encryption"),
-           "rounds": args.rounds, "series": series, "samples_s": raw, "comparisons": comparisons, "targets": met,
-           "left_behind": left}
+           "rounds": args.rounds, "series": series, "samples_s": raw, "comparisons": comparisons,
+           "targets": met, "left_behind": left}
     return doc, 2 if left else (0 if all(met.values()) else 1)
 
 

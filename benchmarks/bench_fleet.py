@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16,
-                        help="[rbd] cleanup_concurrency of the bulk series (default 16, the option's default)")
+                        help="[rbd] cleanup_concurrency of the bulk series "
+                             "(default 16, the option's default)")
     parser.add_argument("--pool-images", type=int, default=10000)
     parser.add_argument("--pool-rounds", type=int, default=30)
     parser.add_argument("--hosts", type=int, default=4)

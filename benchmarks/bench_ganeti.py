@@ -42,9 +42,9 @@ from typing import Any
 
 from _benchlib import GIB, MIB, LoadMeter, add_output_args, bluestore_cluster, environment, finish
 
-from rbd_driver.testing.local_cluster import ClusterState, load_state
 from rbd_driver.testing.ganeti import GanetiCluster
 from rbd_driver.testing.guest import build_guest
+from rbd_driver.testing.local_cluster import ClusterState, load_state
 
 GOLDEN_SIZE = 2 * GIB
 GOLDEN_DATA = GIB

@@ -38,9 +38,9 @@ from rbd_driver import imagebackend  # noqa: E402
 from rbd_driver.backends.rbd import Rbd  # noqa: E402
 from rbd_driver.libvirt import secret as libvirt_secret  # noqa: E402
 from rbd_driver.storage.cephx import read_key  # noqa: E402
-from rbd_driver.testing.local_cluster import ClusterState, make_conf  # noqa: E402
 from rbd_driver.testing.guest import build_guest  # noqa: E402
 from rbd_driver.testing.hypervisor import Hypervisor  # noqa: E402
+from rbd_driver.testing.local_cluster import ClusterState, make_conf  # noqa: E402
 from rbd_driver.testing.migration import CounterWatch, destination_xml, migrate  # noqa: E402
 
 SECTOR = 512

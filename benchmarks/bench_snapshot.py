@@ -59,8 +59,18 @@ import time
 import uuid
 from typing import Any
 
-from _benchlib import (GIB, GOLDEN_POOL, MIB, RAW, add_output_args, bluestore_cluster,
-                       compare, environment, finish, summarize)
+from _benchlib import (
+    GIB,
+    GOLDEN_POOL,
+    MIB,
+    RAW,
+    add_output_args,
+    bluestore_cluster,
+    compare,
+    environment,
+    finish,
+    summarize,
+)
 
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
@@ -272,13 +282,13 @@ def report(env: dict[str, Any], args: argparse.Namespace, snaps: dict[str, list[
         print(f"  {kind:10s} {medians[kind]:7.3f} s   "
               f"({', '.join(f'{s:.3f}' for s in snaps[kind])})")
     for kind in ("shared", "flattened"):
-        rest = [t - c for t, c in zip(snaps[kind], steps[f"{kind}_creates"])]
+        rest = [t - c for t, c in zip(snaps[kind], steps[f"{kind}_creates"], strict=True)]
         print(f"  {kind} = its 2 snapshot creates {step_medians[kind + '_creates']:.3f} s + "
               f"the rest {statistics.median(rest):.3f} s (medians)")
     print(f"  background removal of the disk snapshot, after the call returned: "
           f"{step_medians['background_removal']:.3f} s (not waited for by the caller)")
     floors = [a + b + c for a, b, c in zip(steps["create_disk_snapshot"], steps["copy_changes"],
-                                           steps["create_image_snapshot"])]
+                                           steps["create_image_snapshot"], strict=True)]
     verdict = compare(snaps["shared"], floors)
     ratios["shared_over_floor_per_round"] = verdict["per_round_ratio"]
     print(f"  shared / floor        = {of_floor:.2f}x (target <= {TARGET_OF_FLOOR}x; per round "

@@ -330,7 +330,7 @@ def draw(c: Chart, subtitle: str, path: str) -> None:
         fig = Figure(figsize=(8.5, height), layout="constrained")
         axes = fig.subplots(len(c.panels), 1, sharex=True, squeeze=False)[:, 0]
         top = max(max(s.samples) for p in c.panels for s in p.series)
-        for ax, p in zip(axes, c.panels):
+        for ax, p in zip(axes, c.panels, strict=True):
             _draw_panel(ax, p, c.unit)
             ax.set_xlim(0, top * 1.3 or 1.0)
         fig.supxlabel(f"{c.unit}; dots: every sample (in run order, bottom to top), "
@@ -345,10 +345,10 @@ def _draw_panel(ax: Any, p: Panel, unit: str) -> None:
     box = ax.boxplot([s.samples for s in p.series], positions=pos, widths=0.55, **HORIZONTAL,
                      whis=(0, 100), showfliers=False, patch_artist=True,
                      medianprops={"color": "black", "linewidth": 2.2})
-    for patch, colour in zip(box["boxes"], colours):
+    for patch, colour in zip(box["boxes"], colours, strict=True):
         patch.set_facecolor(colour)
         patch.set_alpha(0.25)
-    for y, s, colour in zip(pos, p.series, colours):
+    for y, s, colour in zip(pos, p.series, colours, strict=True):
         n = len(s.samples)
         # Spread the dots over the box's height in the order they were taken: no random jitter.
         ys = [y + 0.36 * ((i / (n - 1)) - 0.5) if n > 1 else y for i in range(n)]
@@ -357,7 +357,7 @@ def _draw_panel(ax: Any, p: Panel, unit: str) -> None:
         ax.annotate(f"median {_fmt(mid)} {unit}", (max(s.samples), y), xytext=(6, 0),
                     textcoords="offset points", va="center", fontsize=8)
     ax.set_yticks(pos, [f"{s.label} (n={len(s.samples)})" for s in p.series])
-    for tick, colour in zip(ax.get_yticklabels(), colours):
+    for tick, colour in zip(ax.get_yticklabels(), colours, strict=True):
         tick.set_color(colour)
     ax.set_ylim(0.4, len(p.series) + 0.6)
     ax.grid(axis="x", color="#dddddd", linewidth=0.6)

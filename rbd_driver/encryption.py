@@ -29,7 +29,7 @@ import dataclasses
 import os
 import stat
 import uuid as uuid_module
-from typing import Any
+from typing import Any, cast
 
 import stevedore
 from oslo_config import cfg
@@ -134,7 +134,7 @@ class FileKeyManager(KeyManager):
 
 
 def load_key_manager(conf: cfg.ConfigOpts,
-                     manager: stevedore.DriverManager | None = None) -> KeyManager:
+                     manager: stevedore.DriverManager[KeyManager] | None = None) -> KeyManager:
     """Return the key manager ``[encryption] key_manager`` names, loaded by stevedore.
 
     :raises KeyManagerError: no such plugin, or it failed to load.
@@ -148,8 +148,8 @@ def load_key_manager(conf: cfg.ConfigOpts,
             manager=name, target="any secret",
             detail=f"it could not be loaded from {NAMESPACE}: {type(err).__name__}: {err}"
         ) from err
-    driver: KeyManager = manager.driver
-    return driver
+    # invoke_on_load: the driver is the instance stevedore made, never the class.
+    return cast(KeyManager, manager.driver)
 
 
 def key_for(manager: KeyManager, encryption: DiskEncryption | None,

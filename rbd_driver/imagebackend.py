@@ -15,8 +15,10 @@ factory registers them on the ``conf`` it was given.
 from __future__ import annotations
 
 import abc
+import importlib.metadata
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any, Callable, ClassVar
 
 import stevedore
@@ -45,8 +47,9 @@ class Image(abc.ABC):
     """
 
     #: Options of this backend, registered in
-    #: :attr:`~rbd_driver.imagebackend.Image.opt_group`.
-    opts: ClassVar[list[cfg.Opt]] = []
+    #: :attr:`~rbd_driver.imagebackend.Image.opt_group` (any sequence: a
+    #: plugin's list of StrOpt is one).
+    opts: ClassVar[Sequence[cfg.Opt]] = []
     #: The configuration group of :attr:`~rbd_driver.imagebackend.Image.opts`
     #: (None: the backend has no options of its own).
     opt_group: ClassVar[str | None] = None
@@ -235,10 +238,10 @@ class Backend:
     """
 
     def __init__(self, conf: cfg.ConfigOpts,
-                 extension_manager: stevedore.ExtensionManager | None = None) -> None:
+                 extension_manager: stevedore.ExtensionManager[Image] | None = None) -> None:
         self.conf = conf
         conf_module.register_opts(conf)
-        self._manager = extension_manager or stevedore.ExtensionManager(
+        self._manager: stevedore.ExtensionManager[Image] = extension_manager or stevedore.ExtensionManager(
             NAMESPACE, invoke_on_load=False, on_load_failure_callback=_load_failed
         )
         self._drivers: dict[str, Any] = {}
@@ -305,7 +308,8 @@ class Backend:
         self.close()
 
 
-def _load_failed(manager: Any, entrypoint: Any, err: Exception) -> None:
+def _load_failed(manager: stevedore.ExtensionManager[Image],
+                 entrypoint: importlib.metadata.EntryPoint, err: BaseException) -> None:
     # A broken third-party plugin must not hide the others; it is simply
     # absent from `available`, and its import error is logged.
     import logging

@@ -147,7 +147,7 @@ def _monitors(data: Mapping[str, Any], target: str) -> tuple[tuple[str, int], ..
                    f"has {len(ports)} entries for {len(hosts)} hosts: it needs one per host")
     return tuple((_host(h, f"data['hosts'][{i}]", target),
                   _port(p, f"data['ports'][{i}]", target))
-                 for i, (h, p) in enumerate(zip(hosts, ports)))
+                 for i, (h, p) in enumerate(zip(hosts, ports, strict=True)))
 
 
 def _iotune(data: Mapping[str, Any], target: str) -> dict[str, int]:

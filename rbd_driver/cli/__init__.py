@@ -45,8 +45,19 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import exception
-from rbd_driver.cli import (backup, checks, disks, ganeti, golden, health, options, provision,
-                            qos, secret, throwaway)
+from rbd_driver.cli import (
+    backup,
+    checks,
+    disks,
+    ganeti,
+    golden,
+    health,
+    options,
+    provision,
+    qos,
+    secret,
+    throwaway,
+)
 from rbd_driver.cli._common import UsageError
 from rbd_driver.cli.config import load_conf
 from rbd_driver.cli.errors import CommandError, one_line

@@ -29,9 +29,10 @@ from typing import Any
 from oslo_concurrency import processutils
 
 from rbd_driver import exception, imagebackend
+from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.location import format_location
-from rbd_driver.testing.local_cluster import LocalCluster, make_conf
+from rbd_driver.testing.local_cluster import ClusterState, LocalCluster, make_conf
 
 __all__ = ["run_demo"]
 
@@ -49,6 +50,13 @@ def _store_image(driver: Any, name: str, data: bytes, size: int) -> str:
     return format_location(driver.fsid, "images", name, "snap")
 
 
+def _rbd_disk(backend: imagebackend.Backend, instance_uuid: str) -> Rbd:
+    """The instance's disk in the ``rbd`` backend, whose image names and parents the demo shows."""
+    disk = backend.by_name(instance_uuid, "disk", image_type="rbd")
+    assert isinstance(disk, Rbd)
+    return disk
+
+
 def _qcow2_bytes(workdir: str) -> bytes:
     path = os.path.join(workdir, "cirros-like.qcow2")
     processutils.execute("qemu-img", "create", "-q", "-f", "qcow2", path, "256M")
@@ -57,7 +65,7 @@ def _qcow2_bytes(workdir: str) -> bytes:
         return f.read()
 
 
-def _boot_guest(backend: imagebackend.Backend, conf: Any, local: LocalCluster, url: str,
+def _boot_guest(backend: imagebackend.Backend, conf: Any, state: ClusterState, url: str,
                 meta: dict[str, Any], uuids: list[str], say: Callable[[str], None]) -> dict[str, Any]:
     """Launch one more instance and boot it in a guest; return what the guest printed.
 
@@ -75,12 +83,12 @@ def _boot_guest(backend: imagebackend.Backend, conf: Any, local: LocalCluster, u
         say(f"no guest boot: no hypervisor can run here ({reason})")
         return {"skipped": reason}
     try:
-        user = local.state.user
-        key = read_key(local.state.user_keyring, f"client.{user}")
+        user = state.user
+        key = read_key(state.user_keyring, f"client.{user}")
         conf.set_override("secret_uuid", hypervisor.define_ceph_secret(user, key), group="rbd")
         inst = str(uuid.uuid4())
         uuids.append(inst)
-        disk = backend.by_name(inst, "disk", image_type="rbd")
+        disk = _rbd_disk(backend, inst)
         t0 = time.perf_counter()
         disk.direct_fetch("golden-raw", meta, [{"url": url, "metadata": {}}])
         vm = hypervisor.boot(guest, [disk.libvirt_info()], ["report"])
@@ -108,7 +116,9 @@ def run_demo(instances: int = 20, say: Callable[[str], None] = print) -> dict[st
         report["cluster_boot_s"] = round(time.monotonic() - started, 1)
         report["cluster_conf"] = local.conf_path
         say(f"cluster up in {report['cluster_boot_s']} s: {local.conf_path}")
-        conf = make_conf(local.state)
+        state = local.state
+        assert state is not None  # the with statement started it
+        conf = make_conf(state)
         with imagebackend.Backend(conf) as backend:
             driver = backend.driver("rbd")
             report["user"] = f"client.{local.user}"
@@ -118,23 +128,24 @@ def run_demo(instances: int = 20, say: Callable[[str], None] = print) -> dict[st
             meta = {"disk_format": "raw", "size": GOLDEN_SIZE}
             uuids = [str(uuid.uuid4()) for _ in range(instances)]
             for inst in uuids:
-                disk = backend.by_name(inst, "disk", image_type="rbd")
+                disk = _rbd_disk(backend, inst)
                 t0 = time.perf_counter()
                 disk.direct_fetch("golden-raw", meta, [{"url": url, "metadata": {}}])
                 ms = (time.perf_counter() - t0) * 1000
-                parent = "{}/{}@{}".format(*disk.parent_info())
+                info = disk.parent_info()  # a clone's parent: pool, image, snapshot
+                parent = "{}/{}@{}".format(*info) if info else "none"
                 report["launches"].append({"disk": disk.rbd_name, "ms": round(ms, 1),
                                            "parent": parent})
                 say(f"  launched {disk.rbd_name}  {ms:6.1f} ms  parent {parent}")
             times = sorted(item["ms"] for item in report["launches"])
             report["median_clone_ms"] = times[len(times) // 2] if times else None
 
-            report["guest"] = _boot_guest(backend, conf, local, url, meta, uuids, say)
+            report["guest"] = _boot_guest(backend, conf, state, url, meta, uuids, say)
 
             qcow_url = _store_image(driver, "golden-qcow2", _qcow2_bytes(workdir), 256 << 20)
             odd = str(uuid.uuid4())
             uuids.append(odd)
-            disk = backend.by_name(odd, "disk")
+            disk = _rbd_disk(backend, odd)  # [rbd] images_type is rbd: the default backend
             try:
                 disk.direct_fetch("golden-qcow2", {"disk_format": "qcow2"}, [{"url": qcow_url}])
             except exception.ImageUnacceptable as err:
@@ -162,7 +173,7 @@ def run_demo(instances: int = 20, say: Callable[[str], None] = print) -> dict[st
             say("libvirt XML of the first disk:\n  " + report["libvirt_xml"])
 
             # Every instance at once, as a host tears down many (cleanup_instances).
-            results = backend.backend("rbd").cleanup_instances(conf, uuids, driver=driver)
+            results = Rbd.cleanup_instances(conf, uuids, driver=driver)
             cleanup: dict[str, Any] = {"removed": 0, "trashed": 0, "busy": {}, "failed": {}}
             for result in results.instances.values():
                 cleanup["removed"] += len(result.removed)

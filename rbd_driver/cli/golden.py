@@ -18,9 +18,9 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver import imagebackend
-from rbd_driver.encryption import DiskEncryption, describe
 from rbd_driver.cli._common import Handler, Renderer, Result
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
+from rbd_driver.encryption import DiskEncryption, describe
 from rbd_driver.ops.golden import GoldenImages
 
 __all__ = ["HANDLERS", "TEXT", "add_parsers", "golden"]

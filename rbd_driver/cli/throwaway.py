@@ -17,9 +17,9 @@ from typing import Any
 from oslo_config import cfg
 
 from rbd_driver.cli._common import Handler, Renderer, Result, positive_int
+from rbd_driver.cli.demo import run_demo
 from rbd_driver.cli.errors import CommandError
 from rbd_driver.cli.output import fields
-from rbd_driver.cli.demo import run_demo
 from rbd_driver.testing import local_cluster as dev_cluster
 
 __all__ = ["HANDLERS", "NEEDS_CONF", "TEXT", "add_parsers"]

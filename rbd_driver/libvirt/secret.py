@@ -68,7 +68,8 @@ def libvirt_api(module: ModuleType | None, missing: Callable[[str], Exception]) 
     except ImportError as err:
         raise missing("the libvirt Python API is not available "
                       "(install python3-libvirt)") from err
-    return libvirt  # type: ignore[no-any-return]
+    bindings: ModuleType = libvirt  # no stubs: typed here as the module it is
+    return bindings
 
 
 def _libvirt(module: ModuleType | None, user: str) -> ModuleType:

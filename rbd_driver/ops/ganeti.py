@@ -30,6 +30,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Mapping
+
 from oslo_config import cfg
 
 from rbd_driver import exception

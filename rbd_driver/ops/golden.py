@@ -451,7 +451,7 @@ class GoldenImages:
             time.sleep(SPARES_POLL)
         return sorted(seen)
 
-    def _spare_pools(self, name: str) -> list[str]:
+    def _spare_pools(self, name: str) -> builtins.list[str]:
         """The pools holding spare clones of golden ``name`` (made, being made or removed)."""
         return sorted({c["pool"] for c in self.driver.snap_children(name, self.snapshot, self.pool)
                        if not c["trash"] and is_spare_name(c["image"])})

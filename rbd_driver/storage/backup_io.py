@@ -32,11 +32,26 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from rbd_driver.storage import convert
-from rbd_driver.storage.datapath import (DEFAULT_CHUNK_SIZE, DEFAULT_WINDOW, SPARSE_BLOCK,
-                                         CopyEngine, Result, aio_error, diff_extents, merged,
-                                         read_failed, submit_reads)
-from rbd_driver.storage.diff_format import (ContentChecksum, DiffReader, DiffWrite, DiffWriter,
-                                            DiffZero, file_checksum)
+from rbd_driver.storage.datapath import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_WINDOW,
+    SPARSE_BLOCK,
+    CopyEngine,
+    Result,
+    aio_error,
+    diff_extents,
+    merged,
+    read_failed,
+    submit_reads,
+)
+from rbd_driver.storage.diff_format import (
+    ContentChecksum,
+    DiffReader,
+    DiffWrite,
+    DiffWriter,
+    DiffZero,
+    file_checksum,
+)
 from rbd_driver.storage.localfile import atomic_file
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.sources import pieces

@@ -248,22 +248,23 @@ class DiffReader:
                 path=self.path, detail=f"not an rbd diff v1 stream (starts with {banner[:16]!r})")
         self.checksum.update(banner)
         self.position = len(BANNER)
-        meta: dict[bytes, object] = {}
+        size: int | None = None
+        snaps: dict[bytes, str] = {}
         while True:
             tag = self._read(1, "a record tag")
             if tag in (_FROM, _TO, _SIZE):
-                if tag in meta:
+                if tag in snaps or (tag == _SIZE and size is not None):
                     raise self._corrupt(f"duplicate {tag.decode()!r} record")
-                what = {_FROM: "the from-snapshot", _TO: "the to-snapshot"}.get(tag, "the size")
-                meta[tag] = (int.from_bytes(self._read(8, what), "little") if tag == _SIZE
-                             else self._name(what))
+                if tag == _SIZE:
+                    size = int.from_bytes(self._read(8, "the size"), "little")
+                else:
+                    snaps[tag] = self._name("the from-snapshot" if tag == _FROM
+                                            else "the to-snapshot")
                 continue
-            if _SIZE not in meta:
+            if size is None:
                 raise self._corrupt("no size record before the data")
             self._pending = tag
-            return DiffHeader(size=int(meta[_SIZE]),  # type: ignore[call-overload]
-                              to_snap=meta.get(_TO),  # type: ignore[arg-type]
-                              from_snap=meta.get(_FROM))  # type: ignore[arg-type]
+            return DiffHeader(size=size, to_snap=snaps.get(_TO), from_snap=snaps.get(_FROM))
 
     def records(self) -> Iterator[DiffWrite | DiffZero]:
         """Yield the data records in stream order, up to the end record.

@@ -148,9 +148,9 @@ def recorded(client: RadosClient, pool: str, name: str,
     try:
         found = json.loads(value)
         return str(found["format"]), str(found["secret_uuid"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError) as err:
         raise exception.StorageError(op="read encryption record", target=_where(pool, name),
-                                     detail=f"metadata {METADATA_KEY} is not understood")
+                                     detail=f"metadata {METADATA_KEY} is not understood") from err
 
 
 def guest_size(client: RadosClient, pool: str, name: str, key: Key,
@@ -217,7 +217,8 @@ class _ImageStream:
                 self.exhausted = True
                 return
             offset, length = piece
-            done, box = threading.Event(), []
+            done = threading.Event()
+            box: list[Any] = []  # (return value, data) of the read, once done
 
             def callback(completion: Any, data: bytes | None = None, box: list[Any] = box,
                          done: threading.Event = done) -> None:

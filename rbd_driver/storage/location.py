@@ -154,7 +154,7 @@ def parse_location(url: str) -> RbdLocation:
             f"location {shown} has {len(pieces)} parts{hint}, expected 4: "
             "rbd://fsid/pool/image/snapshot")
     decoded = []
-    for name, piece in zip(_PARTS, pieces):
+    for name, piece in zip(_PARTS, pieces, strict=True):
         if _BAD_ESCAPE.search(piece):
             raise InvalidLocation(
                 f"{name} {piece!r} of location {shown} has a malformed "

@@ -363,8 +363,9 @@ class RadosClient:
         code = abs(getattr(err, "errno", None) or 0)
         rados = self.rados
         keyring = self.keyring or self._conf_value(client, "keyring", "the keyring paths")
-        common = {"user": user, "conf": self.ceph_conf, "timeout": self.connect_timeout,
-                  "detail": str(err) or type(err).__name__}
+        common: dict[str, Any] = {"user": user, "conf": self.ceph_conf,
+                                  "timeout": self.connect_timeout,
+                                  "detail": str(err) or type(err).__name__}
         if code == errno.ENOENT or isinstance(err, rados.ObjectNotFound):
             return exception.KeyringNotFound(path=keyring, **common)
         if code in (errno.EACCES, errno.EPERM) or isinstance(

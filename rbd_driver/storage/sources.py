@@ -10,13 +10,21 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable, Iterator
-from typing import IO, NoReturn
+from typing import NoReturn, Protocol
 
 from rbd_driver import exception
 
-__all__ = ["ImportSource", "Source", "file_data", "pieces"]
+__all__ = ["ImportSource", "Source", "Stream", "file_data", "pieces"]
 
-ImportSource = str | os.PathLike[str] | IO[bytes]
+
+class Stream(Protocol):
+    """What an import reads a stream with: ``read(n)``, in order (a pipe, any
+    ``IO[bytes]``). It may also have ``data_extents()`` (see the module docstring)."""
+
+    def read(self, n: int, /) -> bytes | None: ...
+
+
+ImportSource = str | os.PathLike[str] | Stream
 
 
 def pieces(extents: Iterable[tuple[int, int]], size: int,
@@ -60,7 +68,8 @@ class Source:
     """A file (pread at offsets, holes skipped) or a stream (read in order, exactly ``size`` bytes)."""
 
     def __init__(self, source: ImportSource, size: int | None, target: str) -> None:
-        self._target, self._fd, self._stream = target, -1, None
+        self._target, self._fd = target, -1
+        self._stream: Stream | None = None
         if isinstance(source, (str, os.PathLike)):
             self.name = os.fspath(source)
             self._fd = os.open(self.name, os.O_RDONLY | os.O_CLOEXEC)
@@ -86,7 +95,7 @@ class Source:
         # then it yields only their bytes, in order, and the gaps are holes.
         if self._fd >= 0:
             extents: Iterable[tuple[int, int]] = file_data(self._fd, self.file_size)
-        elif hasattr(self._stream, "data_extents"):
+        elif self._stream is not None and hasattr(self._stream, "data_extents"):
             extents = self._stream.data_extents()
         else:
             extents = [(0, self.size)]

@@ -53,8 +53,9 @@ import os
 import signal
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -65,10 +66,16 @@ from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.testing import fakes
-from rbd_driver.testing.local_cluster import (ClusterState, LocalCluster, connect_admin, load_state,
-                                        make_conf, mon_command)
 from rbd_driver.testing.guest import GuestImage, build_guest
 from rbd_driver.testing.hypervisor import Hypervisor, HypervisorScope, qemu_unavailable_reason
+from rbd_driver.testing.local_cluster import (
+    ClusterState,
+    LocalCluster,
+    connect_admin,
+    load_state,
+    make_conf,
+    mon_command,
+)
 
 __all__ = ["FakeEnv", "ceph_cluster", "fake_env", "guest_image", "hypervisor",
            "hypervisor_daemon", "libvirt_rbd_conf", "rbd_conf", "rados_client", "unique_name"]
@@ -107,7 +114,11 @@ def ceph_cluster() -> Iterator[ClusterState]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupt_on_sigterm() -> signal.Handlers | object | None:
+#: What signal.signal() returns: a handler, SIG_DFL/SIG_IGN, or None (not set from Python).
+_SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+
+
+def _interrupt_on_sigterm() -> _SignalHandler:
     """Make SIGTERM interrupt the run like ^C, so that teardown stops the cluster.
 
     Returns the handler it replaced (None when not in the main thread,
@@ -222,7 +233,7 @@ class FakeEnv:
         self.ceph_conf = self.tmp / "ceph.conf"
         self.ceph_conf.write_text("[global]\n")
         self.rados, self.rbd = fakes.make_modules(fsid)
-        self.cluster: fakes.FakeCluster = self.rados._cluster  # type: ignore[attr-defined]
+        self.cluster: fakes.FakeCluster = self.rados._cluster
         if clone_format is not None:
             self.cluster.clone_format = clone_format
         if aio_mode is not None:

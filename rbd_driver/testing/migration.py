@@ -26,6 +26,7 @@ measured from outside.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -259,4 +260,4 @@ class CounterWatch:
     def longest_gap(self) -> float:
         """Seconds of the longest stretch without a new value (0 with fewer than two)."""
         times = [t for t, _ in self.arrivals]
-        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)

@@ -9,6 +9,7 @@ produce the very same bytes, and ``qemu-img compare`` checks QCOW2 backups.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -102,14 +103,14 @@ def test_full_plus_three_incrementals_restore_exactly(
     for index in (3, 1):
         target = disks(f"restored{index}")
         seen: list[tuple[int, int]] = []
-        manager.restore(backups[index], target, progress=lambda d, t: seen.append((d, t)))
+        manager.restore(backups[index], target, progress=lambda d, t, seen=seen: seen.append((d, t)))
         assert _sha(ceph_cluster, f"vms/{target}") == expected[backups[index].id]
         assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
         assert driver.list_snapshots(target) == []
 
     # Manifests describe the chain.
     assert full.kind == "full" and full.format == "raw" and full.parent is None
-    for parent, child in zip(backups, backups[1:]):
+    for parent, child in itertools.pairwise(backups):
         assert child.kind == "incremental" and child.format == "rbd-diff-v1"
         assert child.parent == {"id": parent.id, "snapshot": parent.snapshot["name"]}
         assert child.file["size"] == os.path.getsize(child.data_path)

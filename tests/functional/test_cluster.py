@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from rbd_driver.testing.local_cluster import _pid_alive
 
 

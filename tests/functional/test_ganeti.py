@@ -14,7 +14,7 @@ import glob
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,9 +22,9 @@ import pytest
 from rbd_driver.ops import provision
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.rados_client import RadosClient
-from rbd_driver.testing.local_cluster import ClusterState
 from rbd_driver.testing.ganeti import NODE, GanetiCluster, GanetiError
 from rbd_driver.testing.guest import GuestImage
+from rbd_driver.testing.local_cluster import ClusterState
 
 MIB = 1 << 20
 GIB = 1 << 30

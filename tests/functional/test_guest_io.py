@@ -28,11 +28,10 @@ import pytest
 
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
-from rbd_driver.testing.local_cluster import ClusterState
 from rbd_driver.testing.hypervisor import Guest, HypervisorScope
+from rbd_driver.testing.local_cluster import ClusterState
 from tests.functional.test_cli import cli  # noqa: F401  (fixture)
-from tests.functional.test_guests import (_clone, _instance, golden,  # noqa: F401  (fixtures)
-                                          guest_backend, instances)
+from tests.functional.test_guests import _clone, _instance, golden, guest_backend, instances  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.functional
 
@@ -134,7 +133,7 @@ def test_per_gib_limit_follows_the_disk_when_it_grows(guest_backend, golden, ins
     assert _within(rate, 60), f"{rate:.1f} IOPS measured by rbd bench, limit 60 (3 GiB x 20)"
 
 
-def test_qos_cli_keeps_the_limits_in_image_metadata(cli, guest_backend, golden,  # noqa: F811
+def test_qos_cli_keeps_the_limits_in_image_metadata(cli, guest_backend, golden,
                                                     instances, ceph_admin) -> None:
     disk = _clone(guest_backend, golden, _instance(instances))
     disk.resize_image(2 * GIB)

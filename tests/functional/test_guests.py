@@ -22,9 +22,9 @@ import pytest
 from rbd_driver import imagebackend
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage.location import format_location
-from rbd_driver.testing.local_cluster import ClusterState
 from rbd_driver.testing.guest import GuestImage
 from rbd_driver.testing.hypervisor import HypervisorScope
+from rbd_driver.testing.local_cluster import ClusterState
 
 pytestmark = pytest.mark.functional
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from rbd_driver import exception, imagebackend
-from rbd_driver.storage.rados_lock import LOCK_NAME, cluster_lock
 from rbd_driver.storage.rados_client import RadosClient
+from rbd_driver.storage.rados_lock import LOCK_NAME, cluster_lock
 
 CACHE_POOL = "rbd"
 PATTERN = b"cached image data"
@@ -103,7 +103,7 @@ def test_eight_processes_import_once_then_clone(cache_backend, image_id, ceph_cl
         for i, inst in enumerate(instances)
     ]
     outs = [p.communicate(timeout=240) for p in procs]
-    for proc, (out, err) in zip(procs, outs):
+    for proc, (out, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err
         assert json.loads(out.strip().splitlines()[-1]) == [CACHE_POOL, f"cached-{ident}", "snap"]
     assert len(counter.read_text().split()) == 1  # exactly one download and import

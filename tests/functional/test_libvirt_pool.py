@@ -28,8 +28,8 @@ from rbd_driver.ops.libvirt_pool import provision_libvirt_pool
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.location import format_location
 from rbd_driver.storage.monitors import split_addr
-from rbd_driver.testing.local_cluster import ClusterState
 from rbd_driver.testing.hypervisor import HypervisorScope
+from rbd_driver.testing.local_cluster import ClusterState
 
 pytestmark = pytest.mark.functional
 

@@ -32,10 +32,9 @@ from rbd_driver.backends.rbd import Rbd
 from rbd_driver.libvirt import secret as libvirt_secret
 from rbd_driver.storage.cephx import read_key
 from rbd_driver.storage.location import format_location
-from rbd_driver.testing.local_cluster import ClusterState, make_conf
 from rbd_driver.testing.extra_mon import extra_monitor
-from rbd_driver.testing.migration import (CounterWatch, destination_xml, migrate, qemu_pid,
-                                          tcp_peers)
+from rbd_driver.testing.local_cluster import ClusterState, make_conf
+from rbd_driver.testing.migration import CounterWatch, destination_xml, migrate, qemu_pid, tcp_peers
 
 pytestmark = pytest.mark.functional
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from rbd_driver import exception, imagebackend
+from rbd_driver import exception
 from rbd_driver.ops.backup import BackupManager
 
 INSTANCES = ["i0", "i1", "i2"]

@@ -15,8 +15,7 @@ from rbd_driver.ops.golden import GoldenImages
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.storage.spares import MAKING_PREFIX, REMOVING_PREFIX
 from rbd_driver.testing.local_cluster import make_conf
-from tests.functional.test_spares import (Golden, Launcher, _spares_of, _stray_id_objects,
-                                          agents, golden)
+from tests.functional.test_spares import Golden, Launcher, _spares_of, _stray_id_objects, agents, golden
 
 __all__ = ["agents", "golden"]  # fixtures, used by name
 

@@ -126,7 +126,7 @@ def test_volume_xml_validates_defines_and_reaches_the_volume(
         dom.undefine()
     assert disk is not None and disk.get("type") == "network"
     assert disk.find("source").get("name") == name
-    assert [(h.get("name"), h.get("port")) for h in disk.iter("host")] == list(zip(*mon_hosts))
+    assert [(h.get("name"), h.get("port")) for h in disk.iter("host")] == list(zip(*mon_hosts, strict=True))
     assert (disk.find("readonly") is not None) == (mode == "ro")
     if auth:
         assert disk.find("auth").get("username") == ceph_cluster.user
@@ -146,7 +146,7 @@ def test_volume_xml_validates_defines_and_reaches_the_volume(
 def test_bad_connection_info_is_refused_before_libvirt_sees_it(volume, mon_hosts,
                                                                ceph_cluster) -> None:
     info = _connection_info(volume[0], mon_hosts, ceph_cluster.user, True, "rw")
-    info["data"]["hosts"] = [f"{h}:{p}" for h, p in zip(*mon_hosts)]
+    info["data"]["hosts"] = [f"{h}:{p}" for h, p in zip(*mon_hosts, strict=True)]
     with pytest.raises(exception.InvalidConnectionInfo) as err:
         volumes.volume_disk_xml(info)
     assert "data['hosts'][0]" in str(err.value)

@@ -26,7 +26,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
 

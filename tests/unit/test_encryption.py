@@ -16,7 +16,6 @@ from rbd_driver.libvirt.passphrase import LibvirtKeyManager
 from rbd_driver.storage import encryption as crypt
 from rbd_driver.storage.location import parse_location
 from rbd_driver.testing.fakes import crypto as fake_crypto
-
 from tests.unit.backends.test_rbd import RAW, Env
 
 MARKER = b"golden-marker-7f3a" * 8

@@ -39,15 +39,15 @@ from __future__ import annotations
 import types
 
 from rbd_driver.testing.fakes.aio import Completion
-from rbd_driver.testing.fakes.fake_cluster import FakeCluster
-from rbd_driver.testing.fakes.errors import RADOS_EXCEPTIONS, RBD_EXCEPTIONS, RadosErrors, RbdErrors
 from rbd_driver.testing.fakes.crypto import CONSTANTS as CRYPTO_CONSTANTS
+from rbd_driver.testing.fakes.errors import RADOS_EXCEPTIONS, RBD_EXCEPTIONS, RadosErrors, RbdErrors
+from rbd_driver.testing.fakes.fake_cluster import FakeCluster
 from rbd_driver.testing.fakes.features import CONSTANTS
 from rbd_driver.testing.fakes.image import Image
 from rbd_driver.testing.fakes.model import FakeImage, FakePool, FakeSnapshot
 from rbd_driver.testing.fakes.rados import Ioctx, Rados
-from rbd_driver.testing.fakes.readop import OmapIterator, ReadOp, ReadOpCtx
 from rbd_driver.testing.fakes.rbd import RBD
+from rbd_driver.testing.fakes.readop import OmapIterator, ReadOp, ReadOpCtx
 from rbd_driver.testing.fakes.writeop import (
     LIBRADOS_CREATE_EXCLUSIVE,
     LIBRADOS_CREATE_IDEMPOTENT,
@@ -86,7 +86,8 @@ def make_modules(fsid: str | None = None) -> tuple[types.ModuleType, types.Modul
     """
     cluster = FakeCluster(fsid)
     # Rados() takes no cluster argument, so each cluster gets its own subclass.
-    bound_rados = type("Rados", (Rados,), {"_cluster": cluster, "__module__": __name__, "__doc__": Rados.__doc__})
+    bound_rados = type("Rados", (Rados,),
+                       {"_cluster": cluster, "__module__": __name__, "__doc__": Rados.__doc__})
     bound_rados.__qualname__ = "Rados"
 
     rados_mod = types.ModuleType("rados", "Fake rados module (rbd_driver.testing.fakes).")

@@ -4,8 +4,9 @@
 test pre-populate and inspect them, sets the knobs (health, capacity, clone
 format, aio mode, extra mon commands), makes chosen API calls fail
 (:meth:`FakeCluster.fail_next`), lets another client's calls run in the middle
-of a call that librbd does in several steps (:meth:`FakeCluster.pause_in`) and tracks every connection, ioctx and image
-handle so leaks show up (:meth:`FakeCluster.assert_no_open_handles`).
+of a call that librbd does in several steps (:meth:`FakeCluster.pause_in`) and
+tracks every connection, ioctx and image handle so leaks show up
+(:meth:`FakeCluster.assert_no_open_handles`).
 
 Every public method of the fake classes goes through :func:`api`, which takes
 the cluster lock, records the call and raises an injected failure before the
@@ -52,8 +53,9 @@ class FakeCluster:
     (False makes ``delete_pool`` fail with EPERM, as a real cluster does by
     default), ``clone_format`` (1: clone needs a protected snapshot; 2: it
     does not, and removing a snapshot that clones still read from moves it
-    to the trash namespace, as librbd does with clone v2), ``aio_mode`` (``"sync"``: aio completes before ``aio_*``
-    returns; ``"thread"``: on a separate thread), ``mon_commands`` (prefix ->
+    to the trash namespace, as librbd does with clone v2), ``aio_mode``
+    (``"sync"``: aio completes before ``aio_*`` returns; ``"thread"``: on a
+    separate thread), ``mon_commands`` (prefix ->
     handler, pre-filled with status, health, fsid, df and mon dump),
     ``require_osd_release`` (``"pacific"``; ``"luminous"`` or ``"mimic"``
     make the header's snapshot records use the pre-nautilus encoding, as
@@ -243,7 +245,8 @@ class FakeCluster:
         """Return what is still open: ``{"connections", "ioctxs", "images"}`` -> descriptions."""
         with self._lock:
             return {
-                "connections": [f"{r._entity_name} (client.{r._instance_id})" for r in self._connections.values()],
+                "connections": [f"{r._entity_name} (client.{r._instance_id})"
+                                for r in self._connections.values()],
                 "ioctxs": [i.name for i in self._ioctxs.values()],
                 "images": [img._describe() for img in self._images.values()],
             }

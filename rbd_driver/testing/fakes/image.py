@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from rbd_driver.testing.fakes import crypto, sparse_data
 from rbd_driver.testing.fakes.aio import Completion, Outcome, submit
-from rbd_driver.testing.fakes.fake_cluster import api
 from rbd_driver.testing.fakes.errors import RbdErrors, check_bytes, check_str, check_uint, rbd_error
+from rbd_driver.testing.fakes.fake_cluster import api
 from rbd_driver.testing.fakes.features import RBD_FEATURE_DEEP_FLATTEN, RBD_FEATURE_LAYERING
 from rbd_driver.testing.fakes.model import SNAP_NAMESPACE_TRASH, FakeImage, FakeSnapshot
 from rbd_driver.testing.fakes.rados import Ioctx
@@ -516,7 +516,8 @@ class Image:
         image = self._live()
         snap_ids = [self._snap_id] if self._snap_id is not None else list(image.snaps)
         return [
-            {"pool": c.pool.name, "pool_namespace": "", "image": c.name, "id": c.id, "trash": c.trash is not None}
+            {"pool": c.pool.name, "pool_namespace": "", "image": c.name, "id": c.id,
+             "trash": c.trash is not None}
             for c in self._cluster.children(image, snap_ids)
         ]
 
@@ -535,7 +536,8 @@ class Image:
         """Yield ``{"pool", "pool_namespace", "image", "id", "trash"}`` per clone of
         any snapshot of the image, and per clone of those clones, recursively."""
         return iter([
-            {"pool": c.pool.name, "pool_namespace": "", "image": c.name, "id": c.id, "trash": c.trash is not None}
+            {"pool": c.pool.name, "pool_namespace": "", "image": c.name, "id": c.id,
+             "trash": c.trash is not None}
             for c in self._cluster.descendants(self._live())
         ])
 
@@ -570,7 +572,8 @@ class Image:
                     raise rbd_error(errno.EINVAL, f"error generating diff from snapshot {from_snapshot}")
                 old_view = snap.view
             end = offset + length
-            extents = sparse_data.diff_extents(view, old_view, offset, end, bool(include_parent), whole_object)
+            extents = sparse_data.diff_extents(view, old_view, offset, end, bool(include_parent),
+                                               whole_object)
         # The callback runs without the lock, so it may issue (and wait for) aio.
         for start, end, exists in extents:
             iterate_cb(start, end - start, exists)

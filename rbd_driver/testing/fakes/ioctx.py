@@ -21,11 +21,17 @@ import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from rbd_driver.testing.fakes import cls_rbd
-from rbd_driver.testing.fakes.fake_cluster import api
 from rbd_driver.testing.fakes.errors import RadosErrors, check_bytes, check_str, rados_error
+from rbd_driver.testing.fakes.fake_cluster import api
 from rbd_driver.testing.fakes.metadata import RBD_HEADER_PREFIX, RBD_ID_PREFIX, metadata_object
 from rbd_driver.testing.fakes.model import FakePool, Locker, RadosObject
-from rbd_driver.testing.fakes.readop import OmapIterator, ReadOp, check_c_int, check_cython_arg, omap_get_vals_step
+from rbd_driver.testing.fakes.readop import (
+    OmapIterator,
+    ReadOp,
+    check_c_int,
+    check_cython_arg,
+    omap_get_vals_step,
+)
 from rbd_driver.testing.fakes.writeop import WriteOp
 
 if TYPE_CHECKING:

@@ -35,8 +35,7 @@ from __future__ import annotations
 import struct
 from datetime import UTC
 
-from rbd_driver.testing.fakes.model import (FakeImage, FakePool, FakeSnapshot, RadosObject,
-                                             encode_string)
+from rbd_driver.testing.fakes.model import FakeImage, FakePool, FakeSnapshot, RadosObject, encode_string
 
 __all__ = [
     "RBD_HEADER_PREFIX",
@@ -126,7 +125,8 @@ def encode_snapshot(snap: FakeSnapshot, child_count: int = 0, nautilus: bool = T
         if link is None:
             parent = _i64(-1) + encode_string("") + _u64(CEPH_NOSNAP) + _u64(0)
         else:
-            parent = _i64(link.image.pool.id) + encode_string(link.image.id) + _u64(link.snap_id) + _u64(link.overlap)
+            parent = (_i64(link.image.pool.id) + encode_string(link.image.id) + _u64(link.snap_id)
+                      + _u64(link.overlap))
         body += _versioned(1, 1, parent)
     status = RBD_PROTECTION_STATUS_PROTECTED if snap.protected else RBD_PROTECTION_STATUS_UNPROTECTED
     body += _u8(status) + _u64(0)  # protection status, flags

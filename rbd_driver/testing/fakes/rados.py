@@ -13,8 +13,8 @@ import json
 import os
 from typing import Any, ClassVar, Literal
 
-from rbd_driver.testing.fakes.fake_cluster import FakeCluster, api
 from rbd_driver.testing.fakes.errors import RadosErrors, check_bytes, check_str, rados_error
+from rbd_driver.testing.fakes.fake_cluster import FakeCluster, api
 from rbd_driver.testing.fakes.ioctx import LOCK_FLAG_MAY_RENEW, LOCK_FLAG_MUST_RENEW, Ioctx
 
 __all__ = ["Ioctx", "LOCK_FLAG_MAY_RENEW", "LOCK_FLAG_MUST_RENEW", "Rados"]
@@ -119,7 +119,8 @@ class Rados:
         """Return the value of ``option``, or None when it is unknown; raises TypeError."""
         self.require_state("configuring", "connected")
         if not isinstance(option, str):
-            raise TypeError(f"Argument 'option' has incorrect type (expected str, got {type(option).__name__})")
+            raise TypeError("Argument 'option' has incorrect type "
+                            f"(expected str, got {type(option).__name__})")
         return self._conf.get(_option(option))
 
     @api
@@ -128,7 +129,8 @@ class Rados:
         self.require_state("configuring", "connected")
         for value, label in ((option, "option"), (val, "val")):
             if not isinstance(value, str):
-                raise TypeError(f"Argument '{label}' has incorrect type (expected str, got {type(value).__name__})")
+                raise TypeError(f"Argument '{label}' has incorrect type "
+                                f"(expected str, got {type(value).__name__})")
         self._conf[_option(option)] = val
 
     @api
@@ -169,7 +171,8 @@ class Rados:
 
     def __enter__(self) -> Rados:
         if self.state != "configuring":
-            raise RadosErrors.RadosStateError(f"You cannot use 'with' on a Rados object in state {self.state}.")
+            raise RadosErrors.RadosStateError(
+                f"You cannot use 'with' on a Rados object in state {self.state}.")
         self.connect()
         return self
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from rbd_driver.testing.fakes.fake_cluster import api
 from rbd_driver.testing.fakes.errors import RbdErrors, check_str, check_uint, rbd_error
+from rbd_driver.testing.fakes.fake_cluster import api
 from rbd_driver.testing.fakes.features import (
     IMPLICIT_FEATURES,
     RBD_FEATURE_LAYERING,
@@ -134,7 +134,8 @@ class RBD:
         ``cluster.clone_format`` is 1), FunctionNotSupported (no layering),
         ImageExists, ArgumentOutOfRange.
         """
-        for value, label in ((p_name, "parent_name"), (p_snapname, "parent_snapname"), (c_name, "clone_name")):
+        for value, label in ((p_name, "parent_name"), (p_snapname, "parent_snapname"),
+                             (c_name, "clone_name")):
             check_str(value, label)
         c_pool = rbd_pool(c_ioctx)
         p_pool = rbd_pool(p_ioctx)

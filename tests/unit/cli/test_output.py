@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from rbd_driver.cli.health import status_text
 from rbd_driver.cli.disks import cleanup_text, ls_text
+from rbd_driver.cli.health import status_text
 from rbd_driver.cli.output import fields, human_size, progress_bar, table
 
 KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30

@@ -19,8 +19,8 @@ from oslo_config import cfg
 from rbd_driver import exception
 from rbd_driver.cli import extstorage
 from rbd_driver.cli import main as cli_main
-from rbd_driver.ops.ganeti_install import install_provider
 from rbd_driver.ops.ganeti import ACTIONS, METADATA_KEY, MIB, ExtStorage
+from rbd_driver.ops.ganeti_install import install_provider
 from rbd_driver.storage.rbd_utils import RBDDriver
 from rbd_driver.testing.fixtures import FakeEnv
 

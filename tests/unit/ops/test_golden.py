@@ -10,9 +10,9 @@ import pytest
 
 from rbd_driver import exception
 from rbd_driver.ops.golden import GoldenImages
-from rbd_driver.storage.flatten_queue import FlattenQueue
 from rbd_driver.ops.snapshots import InstanceSnapshots
 from rbd_driver.storage import convert
+from rbd_driver.storage.flatten_queue import FlattenQueue
 from rbd_driver.storage.location import RbdLocation, parse_location
 from rbd_driver.testing.fixtures import FakeEnv
 

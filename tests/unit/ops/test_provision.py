@@ -110,7 +110,7 @@ class FakeMon:
 
     @staticmethod
     def _caps(flat: list[str]) -> dict[str, str]:
-        return dict(zip(flat[::2], flat[1::2]))
+        return dict(zip(flat[::2], flat[1::2], strict=True))
 
     def _entry(self, entity: str) -> Reply:
         user = self.users[entity]

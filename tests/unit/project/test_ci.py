@@ -151,3 +151,45 @@ def test_a_pattern_must_start_with_its_test_file(tmp_path, pattern: str) -> None
     proc = _check(tmp_path, f"{pattern}  # reason\n", f"{SUMMARY}\n{ALLOWED}\n")
     assert proc.returncode == 1
     assert "starts with its test file" in proc.stderr
+
+
+def _check_release(tmp_path: pathlib.Path, ruff: int, mypy: int) -> tuple[
+        subprocess.CompletedProcess[str], list[str]]:
+    # A stand-in python that logs each `-m MODULE` it is asked to run; ruff and
+    # mypy exit as given, anything else (sphinx, first after them) fails, so
+    # the run stops at the docs gate without building anything.
+    log = tmp_path / "log"
+    python = tmp_path / "python"
+    python.write_text(f'#!/usr/bin/env bash\necho "$2" >> "{log}"\n'
+                      f'case "$2" in ruff) exit {ruff};; mypy) exit {mypy};; *) exit 1;; esac\n')
+    python.chmod(0o755)
+    proc = subprocess.run([str(ROOT / ".ci" / "check-release"), str(python)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    return proc, log.read_text().split()
+
+
+@pytest.mark.parametrize("ruff, mypy", [(1, 0), (0, 1), (1, 1), (0, 0)])
+def test_check_release_runs_ruff_and_mypy_first_and_both_always(tmp_path, ruff: int,
+                                                                 mypy: int) -> None:
+    proc, ran = _check_release(tmp_path, ruff, mypy)
+    assert ran == ["ruff", "mypy", "sphinx"]  # a ruff finding does not hide mypy's
+    assert proc.returncode == 1  # the stand-in's docs build failed
+    assert ("ruff found style problems (tox -e pep8)" in proc.stderr) == bool(ruff)
+    assert ("mypy found type errors (tox -e mypy)" in proc.stderr) == bool(mypy)
+    assert ("ruff and mypy find nothing" in proc.stdout) == (not ruff and not mypy)
+
+
+def test_run_sh_installs_what_check_release_runs() -> None:
+    # CI on a fresh machine has only what ./run.sh installs.
+    run_sh = (ROOT / "run.sh").read_text()
+    extras = run_sh.split("pip install", 1)[1].split("'.[", 1)[1].split("]'", 1)[0].split(",")
+    assert {"docs", "release", "lint"} <= set(extras)
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    lint = setup["options.extras_require"]["lint"]
+    assert "ruff" in lint and "mypy" in lint
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    assert tox["testenv:pep8"]["commands"].startswith("ruff check")
+    assert tox["testenv:mypy"]["commands"].startswith("mypy")
+    assert "lint" in tox["testenv:pep8"]["extras"] and "lint" in tox["testenv:mypy"]["extras"]

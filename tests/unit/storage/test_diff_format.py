@@ -9,8 +9,7 @@ import zlib
 import pytest
 
 from rbd_driver import exception
-from rbd_driver.storage.diff_format import (Checksum, DiffHeader, DiffReader, DiffWrite,
-                                            DiffWriter, DiffZero)
+from rbd_driver.storage.diff_format import Checksum, DiffHeader, DiffReader, DiffWrite, DiffWriter, DiffZero
 
 
 def _le(value: int, width: int) -> bytes:

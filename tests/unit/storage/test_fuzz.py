@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from rbd_driver import exception
 from rbd_driver.storage import formats
 from rbd_driver.storage.location import InvalidLocation, format_location, parse_location
-
 from tests.unit.backends.test_rbd import Env
 
 FUZZ = settings(max_examples=300, deadline=None,

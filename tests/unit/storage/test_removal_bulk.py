@@ -7,10 +7,9 @@ import threading
 import uuid
 from typing import Any
 
-
 from rbd_driver.backends.rbd import Rbd
-from tests.unit.storage.test_removal import Guest
 from tests.unit.backends.test_rbd import RAW, Env, _KernelMaps
+from tests.unit.storage.test_removal import Guest
 
 
 def _instance(env: Env, disks: tuple[str, ...] = ("disk", "disk.local")) -> tuple[str, list[str]]:

@@ -18,9 +18,9 @@ from rbd_driver.backends import instance_snapshot
 from rbd_driver.backends.rbd import Rbd
 from rbd_driver.storage import snapshot_removal
 from rbd_driver.storage.snapshot_removal import SnapshotRemovalQueue
-from tests.unit.storage.test_removal import Guest
 from tests.unit.backends.test_instance_snapshot import GOLDEN, MIB, RAW
 from tests.unit.backends.test_instance_snapshot import Env as SnapshotEnv
+from tests.unit.storage.test_removal import Guest
 
 TEMP = instance_snapshot.TEMP_SNAPSHOT_PREFIX
 

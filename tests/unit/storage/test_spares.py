@@ -106,7 +106,8 @@ def test_first_launch_clones_then_launches_take_spares(env: Env) -> None:
     assert first.parent_info() == ("images", "golden", "snap")
     assert env.driver.wait_spares(5)
     spares = env.spares()
-    prefix = f"rbd-driver-spare.{env.cluster.pool('images').id}.{env.identity().image_id}.{env.identity().snap_id}."
+    identity = env.identity()
+    prefix = f"rbd-driver-spare.{env.cluster.pool('images').id}.{identity.image_id}.{identity.snap_id}."
     assert len(spares) == 2 and all(s.startswith(prefix) for s in spares)
 
     clones_before = env.cluster.calls.count("RBD.clone")

@@ -912,9 +912,11 @@ def _decode_cls_rbd_snap(value: bytes) -> dict[str, Any]:
     return record
 
 
-def _header_omap(env: Env, image_id: str, prefix: str = "snapshot_", **kwargs: Any) -> list[tuple[str, bytes]]:
+def _header_omap(env: Env, image_id: str, prefix: str = "snapshot_",
+                 **kwargs: Any) -> list[tuple[str, bytes]]:
     with env.rados.ReadOpCtx() as op:
-        it, ret = env.ioctx.get_omap_vals(op, kwargs.get("start_after", ""), prefix, kwargs.get("max_return", 1000))
+        it, ret = env.ioctx.get_omap_vals(op, kwargs.get("start_after", ""), prefix,
+                                          kwargs.get("max_return", 1000))
         assert ret == 0
         env.ioctx.operate_read_op(op, "rbd_header." + image_id)
         return list(it)
@@ -991,7 +993,8 @@ def test_header_omap_has_the_snapshot_records(env: Env) -> None:
     pairs = _header_omap(env, image_id)
     assert [key for key, _ in pairs] == [f"snapshot_{s['id']:016x}" for s in snaps]
     records = [_decode_cls_rbd_snap(value) for _, value in pairs]
-    assert [(r["id"], r["name"], r["size"]) for r in records] == [(s["id"], s["name"], s["size"]) for s in snaps]
+    assert ([(r["id"], r["name"], r["size"]) for r in records]
+            == [(s["id"], s["name"], s["size"]) for s in snaps])
     assert [(r["v"], r["compat"]) for r in records] == [(8, 8), (8, 8)]  # what pacific's cls_rbd writes
     assert [r["protection"] for r in records] == [0, 2]
     assert all(abs(r["timestamp"] - time.time()) < 60 for r in records)
