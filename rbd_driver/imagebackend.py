@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any, Callable, ClassVar
 
 import stevedore
@@ -197,11 +198,15 @@ class Image(abc.ABC):
         raise self._unsupported("rollback_to_snap")
 
     def direct_snapshot(self, snapshot_name: str, image_format: str, image_id: str,
-                        parent_pool: str | None = None, **kwargs: Any) -> str:
+                        parent_pool: str | None = None,
+                        progress: Callable[[int, int], None] | None = None,
+                        cancel: threading.Event | None = None) -> str:
         """Make this disk a new image inside the storage; return its location.
 
-        By default the backend cannot: raises ImageUnacceptable, so the caller
-        falls back to extracting the disk to a file and uploading it.
+        ``progress(done, total)`` follows the data copied; setting ``cancel``
+        stops the work and undoes it. By default the backend cannot: raises
+        ImageUnacceptable, so the caller falls back to extracting the disk to
+        a file and uploading it.
         """
         raise exception.ImageUnacceptable(
             image_id=image_id,
@@ -216,6 +221,16 @@ class Image(abc.ABC):
     def flatten(self) -> None:
         """Copy the parent's data into the disk so it stands alone. NotSupported by default."""
         raise self._unsupported("flatten")
+
+    @classmethod
+    def cleanup_instances(cls, conf: cfg.ConfigOpts, instance_uuids: Iterable[str],
+                          driver: Any = None) -> Any:
+        """Remove the disks of many instances; return a report, instance by instance.
+
+        Raises NotSupported by default (:meth:`cleanup_instance` them one by one).
+        """
+        raise exception.NotSupported(op="cleanup_instances", target=cls.__name__,
+                                     detail=f"the {cls.__name__} backend cannot do it")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path}>"
@@ -301,7 +316,7 @@ class Backend:
         self.close()
 
 
-def _load_failed(manager: Any, entrypoint: Any, err: Exception) -> None:
+def _load_failed(manager: Any, entrypoint: Any, err: BaseException) -> None:
     # A broken third-party plugin must not hide the others; it is simply
     # absent from `available`, and its import error is logged.
     import logging

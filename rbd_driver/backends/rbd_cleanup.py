@@ -111,14 +111,14 @@ class CleanupMixin:
             busy = _unmap_kernel_mappings(conf, driver, driver.pool,
                                           lambda name: name.startswith(prefixes))
             listed = driver.map_bounded(driver.list_images_named, list(prefixes))
-            disks = [(u, name) for u, names in zip(uuids, listed) for name in names]
+            disks = [(u, name) for u, names in zip(uuids, listed, strict=True) for name in names]
             instance_snapshot.wait_for_removals(driver, [name for _, name in disks])
             for u, name in disks:
                 if name in busy:
                     reports[u].busy[name] = busy[name]
             todo = [(u, name) for u, name in disks if name not in busy]
             removals = driver.map_bounded(lambda disk: driver.remove_image(disk[1]), todo)
-            for (u, _), one in zip(todo, removals):
+            for (u, _), one in zip(todo, removals, strict=True):
                 reports[u].merge(one)
             instance_snapshot.remove_leftovers(driver, reports.values())
         finally:
