@@ -88,6 +88,7 @@ from _benchlib import (
 )
 
 from rbd_driver import imagebackend
+from rbd_driver.backends import rbd_clone
 from rbd_driver.testing.local_cluster import ClusterState, make_conf
 
 #: Targets from the issue, and the tolerance we chose for "flat in size".
@@ -124,7 +125,7 @@ class Bench:
         self.spare_backend = imagebackend.Backend(spare_conf)
         self.spare_driver = self.spare_backend.driver("rbd")
         self.spare_log = _SpareLog()
-        logger = logging.getLogger("rbd_driver.backends.rbd")
+        logger = logging.getLogger(rbd_clone.__name__)  # direct_fetch logs the claims
         logger.addHandler(self.spare_log)
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)

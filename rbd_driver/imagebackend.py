@@ -18,7 +18,7 @@ import abc
 import importlib.metadata
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Callable, ClassVar
 
 import stevedore
@@ -204,11 +204,15 @@ class Image(abc.ABC):
         raise self._unsupported("rollback_to_snap")
 
     def direct_snapshot(self, snapshot_name: str, image_format: str, image_id: str,
-                        parent_pool: str | None = None, **kwargs: Any) -> str:
+                        parent_pool: str | None = None,
+                        progress: Callable[[int, int], None] | None = None,
+                        cancel: threading.Event | None = None) -> str:
         """Make this disk a new image inside the storage; return its location.
 
-        By default the backend cannot: raises ImageUnacceptable, so the caller
-        falls back to extracting the disk to a file and uploading it.
+        ``progress(done, total)`` follows the data copied; setting ``cancel``
+        stops the work and undoes it. By default the backend cannot: raises
+        ImageUnacceptable, so the caller falls back to extracting the disk to
+        a file and uploading it.
         """
         raise exception.ImageUnacceptable(
             image_id=image_id,
@@ -223,6 +227,16 @@ class Image(abc.ABC):
     def flatten(self) -> None:
         """Copy the parent's data into the disk so it stands alone. NotSupported by default."""
         raise self._unsupported("flatten")
+
+    @classmethod
+    def cleanup_instances(cls, conf: cfg.ConfigOpts, instance_uuids: Iterable[str],
+                          driver: Any = None) -> Any:
+        """Remove the disks of many instances; return a report, instance by instance.
+
+        Raises NotSupported by default (:meth:`cleanup_instance` them one by one).
+        """
+        raise exception.NotSupported(op="cleanup_instances", target=cls.__name__,
+                                     detail=f"the {cls.__name__} backend cannot do it")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.path}>"

@@ -61,6 +61,10 @@ class Disk(Protocol):
     encryption: encryption_api.DiskEncryption | None
     encryption_method: str | None
 
+
+class CloningDisk(Disk, Protocol):
+    """What :func:`direct_fetch` also uses: the location checks of ``Rbd``."""
+
     def _check_location(self, url: Any, image_meta: dict[str, Any], max_size: int = 0,
                         accept: tuple[str, ...] = ...) -> tuple[RbdLocation, Any]: ...
 
@@ -90,7 +94,7 @@ def _golden_key(disk: Disk, recorded: tuple[str, str]) -> crypt.Key:
     return encryption_api.key_for(key_manager(disk), None, fmt=fmt, secret_uuid=secret_uuid)
 
 
-def direct_fetch(disk: Disk, image_id: str, image_meta: dict[str, Any],
+def direct_fetch(disk: CloningDisk, image_id: str, image_meta: dict[str, Any],
                  image_locations: list[dict[str, Any]], max_size: int = 0) -> str:
     """Make the encrypted disk from the first usable location; return the method used.
 

@@ -25,7 +25,7 @@ __all__ = ["Flat", "copy_sparse"]
 
 CHUNK = 1 << 20
 
-flat_opts = [
+flat_opts: list[cfg.Opt] = [
     cfg.StrOpt(
         "instances_path",
         default="/var/lib/rbd_driver/instances",

@@ -52,7 +52,6 @@ from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
 from rbd_driver.storage.sigterm import SigtermGuard
 
 
-
 class Rbd(Protocol):
     """What this module uses of an :class:`rbd_driver.backends.rbd.Rbd` disk (a
     protocol, so that this module does not import the backend that calls it)."""

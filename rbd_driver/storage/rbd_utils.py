@@ -3,7 +3,7 @@
 This is mechanics, not policy: it clones, copies, resizes, snapshots and
 removes when told to, and reports facts (sizes, parents, headers, monitors,
 pool usage). Which location is cloneable is decided in
-:mod:`rbd_driver.backends.rbd`.
+:mod:`rbd_driver.backends.rbd_clone`.
 
 All calls go through one :class:`~rbd_driver.storage.rados_client.RadosClient`
 (one connection per driver), and every error is translated there. Nothing

@@ -35,7 +35,7 @@ golden's pool, which every refill reads before each clone.
 This module is mechanics: it keeps the spares it knows of in memory, per
 (instance pool, snapshot), claims them, refills them on one background
 thread, and removes them. How many to keep, and when to claim, is decided
-in :mod:`rbd_driver.backends.rbd`.
+in :mod:`rbd_driver.backends.rbd_clone`.
 """
 
 from __future__ import annotations

@@ -64,6 +64,14 @@ def test_flat_snapshot_ops_are_not_supported(flat) -> None:
         flat.create_snap("s")
 
 
+def test_flat_bulk_cleanup_and_direct_snapshot_are_refused(flat) -> None:
+    # On the Image interface (the contract types them), refused by a backend without them.
+    with pytest.raises(exception.NotSupported, match="cleanup_instances on Flat"):
+        Flat.cleanup_instances(flat.conf, [flat.instance_uuid])
+    with pytest.raises(exception.ImageUnacceptable, match="cannot make an image in place"):
+        flat.direct_snapshot("s", "raw", "img", progress=lambda done, total: None)
+
+
 def test_flat_cleanup_removes_only_that_instance(flat, tmp_path) -> None:
     base = _base(tmp_path, 1 << 20, {0: b"x"})
     flat.create_image(lambda target, **kw: None, base, None)
