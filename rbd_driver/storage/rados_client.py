@@ -243,6 +243,11 @@ class RadosClient:
         self._lock = threading.RLock()
         self._cluster: Any = None
         self._ioctxs: dict[str, Any] = {}
+        # Image handles open on each connection (by id), and connections that
+        # close() retired while handles were open on them: the last handle to
+        # close shuts its connection down (never under an open image).
+        self._open_images: dict[int, int] = {}
+        self._retired: dict[int, tuple[Any, dict[str, Any]]] = {}
 
     @classmethod
     def from_conf(cls, conf: Any, **modules: ModuleType | None) -> RadosClient:
@@ -379,10 +384,27 @@ class RadosClient:
         return exception.ClusterConnectionError(**common)
 
     def close(self) -> None:
-        """Close every ioctx and shut the connection down. Safe to repeat."""
+        """Close every ioctx and shut the connection down. Safe to repeat.
+
+        The next use connects again. If another thread still has an image
+        open on this connection (see :meth:`open_image`), the connection is
+        detached now and shut down when that image closes: shutting
+        librados down under an open librbd image frees memory the image
+        still uses.
+        """
         with self._lock:
             ioctxs, self._ioctxs = self._ioctxs, {}
             cluster, self._cluster = self._cluster, None
+            if cluster is not None and self._open_images.get(id(cluster)):
+                self._retired[id(cluster)] = (cluster, ioctxs)
+                LOG.warning("connection to the cluster of %s closed while %d image handles "
+                            "are open on it; it is shut down when the last one closes",
+                            self.ceph_conf, self._open_images[id(cluster)])
+                return
+        self._shutdown(cluster, ioctxs)
+
+    @staticmethod
+    def _shutdown(cluster: Any, ioctxs: dict[str, Any]) -> None:
         for ioctx in ioctxs.values():
             with contextlib.suppress(Exception):
                 ioctx.close()
@@ -443,13 +465,32 @@ class RadosClient:
         :raises ImageNotFound: no such image.
         :raises SnapshotNotFound: no such snapshot.
         """
-        ioctx = self.get_ioctx(pool)
-        with self.translate(op, pool=pool, image=name, snapshot=snapshot):
-            image = self.rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
-            try:
-                yield image
-            finally:
-                image.close()
+        with self._lock:
+            ioctx = self.get_ioctx(pool)
+            key = id(self._cluster)
+            self._open_images[key] = self._open_images.get(key, 0) + 1
+        try:
+            with self.translate(op, pool=pool, image=name, snapshot=snapshot):
+                image = self.rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only)
+                try:
+                    yield image
+                finally:
+                    image.close()
+        finally:
+            self._image_closed(key)
+
+    def _image_closed(self, key: int) -> None:
+        """Count an image handle of connection ``key`` closed; shut that
+        connection down if :meth:`close` retired it and this was its last."""
+        with self._lock:
+            left = self._open_images[key] - 1
+            if left:
+                self._open_images[key] = left
+                return
+            del self._open_images[key]
+            retired = self._retired.pop(key, None)
+        if retired is not None:
+            self._shutdown(*retired)
 
     def pool_init(self, pool: str) -> None:
         """Initialise ``pool`` for RBD (librbd's ``pool_init``; harmless when done).

@@ -193,6 +193,31 @@ def test_open_image_always_closes(env) -> None:
     assert cluster.open_handles()["images"] == []
 
 
+def test_close_never_shuts_the_connection_down_under_an_open_image(env) -> None:
+    """Another thread's close() while an image is open: the connection is detached,
+    the next use connects anew, and the old one is shut down only after the
+    image closes (librados shut down under an open librbd image frees memory
+    the image still uses)."""
+    client, cluster, *_ = env
+    cluster.add_image("vms", "disk", 1 << 20)
+    closer = threading.Thread(target=client.close)
+    with client.open_image("vms", "disk") as image:
+        closer.start()
+        closer.join(30)
+        assert not closer.is_alive()
+        assert "Rados.shutdown" not in cluster.calls  # the image still reads
+        assert image.read(0, 4) == bytes(4)
+        with client.open_image("vms", "disk", read_only=True):  # a new connection
+            assert len(cluster.open_handles()["connections"]) == 2
+        assert len(cluster.open_handles()["connections"]) == 2  # still open: not retired
+    calls = cluster.calls
+    assert calls.count("Rados.shutdown") == 1
+    assert calls.index("Rados.shutdown") > max(i for i, c in enumerate(calls) if c == "Image.close")
+    assert len(cluster.open_handles()["connections"]) == 1  # the new one, until close()
+    client.close()
+    assert cluster.open_handles() == {"connections": [], "ioctxs": [], "images": []}
+
+
 def test_errors_inside_open_image_name_the_image(env) -> None:
     client, cluster, _, fake_rbd = env
     cluster.add_image("vms", "disk", 1 << 20)
