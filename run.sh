@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # One entry point for a fresh Debian 12 machine, run as root:
 #   ./run.sh demo   set everything up, then run the demo on a throwaway local cluster
 #   ./run.sh test   set everything up, then run every test (unit and functional)

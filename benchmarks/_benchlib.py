@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Helpers shared by the benchmark scripts in this directory.
 
 Not part of the library: these scripts start a throwaway bluestore cluster

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Backup benchmark: full RAW backups against ``rbd export``, incrementals against fulls.
 
 Usage::

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Cache mode benchmark: the guest's writes under ``cache='none'`` and ``'writeback'``.
 
 Usage::

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Clone benchmark: ``Rbd.direct_fetch`` against the ``rbd clone`` CLI.
 
 Usage::

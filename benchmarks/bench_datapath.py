@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Copy-engine benchmark: ``import_to_image`` / ``export_from_image`` against
 ``rbd import`` / ``rbd export`` and ``qemu-img convert``.
 

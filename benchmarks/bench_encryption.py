@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Encrypted disks benchmark: the cost of LUKS by librbd on launch and on reads.
 
 Usage::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fleet scale: bulk cleanup against `rbd rm`, cleanup in a big pool, launch storms.
 
 What a cloud does all day, on one throwaway bluestore cluster, as its

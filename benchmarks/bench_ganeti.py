@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Ganeti launch benchmark: an instance cloned from ``origin`` against a blank disk
 filled by the OS create script.
 

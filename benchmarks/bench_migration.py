@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Live migration of a running guest: its pause and the migration's length.
 
 One throwaway bluestore cluster, two private libvirt daemons on this machine

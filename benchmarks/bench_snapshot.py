@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Instance snapshot benchmark: ``Rbd.direct_snapshot`` against its floor and export + import.
 
 Usage::

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
 """Draw the benchmarks' JSON results as SVG charts: ours against each peer.
 
 Usage::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """rbd_driver: keep instance disks in Ceph RBD, from the hypervisor, in-process.
 
 The public API is re-exported here; see ARCHITECTURE and the user guide.

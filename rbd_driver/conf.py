@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Configuration options of rbd_driver, all in group ``[rbd]``.
 
 Nothing is registered at import time. A caller registers the options on its

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Options of the guest's IO path, in ``[rbd]``: discard, zero detection, librbd limits.
 
 Kept beside :mod:`rbd_driver.conf` (which registers them with the rest of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Encrypted instance disks: what a caller asks for, and where passphrases come from.
 
 A compute driver asks for an encrypted disk with a :class:`DiskEncryption`::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Exceptions raised by rbd_driver.
 
 Every error that reaches a caller derives from :class:`RbdDriverError`. When

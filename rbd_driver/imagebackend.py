@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The image-backend interface and the factory that loads its plugins.
 
 A compute driver asks :class:`Backend` for the disk of an instance::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Volume attachments: the ``<disk>`` XML of a volume the volume service created.
 
 The volume service's RBD driver hands a compute driver a ``connection_info``

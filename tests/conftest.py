@@ -1,1 +1,2 @@
+# SPDX-License-Identifier: Apache-2.0
 pytest_plugins = ["rbd_driver.testing.fixtures", "tests.functional.secret_scanner"]

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sphinx configuration for the rbd_driver documentation."""
 
 import dataclasses

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Image backends: policy, one plugin a module (entry points ``rbd_driver.image_backends``).
 
 - :mod:`~rbd_driver.backends.rbd`: ``Rbd``, instance disks in Ceph RBD: the

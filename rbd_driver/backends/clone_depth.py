@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The clone-depth policy on the launch path (:meth:`Rbd.direct_fetch
 <rbd_driver.backends.rbd.Rbd.direct_fetch>`).
 

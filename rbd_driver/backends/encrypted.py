@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Policy of encrypted disks: which of the two ways a disk is made, and with which key.
 
 On Ceph 16 (librbd 16.2) a clone cannot be given a key of its own, so an

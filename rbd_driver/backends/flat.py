@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Flat: instance disks as raw files on local disk.
 
 The reference plugin: it proves the :class:`~rbd_driver.imagebackend.Image`

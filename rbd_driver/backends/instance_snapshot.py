@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Instance snapshots to golden images inside the cluster: :meth:`Rbd.direct_snapshot
 <rbd_driver.backends.rbd.Rbd.direct_snapshot>`.
 

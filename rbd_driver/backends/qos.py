@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Limits and space on the guest's IO path: libvirt ``<iotune>``, librbd QoS, discard.
 
 Two places can limit an instance disk, and they answer different questions:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rbd: instance disks as RBD images. Clone when possible, copy when not.
 
 This module is policy. It decides whether an image location may be cloned

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rbd's cleanup: ``remove`` of one disk, ``cleanup_instance(s)`` of many, and reports.
 
 :class:`CleanupMixin` is the part of :class:`~rbd_driver.backends.rbd.Rbd`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rbd's launch by clone: ``direct_fetch`` and the checks a location must pass.
 
 :class:`CloneMixin` is the part of :class:`~rbd_driver.backends.rbd.Rbd` that

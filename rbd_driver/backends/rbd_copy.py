@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rbd's launch by copy: ``create_image``, the image cache, and ``copy_in``.
 
 :class:`CopyMixin` is the part of :class:`~rbd_driver.backends.rbd.Rbd` that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rbd's snapshots, and the disk as a local file.
 
 :class:`SnapshotsMixin` is the part of :class:`~rbd_driver.backends.rbd.Rbd`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Rbd's disk XML: ``libvirt_info``, as ``[rbd] access`` says.
 
 :class:`XmlMixin` is the part of :class:`~rbd_driver.backends.rbd.Rbd` that

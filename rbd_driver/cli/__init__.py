@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The ``rbd-driver`` command for operators.
 
 It reads the same oslo.config file as the library (``--config-file``, options

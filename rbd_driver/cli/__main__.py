@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``python -m rbd_driver.cli``: the ``rbd-driver`` command."""
 
 import sys

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What every command group of ``rbd-driver`` shares: the handler contract.
 
 A group module (``cli/disks.py``, ``cli/backup.py``...) exposes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver backup create|ls|verify|prune`` and ``rbd-driver restore``.
 
 The command-line face of :class:`rbd_driver.ops.backup.BackupManager`: the

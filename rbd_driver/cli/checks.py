@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver check``: can the configured cephx user do what a compute host needs?
 
 Runs :func:`rbd_driver.ops.checks.check_from_conf` as ``[rbd] user`` and

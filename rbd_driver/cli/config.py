@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Where ``rbd-driver`` finds its config file, and what it warns about in it.
 
 As oslo projects do, the command reads ``/etc/rbd_driver/rbd_driver.conf``

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The demo behind ``rbd-driver throwaway demo`` (and ``./run.sh demo``).
 
 It plays both sides of a cloud on a throwaway local cluster:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver ls|clone|import|export|snapshot|cleanup``: instance disks and images.
 
 As text, ``ls`` is an aligned table with human sizes (as ``rbd ls -l`` and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One line for an error, in the command's words rather than the library's.
 
 The library speaks to Python callers (``force=True``), copies through

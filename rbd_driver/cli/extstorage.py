@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one entry point of the Ganeti ExtStorage scripts of ``rbd-driver ganeti install``.
 
 Every script is ``exec PYTHON -m rbd_driver.cli.extstorage ACTION --config-file

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver ganeti install [--dir DIR] [--config-file FILE]``.
 
 Writes Ganeti's ExtStorage provider ``rbd_driver`` into DIR (default

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver golden register|ls|children|rm``.
 
 The command-line face of :class:`rbd_driver.ops.golden.GoldenImages`: the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver status`` and ``rbd-driver pool-info``: health and capacity.
 
 ``status`` prints the data collector's document (:mod:`rbd_driver.ops.collector`)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The global options of ``rbd-driver``, accepted before or after the subcommand.
 
 As with ``openstack`` and ``rbd``, ``-f/--format json|table|value``,

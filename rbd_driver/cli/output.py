@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Text for people: human sizes, aligned tables, key/value lines, the progress bar.
 
 ``--json`` never comes here: it prints the handler's result as it is. The

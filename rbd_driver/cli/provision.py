@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver provision pool|user|from-conf|rotate-key|libvirt-pool``.
 
 The command-line face of :class:`rbd_driver.ops.provision.Provisioner`: the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver qos set|show|clear``: librbd limits of an instance disk.
 
 The limits live in the disk's image metadata, where librbd enforces them for

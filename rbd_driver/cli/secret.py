@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver secret define``: the libvirt secret of a compute host, without admin creds.
 
 On a hypervisor, QEMU reads the cephx key of ``[rbd] user`` from a libvirt

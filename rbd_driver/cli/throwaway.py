@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver throwaway start|stop|status|demo``: daemons for trying things out.
 
 Everything under ``throwaway`` starts (or stops) Ceph daemons of a local

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What libvirt is given for an RBD disk: the ``<disk>`` XML and the cephx secret.
 
 - :mod:`~rbd_driver.libvirt.disk_xml`: ``<disk>`` elements, network rbd

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """libvirt ``<disk>`` XML for RBD disks.
 
 Userspace access is a ``<disk type='network'>`` with protocol ``rbd``: QEMU

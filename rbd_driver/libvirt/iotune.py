@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one check of ``<iotune>`` limits, for volumes' ``qos_specs`` and flavors' extra specs.
 
 Both come as a mapping of names to whole numbers, often strings; both must

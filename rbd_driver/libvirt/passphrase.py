@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The libvirt secret that holds an encrypted disk's passphrase.
 
 QEMU started by libvirt opens a LUKS disk of librbd with the value of a

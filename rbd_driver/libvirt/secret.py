@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The libvirt secret that holds a cephx user's key, for ``<auth>`` in disk XML.
 
 QEMU started by libvirt authenticates to Ceph with the value of a libvirt

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """libvirt's RBD storage pool on the library's Ceph pool.
 
 CloudStack's KVM agent (and anyone who drives libvirt's storage API) keeps

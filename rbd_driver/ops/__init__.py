@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The managers operators drive, each behind a ``rbd-driver`` subcommand.
 
 - :mod:`~rbd_driver.ops.backup`: backups to secondary storage and restores;

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Backups of instance disks to secondary storage, and restores from them.
 
 A backup is made from a snapshot that stays in the cluster. A *full* backup

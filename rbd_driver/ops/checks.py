@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Checks that the configured cephx user can do what a compute host needs.
 
 :func:`blocklist_right`: can the user blocklist a dead client? A disk's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Health and capacity data collector: one versioned JSON document.
 
 What Ganeti's design asked a Ceph data collector for, gathered in-process

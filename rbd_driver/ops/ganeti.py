@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Ganeti's ExtStorage interface on rbd_driver: what each script of the provider does.
 
 Ganeti (``man ganeti-extstorage-interface``) runs one executable per action

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Installing Ganeti's ExtStorage provider ``rbd_driver``: its files, nothing else.
 
 :func:`install_provider` writes into a directory the executables of

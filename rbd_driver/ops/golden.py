@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Golden images: registered once, cloned copy-on-write by hundreds of disks.
 
 Registering imports a raw file (or converts another format with qemu-img)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """libvirt's RBD storage pool on the library's pool, as the ``[rbd]`` options describe it.
 
 CloudStack's KVM agent keeps its RBD disks in a libvirt storage pool of type

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Provisioning: pools, least-privilege cephx users, keyrings, cache tiers.
 
 What operators of other platforms do by hand with the ``ceph`` CLI (and

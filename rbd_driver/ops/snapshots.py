@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """In-cluster snapshots of instance disks: create, list, roll back, delete.
 
 A snapshot never leaves the cluster (backups, in :mod:`rbd_driver.ops.backup`,

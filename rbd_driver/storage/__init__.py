@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Mechanics of librados and librbd: the only room that touches the bindings.
 
 It decides nothing (the backends and the managers do) and hands up library

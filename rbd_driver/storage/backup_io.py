@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Streams between RBD snapshots and backup files, checksummed as they flow.
 
 :func:`export_raw` writes a snapshot into a sparse raw file,

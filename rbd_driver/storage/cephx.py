@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Cephx keys and keyring files, handled without ever showing a key.
 
 A key is held in a :class:`CephxKey`, whose ``repr`` and ``str`` are masked,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Renames without opening: claims of spare clones, and their repair.
 
 A spare clone is taken by renaming it with single cls_rbd calls on the pool

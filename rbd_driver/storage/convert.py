@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Non-raw images (qcow2, vmdk, ...) converted to raw with ``qemu-img``.
 
 This is the one place rbd_driver runs an external command, through

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The copy engine: parallel, sparse, bounded-memory, atomic import and export.
 
 :func:`import_to_image` copies a local raw file (or a pipe) into a new RBD

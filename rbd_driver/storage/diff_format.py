@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Ceph's ``rbd export-diff`` stream, format v1: a writer and a strict reader.
 
 The layout, from Ceph's ``doc/dev/rbd-diff.rst`` (integers little-endian)::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Mechanics of librbd's LUKS encryption layer: format, load, and copies through it.
 
 librbd 16.2 formats an image LUKS1 or LUKS2 (``Image.encryption_format``:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Flatten images in the background, a few at a time.
 
 Used by the clone-depth policy (:mod:`rbd_driver.ops.golden` and

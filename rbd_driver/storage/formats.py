@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sniff a disk image's format from its first (and last) bytes.
 
 An image labelled ``raw`` is written to RBD and handed to QEMU as raw. If

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Image metadata (``rbd image-meta``): read and change an image's key/value pairs.
 
 librbd reads the keys named ``conf_<option>`` as overrides of its own

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The kernel keyring, where krbd finds the cephx key of a mapping.
 
 :class:`LinuxKeyring` adds a key to the calling process's keyring with the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Kernelspace access: map and unmap RBD images through sysfs (krbd).
 
 With ``[rbd] access = kernelspace`` a disk is mapped by the kernel's rbd

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Local files that appear whole or not at all.
 
 :func:`atomic_file` is the one "write to a temporary file beside the

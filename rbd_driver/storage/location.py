@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Parse and format ``rbd://fsid/pool/image/snapshot`` image locations.
 
 This is the URL form Glance records for an image stored in RBD and Nova

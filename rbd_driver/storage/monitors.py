@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The cluster's monitors, from ``mon dump`` through ``mon_command``, cached.
 
 :func:`parse_mon_dump` turns the monmap JSON into

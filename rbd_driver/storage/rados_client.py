@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The one cluster connection of a driver, its handles, and error translation.
 
 :class:`RadosClient` opens one librados connection lazily (bounded by

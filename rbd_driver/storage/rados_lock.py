@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A cluster-wide advisory lock on a RADOS object, with a lease.
 
 Used so that N hypervisors do not import the same image at the same time.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """RBDDriver: every Ceph operation the image backends need, through librbd.
 
 This is mechanics, not policy: it clones, copies, resizes, snapshots and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The removal engine of :class:`~rbd_driver.storage.rbd_utils.RBDDriver`.
 
 Removing a disk safely is most of what cleanup does: an image a client has

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Turn a SIGTERM into a clean, cancelled copy instead of a half-written one.
 
 Only the main thread can set signal handlers, so the guard does nothing in

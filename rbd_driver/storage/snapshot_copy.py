@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Mechanics of an instance snapshot made inside the cluster.
 
 Two ways to turn a disk snapshot into a standalone golden image, both

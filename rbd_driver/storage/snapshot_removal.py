@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Remove snapshots in the background, retried, every failure logged and kept.
 
 Used by instance snapshots (:mod:`rbd_driver.backends.instance_snapshot`):

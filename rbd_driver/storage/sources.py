@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Where the data of an import comes from: a file's data extents or a stream.
 
 A file is read at offsets, and its holes are found with SEEK_DATA/SEEK_HOLE

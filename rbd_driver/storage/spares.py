@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Spares: ready-made clones of golden snapshots, taken by a rename at launch.
 
 A librbd clone costs tens of milliseconds, most of it client CPU. A spare is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What an image holds, measured without reading its data.
 
 The mechanics behind the health collector (:mod:`rbd_driver.ops.collector`)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Test helpers shipped to users: a fake librados/librbd and a real throwaway cluster.
 
 - :mod:`~rbd_driver.testing.local_cluster`: a throwaway one-node Ceph cluster;

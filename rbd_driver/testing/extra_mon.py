@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A second monitor for a running throwaway cluster: the monitor addresses change.
 
 :func:`extra_monitor` adds monitor ``b`` on new loopback ports to a cluster of

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """pytest fixtures backed by a real throwaway Ceph cluster, or by the fake one.
 
 Enable them in a ``conftest.py`` with::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A throwaway one-node Ganeti 3.0 cluster whose KVM (TCG) instances run on RBD disks.
 
 :class:`GanetiCluster` brings up, as root, everything Ganeti needs on this

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A tiny test guest built from the host's Debian packages, not a downloaded image.
 
 :func:`build_guest` takes the host's kernel (``linux-image-amd64``: a

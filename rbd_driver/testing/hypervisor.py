@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A private libvirt daemon and QEMU (TCG) guests, for tests that boot from RBD disks.
 
 :class:`Hypervisor` starts its own ``libvirtd`` in session mode, in a

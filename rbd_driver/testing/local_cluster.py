@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A throwaway Ceph cluster on loopback, for tests, demos and benchmarks.
 
 It runs one mon, one mgr and N OSDs as ordinary child processes (no systemd),

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Live migration of a test guest between two private libvirt daemons on one machine.
 
 Two :class:`~rbd_driver.testing.hypervisor.Hypervisor` daemons, each with its

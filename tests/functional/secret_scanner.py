@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """pytest plugin: no cephx key may appear in a process list, an environment or a log.
 
 While the tests run, the scanner watches every cephx key it knows:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Backups and restores against a real cluster, checked with Ceph's and QEMU's own tools.
 
 The library runs as the non-admin user; ``rbd`` (as admin) and ``qemu-img``

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Taking over the lock of a crashed writer needs the right to blocklist it.
 
 A client holding a disk's exclusive lock is SIGKILLed (a crashed host). A

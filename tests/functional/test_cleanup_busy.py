@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A disk in use is never removed or trashed: real cluster, non-admin user.
 
 A second client connection holds the disk open for writing, as a running

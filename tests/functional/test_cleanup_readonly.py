@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Cleanup and a disk some client has open only for reading: real cluster, non-admin user.
 
 What Ceph can see of a reader decides what cleanup can do. A librbd client that

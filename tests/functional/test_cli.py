@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every rbd-driver subcommand against the real cluster, checked with the Ceph CLI."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver golden|backup|restore|provision`` against the real cluster.
 
 Each subcommand runs as a separate process with ``--json``, as an operator

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver`` by convention, against the real cluster (issue 26).
 
 ^C and SIGTERM in the middle of an import end with one line, exit 130 and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The throwaway cluster itself: its keyrings, and the throwaway command."""
 
 from __future__ import annotations

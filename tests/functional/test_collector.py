@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The health and capacity collector against real clusters, checked with the Ceph CLI."""
 
 from __future__ import annotations

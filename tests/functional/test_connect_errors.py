@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The first mistakes of an operator name their cause, not the monitors.
 
 Each case runs ``rbd-driver ls`` with a config the way an operator writes

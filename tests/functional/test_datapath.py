@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The copy engine against a real cluster, as the non-admin cephx user.
 
 The Ceph CLI (as admin, through ``ceph_admin``) is only the independent

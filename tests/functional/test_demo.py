@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver --json demo``: the whole demo on its own throwaway cluster.
 
 The demo starts and stops its own cluster (and its own libvirtd), so the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """direct_snapshot and the clone-depth policy of direct_fetch on a real cluster.
 
 The library runs as the non-admin test user; the rbd/ceph CLI as admin is the oracle.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The user guide's example really runs against a cluster."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Encrypted disks (LUKS by librbd) against a real cluster, with outside oracles.
 
 The library runs as the non-admin user. The oracles are the admin ``rbd export``

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Real guests boot from encrypted disks with the library's XML (libvirt key manager).
 
 The passphrases live only in the private libvirtd, as secrets the library

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """snapshot_extract and import_file against a real cluster, as the non-admin user.
 
 Oracles: ``rbd export`` as admin and ``qemu-img compare`` for what was

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Faults: a frozen monitor must never hang a caller (cf. Nova bug 1834048)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The test plugin stops a run at once when the cluster is full.
 
 A full cluster blocks writes instead of failing them. The plugin

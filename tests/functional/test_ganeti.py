@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Ganeti 3.0 runs instances on the ExtStorage provider rbd_driver, for real.
 
 A one-node cluster (:class:`rbd_driver.testing.ganeti.GanetiCluster`) boots

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Golden images and instance snapshots against a real cluster; the rbd CLI (as admin) is the oracle."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The guest's IO path, judged from outside the library: limits, space, flushed data.
 
 - a flavor's ``quota:disk_read_iops_sec`` holds the busybox guest's O_DIRECT

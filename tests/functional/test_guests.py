@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Real guests booted by libvirt and QEMU (TCG) from disks this library made.
 
 Each guest is the busybox test guest (:mod:`rbd_driver.testing.guest`): it

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The hypervisor fixture cleans up after itself: guests, secrets, daemon, QEMU.
 
 The oracle is /proc (which processes still run) and libvirt's own listing.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Copy once, then clone; and non-raw sources converted with qemu-img."""
 
 from __future__ import annotations

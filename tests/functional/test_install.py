@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The compute-host install of doc/source/install.rst, done literally (issue 26).
 
 A fresh ``--system-site-packages`` virtualenv in a temporary directory, a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """libvirt's RBD storage pool on the library's pool: the path CloudStack's KVM agent takes.
 
 A private libvirtd (:mod:`rbd_driver.testing.hypervisor`) with its RBD storage

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Disk XML against libvirt's own schema and its test driver, with the real monitors.
 
 Every kind of ``<disk>`` rbd_driver generates (userspace network rbd, with

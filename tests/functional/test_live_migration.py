@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Live migration of a running guest between two hypervisor processes.
 
 Two private libvirt daemons (:mod:`rbd_driver.testing.hypervisor`) with

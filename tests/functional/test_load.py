@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Load: 16 threads, 500 direct_fetch launches from one golden snapshot, one connection."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Randomized model test: random operation sequences, checked against the Ceph CLI.
 
 After every step the library's view (images, snapshots, protection, sizes,

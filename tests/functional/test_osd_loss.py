@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """An OSD dies mid-operation on a 3-OSD cluster (size 3, min_size 2).
 
 With one OSD of three down every placement group keeps two replicas, so the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Provisioning on the real cluster: a pool with a cache tier, a least-privilege
 user, its keyring, what the user can and cannot do, QEMU as that user, key
 rotation, the kernelspace loopback guard, and the secret scanner's self-test.

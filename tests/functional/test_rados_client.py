@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """rados_client against a real cluster, as the non-admin cephx user."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Rbd backend against a real cluster, as the non-admin cephx user.
 
 The Ceph CLI (as admin) and QEMU/libvirt tools are used only as independent

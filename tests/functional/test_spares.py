@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Spare clones against a real cluster, as the non-admin cephx user (``profile rbd``).
 
 The Ceph CLI (as admin) and qemu-img are the independent oracles: ``rbd info``

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Spares shared by hosts, on a real cluster: each Launcher is a host with its own
 connection. Judged by the admin CLI (`rbd ls`, `rbd info`, `rbd children`, `rados ls`).
 Runs on both clone formats.

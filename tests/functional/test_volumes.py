@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Volume XML from a connection_info, against libvirt's schema, its test driver and QEMU.
 
 The connection_info is built as the volume service's RBD driver builds it,

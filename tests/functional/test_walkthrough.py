@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A new operator's first hour, step by step as the docs say (issue 26, "Must show").
 
 Only the ``rbd-driver`` command, run as a separate process with the config

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The unit tests' one fake cluster: ``env``.
 
 ``env`` is the test module's ``Env`` (a :class:`~rbd_driver.testing.fixtures.FakeEnv`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Encrypted disks on the fake librbd: the contract, key managers, clone or per-disk copy."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Backend factory (stevedore): entry points, the configured default, one driver."""
 
 from __future__ import annotations

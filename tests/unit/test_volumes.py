@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Volume attachments: connection_info checks, disk XML, kernelspace with a fake sysfs."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A minimal compute driver using rbd_driver: launch, inspect and clean up a disk.
 
 Run it against any cluster (for example a dev cluster)::

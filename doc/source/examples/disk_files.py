@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A disk to a file and a file to a disk: image uploads, config drives, live migration.
 
 Run it against any cluster (for example a dev cluster)::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Attach a volume the volume service created: its connection_info to libvirt <disk> XML.
 
 Run it as::

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """In-memory fakes of the Ceph ``rados`` and ``rbd`` Python bindings, for unit tests.
 
 :func:`make_modules` returns a ``(rados, rbd)`` pair of module objects that

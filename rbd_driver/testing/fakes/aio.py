@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Asynchronous image I/O: the fake ``rbd.Completion`` and how an ``aio_*`` call runs.
 
 Like librbd, an aio call never raises for a failed operation: the error

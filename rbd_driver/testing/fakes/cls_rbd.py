@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The cls_rbd object-class methods the code calls through ``Ioctx.execute``.
 
 Only the pool directory methods are modelled: ``dir_get_id`` and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """librbd's LUKS encryption layer, faked: ``Image.encryption_format`` / ``encryption_load``.
 
 What the fake keeps from pacific's librbd (checked against it by the

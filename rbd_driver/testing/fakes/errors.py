@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the fakes raise: the exception classes of the real ``rados`` and ``rbd`` modules.
 
 :class:`RadosErrors` and :class:`RbdErrors` hold real exception classes with

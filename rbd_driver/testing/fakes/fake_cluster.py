@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The in-memory cluster one :func:`~rbd_driver.testing.fakes.make_modules` call creates.
 
 :class:`FakeCluster` is what a test holds on to: it owns the pools, lets the

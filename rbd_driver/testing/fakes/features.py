@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """RBD image features: the ``RBD_FEATURE_*`` constants and the rules librbd applies to them.
 
 The values are those of the real ``rbd`` module (a unit test compares them).

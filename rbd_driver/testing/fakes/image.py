@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The fake ``rbd.Image``: an open handle on one image, at its head or at a snapshot.
 
 A handle reads and writes the image's :mod:`~rbd_driver.testing.fakes.sparse_data`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The fake ``rados.Ioctx``: I/O on the RADOS objects of one pool.
 
 Raw objects are what ``write``/``write_full`` create and ``lock_exclusive``

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The librbd metadata objects of a pool, seen as RADOS objects, byte for byte as pacific writes them.
 
 librbd keeps an image's metadata in RADOS objects that clients may read

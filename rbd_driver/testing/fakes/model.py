@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The stored state of a fake cluster: pools, their RADOS objects and locks, images, snapshots.
 
 These records are what outlives every handle: a :class:`FakeImage` exists

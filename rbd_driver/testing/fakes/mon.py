@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """What the fake monitor answers to ``Rados.mon_command``.
 
 :func:`default_handlers` gives the handlers a :class:`FakeCluster` starts

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The fake ``rados`` module's cluster handle, :class:`Rados` (:class:`Ioctx` is in :mod:`.ioctx`).
 
 :class:`Rados` follows the real handle's life cycle (``configuring`` ->

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The fake ``rbd.RBD``: pool-level image management (create, clone, remove, rename, trash).
 
 Each method checks what librbd checks, in the same order where the order is

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The fake ``rados`` read operations: ``ReadOp``, ``ReadOpCtx`` and ``OmapIterator``.
 
 As in librados, ``Ioctx.get_omap_vals(op, ...)`` only adds a step to ``op``

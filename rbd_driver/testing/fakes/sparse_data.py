@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Sparse, copy-on-write image data: the bytes behind a fake RBD image.
 
 An image's content at one point in time (its head or a snapshot) is a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The fake ``rados`` write operations: ``WriteOp`` and ``WriteOpCtx``.
 
 As in librados, the steps added to a :class:`WriteOp` (``new``,

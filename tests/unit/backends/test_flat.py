@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Flat reference plugin (backends/flat.py): sparse local files, no clones."""
 
 from __future__ import annotations

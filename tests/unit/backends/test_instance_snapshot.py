@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """direct_snapshot, cleanup_direct_snapshot and the clone-depth policy of direct_fetch, on fakes."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Limits and space on the guest's IO path (backends/qos.py) on the fake librbd:
 flavor extra specs -> <iotune>, discard, librbd limits in image metadata."""
 

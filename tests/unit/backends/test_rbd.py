@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Rbd backend's policy on the fake librados/librbd: checks, copy, cleanup."""
 
 from __future__ import annotations

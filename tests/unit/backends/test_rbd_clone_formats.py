@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Clone policy and snapshot removal on both clone formats of the fake librbd.
 
 Clone format 1 needs a protected snapshot and refuses to remove a snapshot

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """snapshot_extract, import_file and is_shared_block_storage on the fake librbd.
 
 qemu-img cannot read the fake cluster, so the qcow2 path is checked by

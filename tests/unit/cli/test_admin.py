@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver backup|restore|golden|provision`` through ``cli.main`` on the fake cluster.
 
 The fake ``rados``/``rbd`` modules replace the real ones in ``sys.modules``,

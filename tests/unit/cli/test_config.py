@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver``'s config file: the default path, the defaults notice, keyring warnings."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver`` follows the conventions of ``rbd`` and ``openstack`` (issue 26).
 
 Global options before or after the subcommand, ``-f json|table|value``,

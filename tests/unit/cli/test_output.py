@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Text for people: human sizes, tables, key/value lines, the status summary.
 
 The status summary is checked on a document recorded from a real cluster

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver secret define`` (as [rbd] user) and ``provision rotate-key`` (as admin)."""
 
 from __future__ import annotations

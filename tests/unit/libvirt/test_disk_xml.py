@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """libvirt <disk> XML builders (unit level; schema and test-driver checks are functional)."""
 
 from __future__ import annotations

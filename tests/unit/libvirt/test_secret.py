@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The libvirt ceph secret, with a fake libvirt module and connection."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """libvirt's RBD storage pool: its XML (checked by virt-xml-validate) and defining it
 on libvirt's test driver (``test:///default``), which keeps pools but has no
 secrets: a small stand-in adds those."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """BackupManager on the fake librados/librbd: chains, restores, retention, failures."""
 
 from __future__ import annotations

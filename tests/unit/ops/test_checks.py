@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd-driver check`` and :mod:`rbd_driver.ops.checks` on the fake cluster.
 
 The fake monitor answers ``osd blocklist`` as pacific does: a user with

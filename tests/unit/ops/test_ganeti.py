@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The Ganeti ExtStorage provider (ops/ganeti.py, cli/extstorage.py, cli/ganeti.py) on fakes.
 
 Each script's logic runs against the fake librbd; the oracle is the fake

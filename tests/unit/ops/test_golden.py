@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Golden images, the clone-depth policy, background flattens and instance snapshots, on fakes."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """provision_libvirt_pool: the [rbd] options, the monitor cache and the secret, turned
 into libvirt's RBD pool (fake librados; libvirt's test driver plus stand-in secrets)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Provisioner on the fake cluster, with a fake monitor for pools, tiers and auth.
 
 The fake monitor answers like pacific does for the commands used here

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Provisioning's explicit choice to let the compute user write instance snapshots."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Only ``storage/`` (and ``testing/``) touches the rados/rbd bindings.
 
 Everything else sees library types and library errors. Walking imports is

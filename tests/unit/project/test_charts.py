@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """benchmarks/charts.py draws every benchmark's result document as SVG charts.
 
 The script runs as its users run it (a process, on result documents in a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """.ci/run fails on a skip that is not on .ci/allowed-skips, and when pytest collects nothing.
 
 ``.ci/run`` is run here in a copy of ``.ci/`` beside a fake ``run.sh`` that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Docs and ``--help`` in step (issue 26).
 
 Every subcommand and option that ``rbd-driver --help`` shows, recursively,

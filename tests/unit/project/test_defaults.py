@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """One source of truth for every default: the ``[rbd]`` option definitions.
 
 Every function or constructor in the package whose parameter mirrors an

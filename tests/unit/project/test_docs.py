@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The documentation builds with warnings as errors, and its generated pages are complete.
 
 This is the build ``tox -e docs`` and ``.ci/check-release`` run

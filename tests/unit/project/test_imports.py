@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Every module imports cleanly, and the pre-release paths are gone.
 
 Until 0.2.0 the package had never been released, so the modules moved into

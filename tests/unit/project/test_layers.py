@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The tree keeps its shape: no import cycle among the product's modules, and no
 module imports one from a layer above its own (doc/source/architecture.rst).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """No product module grows past 700 lines: one idea a module, read in one sitting.
 
 ``conf.py`` is the exception: most of it is option help (``Possible values``,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Each room's ``__init__`` says what lives there, and stays true.
 
 A newcomer finds a module from its room's map: every module of

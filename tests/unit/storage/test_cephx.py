@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Cephx keys and keyring files: masking, validation, atomic 0600 writes."""
 
 from __future__ import annotations

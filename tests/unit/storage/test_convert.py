@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """qemu-img conversion safety (storage/convert.py), with the real qemu-img."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The copy engine (storage/datapath.py) on the fake librados/librbd."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The rbd export-diff v1 stream: exact bytes written, and everything the reader refuses."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tests for rbd_driver.storage.formats, against images made by qemu-img."""
 
 from __future__ import annotations

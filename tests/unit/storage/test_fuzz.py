@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Fuzzing (hypothesis): only documented exceptions, and never a wrong acceptance."""
 
 from __future__ import annotations

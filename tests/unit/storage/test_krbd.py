@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Kernelspace mapping with a fake sysfs, a fake kernel keyring and a fake monitor.
 
 There is no rbd kernel module on the test machines, so :class:`FakeKernel`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tests for rbd_driver.storage.location."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The monitor list: mon dump parsing, host:port formatting, the cache."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """RadosClient and the error translation, on the fake librados/librbd."""
 
 from __future__ import annotations

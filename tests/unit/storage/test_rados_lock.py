@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The cluster-wide lock (storage/rados_lock.py), on the fake librados."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """A disk that a client has open is never removed or trashed, on every removal path.
 
 The "guest" here is a second fake client holding a writable handle, which

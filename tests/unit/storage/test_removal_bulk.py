@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Bulk cleanup: many instances at once, bounded, one report instance by instance (fakes)."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The background removal of direct_snapshot's temporary disk snapshot, on fakes.
 
 The oracle is the fake cluster's own state (the snapshots an image has), not

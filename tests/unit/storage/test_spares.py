@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Spare clones on the fake librbd: claiming by rename, races, refills, removal, repair."""
 
 from __future__ import annotations

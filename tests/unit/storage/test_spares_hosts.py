@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Spares shared by hosts: clone_spares counts the pool's spares, and a golden
 delete holds every host's refills (fakes; each driver is another host)."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Tests of the fake rados/rbd modules in rbd_driver.testing.fakes.
 
 This is the one test module that imports the real ``rados``/``rbd``

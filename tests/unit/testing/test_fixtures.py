@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The session guard that stops a run when the test cluster is full, and the fake cluster's setup."""
 
 from __future__ import annotations

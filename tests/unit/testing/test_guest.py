@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """The test guest's build (initramfs, modules, cache) and the domain XML, without QEMU."""
 
 from __future__ import annotations

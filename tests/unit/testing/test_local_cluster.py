@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """Stopping a throwaway cluster also stops an unrecorded daemon of that cluster, and
 nothing else (no cluster needed: the "daemons" are sleeping Python processes)."""
 

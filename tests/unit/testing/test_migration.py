@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """``rbd_driver.testing.migration.destination_xml``: what the destination is given.
 
 The source domain's XML is made by the hypervisor fixture's own
