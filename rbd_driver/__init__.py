@@ -9,7 +9,7 @@ import logging
 from rbd_driver import exception
 from rbd_driver.conf import list_opts, register_opts
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "exception", "list_opts", "register_opts"]
 
