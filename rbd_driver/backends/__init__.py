@@ -14,6 +14,8 @@
   - :mod:`~rbd_driver.backends.rbd_cleanup`: ``remove``, ``cleanup_instance(s)``
     and their reports;
   - :mod:`~rbd_driver.backends.rbd_xml`: the disk XML (``libvirt_info``);
+  - :mod:`~rbd_driver.backends.rbd_disk`: what each of them knows of the
+    disk (their common base);
 - :mod:`~rbd_driver.backends.flat`: ``Flat``, disks as local raw files;
 - :mod:`~rbd_driver.backends.instance_snapshot`: ``direct_snapshot``, an
   instance snapshot turned into a golden image inside the cluster;

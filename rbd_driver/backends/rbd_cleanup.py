@@ -20,6 +20,7 @@ from oslo_config import cfg
 
 from rbd_driver import exception
 from rbd_driver.backends import instance_snapshot
+from rbd_driver.backends.rbd_disk import RbdDisk
 from rbd_driver.storage import krbd
 from rbd_driver.storage.rbd_utils import CleanupReport, RBDDriver
 
@@ -44,13 +45,8 @@ class InstancesCleanupReport:
                 "instances": {u: report.as_dict() for u, report in self.instances.items()}}
 
 
-class CleanupMixin:
+class CleanupMixin(RbdDisk):
     """``remove``, ``cleanup_instance`` and ``cleanup_instances`` (a mixin of ``Rbd``)."""
-
-    conf: cfg.ConfigOpts
-    driver: RBDDriver
-    pool: str
-    rbd_name: str
 
     if TYPE_CHECKING:  # the rest of Rbd (rbd.py)
         @classmethod

@@ -12,18 +12,16 @@ snapshot is remembered by the snapshot's identity, which never goes stale.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from oslo_config import cfg
-
 from rbd_driver import exception
 from rbd_driver.backends import clone_depth, encrypted, qos
+from rbd_driver.backends.rbd_disk import RbdDisk
 from rbd_driver.storage import formats
 from rbd_driver.storage.location import InvalidLocation, RbdLocation, parse_location
-from rbd_driver.storage.rbd_utils import RBDDriver, SnapshotIdentity
+from rbd_driver.storage.rbd_utils import SnapshotIdentity
 
 __all__ = ["VERDICT_CACHE_SIZE", "CloneMixin"]
 
@@ -35,19 +33,10 @@ _verdicts: dict[Any, tuple[str, int]] = {}
 _verdicts_lock = threading.Lock()
 
 
-class CloneMixin:
+class CloneMixin(RbdDisk):
     """``check_location`` and ``direct_fetch`` of an instance disk (a mixin of ``Rbd``)."""
 
-    conf: cfg.ConfigOpts
-    driver: RBDDriver
-    pool: str
-    rbd_name: str
-    encryption: Any
-    encryption_method: str | None
-
-    if TYPE_CHECKING:  # the rest of Rbd: the disk itself, and its copy path (rbd_copy.py)
-        def exists(self) -> bool: ...
-        def _disk_lock(self) -> contextlib.AbstractContextManager[None]: ...
+    if TYPE_CHECKING:  # the rest of Rbd: its copy path (rbd_copy.py)
         def _cache_location(self, image_id: str) -> RbdLocation: ...
         def _is_cached(self, location: RbdLocation) -> bool: ...
 

@@ -21,6 +21,7 @@ from oslo_config import cfg
 
 from rbd_driver import exception
 from rbd_driver.backends import encrypted, qos
+from rbd_driver.backends.rbd_disk import RbdDisk
 from rbd_driver.storage import convert, rados_lock
 from rbd_driver.storage.location import RbdLocation
 from rbd_driver.storage.rbd_utils import RBDDriver
@@ -30,19 +31,10 @@ __all__ = ["CopyMixin", "copy_in"]
 LOG = logging.getLogger(__name__)
 
 
-class CopyMixin:
+class CopyMixin(RbdDisk):
     """``create_image`` of an instance disk and the image cache (a mixin of ``Rbd``)."""
 
-    conf: cfg.ConfigOpts
-    driver: RBDDriver
-    pool: str
-    rbd_name: str
-    encryption: Any
-    encryption_method: str | None
-
     if TYPE_CHECKING:  # the rest of Rbd (rbd.py)
-        def exists(self) -> bool: ...
-        def _disk_lock(self) -> contextlib.AbstractContextManager[None]: ...
         def resize_image(self, size: int) -> None: ...
 
     @qos.with_default_qos

@@ -12,37 +12,25 @@ cannot be used) and ``import_file`` (a config drive, a rescue image).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Callable
-
-from oslo_config import cfg
+from typing import TYPE_CHECKING, Callable
 
 from rbd_driver import exception
 from rbd_driver.backends import encrypted, instance_snapshot, qos
+from rbd_driver.backends.rbd_disk import RbdDisk
 from rbd_driver.storage import convert
-from rbd_driver.storage.rbd_utils import RBDDriver
 
 __all__ = ["SnapshotsMixin"]
 
 LOG = logging.getLogger(__name__)
 
 
-class SnapshotsMixin:
+class SnapshotsMixin(RbdDisk):
     """Snapshots, ``direct_snapshot``, ``snapshot_extract`` and ``import_file`` of an
     instance disk (a mixin of ``Rbd``)."""
 
-    conf: cfg.ConfigOpts
-    driver: RBDDriver
-    pool: str
-    rbd_name: str
-    encryption: Any
-    encryption_method: str | None
-
-    if TYPE_CHECKING:  # the rest of Rbd: the disk itself, and its copy path (rbd_copy.py)
-        def exists(self) -> bool: ...
-        def _disk_lock(self) -> contextlib.AbstractContextManager[None]: ...
+    if TYPE_CHECKING:  # the rest of Rbd: its copy path (rbd_copy.py)
         def _copy_in(self, base: str, progress: Callable[[int, int], None] | None) -> None: ...
 
     def create_snap(self, name: str, protect: bool = False) -> None:

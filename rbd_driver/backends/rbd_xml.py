@@ -11,25 +11,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from oslo_config import cfg
-
 from rbd_driver import exception
 from rbd_driver.backends import qos
+from rbd_driver.backends.rbd_disk import RbdDisk
 from rbd_driver.libvirt import disk_xml
 from rbd_driver.storage import krbd
-from rbd_driver.storage.rbd_utils import RBDDriver
 
 __all__ = ["XmlMixin"]
 
 
-class XmlMixin:
+class XmlMixin(RbdDisk):
     """``libvirt_info`` of an instance disk (a mixin of ``Rbd``)."""
 
-    conf: cfg.ConfigOpts
-    driver: RBDDriver
-    pool: str
-    rbd_name: str
-    encryption: Any
     driver_format: ClassVar[str]
 
     if TYPE_CHECKING:  # imagebackend.Image
