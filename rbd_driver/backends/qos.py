@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from oslo_config import cfg
 
 from rbd_driver import exception
-from rbd_driver.conf_guest_io import QOS_LIMITS
+from rbd_driver.conf import QOS_LIMITS
 from rbd_driver.libvirt import iotune
 from rbd_driver.storage import image_meta
 from rbd_driver.storage.rbd_utils import RBDDriver

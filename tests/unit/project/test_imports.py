@@ -39,6 +39,7 @@ MOVED = {
     "rbd_driver.testing.cluster": "rbd_driver.testing.local_cluster",
     "rbd_driver.testing.fakes.cluster": "rbd_driver.testing.fakes.fake_cluster",
     "rbd_driver.testing.fakes.storage": "rbd_driver.testing.fakes.sparse_data",
+    "rbd_driver.conf_guest_io": "rbd_driver.conf",
 }
 
 

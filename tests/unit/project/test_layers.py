@@ -21,8 +21,7 @@ PACKAGE = ROOT / "rbd_driver"
 
 # Lowest first. A module may import its own layer and the ones below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("rbd_driver", "rbd_driver.conf", "rbd_driver.conf_guest_io",
-              "rbd_driver.exception")),
+    ("base", ("rbd_driver", "rbd_driver.conf", "rbd_driver.exception")),
     # storage/krbd.py is kernelspace mechanics (sysfs writes, the kernel keyring).
     ("storage", ("rbd_driver.storage",)),
     ("access", ("rbd_driver.libvirt", "rbd_driver.volumes", "rbd_driver.encryption")),
