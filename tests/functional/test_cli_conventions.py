@@ -39,6 +39,16 @@ sys.exit(cli.main())
 """
 
 
+def _as_from_a_terminal() -> None:
+    """SIGINT as a command typed in a terminal has it: delivered.
+
+    A job started in the background by a shell without job control (``cmd &``
+    in a script, as CI may run this suite) inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler: ^C does not reach such a
+    job by design, and the command rightly keeps that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def conf_file(ceph_cluster, tmp_path) -> Path:
     conf = tmp_path / "rbd-driver.conf"
@@ -66,7 +76,8 @@ def test_a_signal_during_import_ends_with_one_line_and_leaves_nothing(
     before = set(ceph_admin("rbd", "ls", "vms"))
     proc = subprocess.run([sys.executable, "-c", _SIGNAL_ITSELF, str(int(sig)), "--config-file",
                            str(conf_file), "import", str(source), name],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=_as_from_a_terminal)
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert proc.stderr.strip() == line, proc.stderr
     assert set(ceph_admin("rbd", "ls", "vms")) == before  # no image, no temporary one
