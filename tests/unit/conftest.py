@@ -8,6 +8,9 @@ fixtures, given by name (``monkeypatch``, ``capsys``). After the test its
 drivers and clients are closed and no connection, ioctx or image handle may be
 left open. A module that runs every test on other settings (both clone
 formats, both aio modes) defines its own ``env``.
+
+``sigterm_guard`` turns on the library's SIGTERM guard of long copies for a
+test (it is opt-in; the ``rbd-driver`` command turns it on) and off after.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from rbd_driver.storage import sigterm
 from rbd_driver.testing.fixtures import FakeEnv
 
 
@@ -30,3 +34,10 @@ def env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeEnv]:
     made = make(tmp_path, **fixtures)
     yield made
     made.close_and_check()
+
+
+@pytest.fixture
+def sigterm_guard() -> Iterator[None]:
+    sigterm.enable()
+    yield
+    sigterm.enable(False)

@@ -28,14 +28,8 @@ MiB = 1 << 20
 KEY = cephx.generate_key()
 
 
-@pytest.fixture(autouse=True)
-def _sigterm_guard_enabled() -> Any:
-    """The SIGTERM guard is opt-in (the rbd-driver command enables it); these tests need it."""
-    from rbd_driver.storage import sigterm
-
-    sigterm.enable()
-    yield
-    sigterm.enable(False)
+# The SIGTERM guard is opt-in (the rbd-driver command enables it); these tests need it.
+pytestmark = pytest.mark.usefixtures("sigterm_guard")
 
 
 class Env(FakeEnv):

@@ -5,6 +5,7 @@ secrets: a small stand-in adds those."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import uuid
@@ -94,18 +95,27 @@ class Host:
         raise libvirt_error(f"Secret not found: no secret with matching usage '{usage_id}'", 66)
 
 
-@pytest.fixture
-def host() -> Iterator[Host]:
+@contextlib.contextmanager
+def libvirt_test_host() -> Iterator[Host]:
+    """A Host on libvirt's test driver; the pools defined meanwhile are removed after."""
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     conn = libvirt.open("test:///default")
     before = set(conn.listStoragePools() + conn.listDefinedStoragePools())
-    yield Host(conn)
-    for pool in conn.listAllStoragePools(0):
-        if pool.name() not in before:
-            if pool.isActive():
-                pool.destroy()
-            pool.undefine()
-    conn.close()
+    try:
+        yield Host(conn)
+    finally:
+        for pool in conn.listAllStoragePools(0):
+            if pool.name() not in before:
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
+        conn.close()
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    with libvirt_test_host() as made:
+        yield made
 
 
 def _name() -> str:

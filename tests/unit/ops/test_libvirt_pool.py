@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import libvirt
 import pytest
 
 from rbd_driver import exception
@@ -20,7 +19,7 @@ from rbd_driver.ops.libvirt_pool import provision_libvirt_pool
 from rbd_driver.storage.rados_client import RadosClient
 from rbd_driver.testing.fixtures import FakeEnv
 from rbd_driver.testing.local_cluster import make_conf
-from tests.unit.libvirt.test_storage_pool import CEPH, SECRET, Host, Secret
+from tests.unit.libvirt.test_storage_pool import CEPH, SECRET, Host, Secret, libvirt_test_host
 
 DUMP = {"mons": [
     {"rank": 0, "name": "a", "public_addrs": {"addrvec": [
@@ -69,16 +68,8 @@ class _State:
 
 @pytest.fixture
 def host() -> Iterator[Host]:
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    conn = libvirt.open("test:///default")
-    before = set(conn.listStoragePools() + conn.listDefinedStoragePools())
-    yield Host(conn)
-    for pool in conn.listAllStoragePools(0):
-        if pool.name() not in before:
-            if pool.isActive():
-                pool.destroy()
-            pool.undefine()
-    conn.close()
+    with libvirt_test_host() as made:
+        yield made
 
 
 def _names(host: Host) -> set[str]:
